@@ -1,0 +1,224 @@
+//! The computation graph (brief §1) as a petgraph DAG: senders (`input`, heads `a{l}.h{h}`, MLPs `m{l}`) wired
+//! to receivers (head query/key/value inputs, MLP inputs, `logits`). It is the one source of truth for which
+//! edges exist and in which order; a [`Circuit`] is a kept/removed flag per edge of it.
+//!
+//! Naming: query inputs `a{l}.h{h}<q>`; key/value inputs `a{l}.h{h}<k>`/`<v>` under multi-head attention and
+//! `a{l}.kv{g}<k>`/`<v>` for key/value head `g` under grouped-query attention (one port shared by the query
+//! heads of its group, never ungrouped). Edges are `sender->receiver`, e.g. `a3.h1->m5`, `m2->a7.h0<k>`.
+use std::collections::HashMap;
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::Serialize;
+
+use crate::model::Config;
+
+/// The three inputs of an attention head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Port {
+    Q,
+    K,
+    V,
+}
+
+/// A vertex of the DAG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Node {
+    /// The embedding: a sender.
+    Input,
+    /// Head `head` of `layer`: a sender (its output), fed by its ports.
+    Head { layer: usize, head: usize },
+    /// A head input: a receiver. `index` is the query head for `Q`, the key/value head for `K`/`V`.
+    HeadInput { layer: usize, port: Port, index: usize },
+    /// An MLP: receiver (its input) and sender (its output) at once.
+    Mlp { layer: usize },
+    /// The final residual stream: a receiver.
+    Logits,
+}
+
+/// What a DAG edge is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// An ablatable edge, index into [`Graph::edges`].
+    Edge(usize),
+    /// A head input feeding its head: internal, never ablated.
+    Internal,
+}
+
+/// One ablatable edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    /// Dense sender index (see [`Graph::sender_name`]).
+    pub sender: usize,
+    /// Dense receiver index (see [`Graph::receiver_name`]).
+    pub receiver: usize,
+    pub name: String,
+}
+
+/// The computation graph of one model configuration.
+#[derive(Debug, Clone)]
+pub struct Graph {
+    pub dag: DiGraph<Node, Wire>,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    /// Every ablatable edge, grouped by receiver in forward order, senders in forward order.
+    pub edges: Vec<Edge>,
+    /// DAG vertex of each dense sender index.
+    pub sender_nodes: Vec<NodeIndex>,
+    /// DAG vertex of each dense receiver index.
+    pub receiver_nodes: Vec<NodeIndex>,
+    /// Edge ids into each receiver, by receiver index.
+    pub edges_into: Vec<Vec<usize>>,
+    by_name: HashMap<String, usize>,
+}
+
+/// Node, sender, receiver and edge counts, as `kcirc graph` prints them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct GraphCounts {
+    pub nodes: usize,
+    pub edges: usize,
+    pub senders: usize,
+    pub receivers: usize,
+}
+
+impl Graph {
+    /// Builds the graph of `cfg`. Senders are indexed `input`, then per layer its heads and its MLP;
+    /// receivers per layer: query ports, key ports, value ports, the MLP, and finally `logits`.
+    pub fn new(cfg: &Config) -> Graph {
+        let (nl, h, kv) = (cfg.n_layers, cfg.n_heads, cfg.n_kv_heads);
+        let mut g = Graph {
+            dag: DiGraph::new(),
+            n_layers: nl,
+            n_heads: h,
+            n_kv_heads: kv,
+            edges: vec![],
+            sender_nodes: vec![],
+            receiver_nodes: vec![],
+            edges_into: vec![],
+            by_name: HashMap::new(),
+        };
+        let input = g.dag.add_node(Node::Input);
+        g.sender_nodes.push(input);
+        for layer in 0..nl {
+            let ports: Vec<(Port, usize)> = (0..h)
+                .map(|i| (Port::Q, i))
+                .chain((0..kv).map(|i| (Port::K, i)))
+                .chain((0..kv).map(|i| (Port::V, i)))
+                .collect();
+            let heads: Vec<NodeIndex> = (0..h).map(|head| g.dag.add_node(Node::Head { layer, head })).collect();
+            for (port, index) in ports {
+                let r = g.add_receiver(Node::HeadInput { layer, port, index });
+                match port {
+                    Port::Q => {
+                        g.dag.add_edge(r, heads[index], Wire::Internal);
+                    }
+                    Port::K | Port::V => {
+                        let group = h / kv;
+                        for &head in &heads[index * group..(index + 1) * group] {
+                            g.dag.add_edge(r, head, Wire::Internal);
+                        }
+                    }
+                }
+            }
+            g.sender_nodes.extend(&heads);
+            let mlp = g.add_receiver(Node::Mlp { layer });
+            g.sender_nodes.push(mlp);
+        }
+        g.add_receiver(Node::Logits);
+        g
+    }
+
+    /// Adds a receiver and its edges from every sender that exists so far (all earlier in forward order).
+    fn add_receiver(&mut self, node: Node) -> NodeIndex {
+        let r = self.dag.add_node(node);
+        let ri = self.receiver_nodes.len();
+        self.receiver_nodes.push(r);
+        let mut into = vec![];
+        for si in 0..self.sender_nodes.len() {
+            let s = self.sender_nodes[si];
+            // No sender feeds the receivers of its own layer's attention; the MLP reads its own layer's heads.
+            let id = self.edges.len();
+            let name = format!("{}->{}", self.node_name(self.dag[s]), self.node_name(node));
+            self.by_name.insert(name.clone(), id);
+            self.edges.push(Edge { sender: si, receiver: ri, name });
+            self.dag.add_edge(s, r, Wire::Edge(id));
+            into.push(id);
+        }
+        self.edges_into.push(into);
+        r
+    }
+
+    /// Name of a vertex, as the brief spells it.
+    pub fn node_name(&self, n: Node) -> String {
+        let grouped = self.n_kv_heads != self.n_heads;
+        match n {
+            Node::Input => "input".into(),
+            Node::Head { layer, head } => format!("a{layer}.h{head}"),
+            Node::HeadInput { layer, port: Port::Q, index } => format!("a{layer}.h{index}<q>"),
+            Node::HeadInput { layer, port, index } => {
+                let p = if port == Port::K { "k" } else { "v" };
+                if grouped { format!("a{layer}.kv{index}<{p}>") } else { format!("a{layer}.h{index}<{p}>") }
+            }
+            Node::Mlp { layer } => format!("m{layer}"),
+            Node::Logits => "logits".into(),
+        }
+    }
+
+    pub fn n_senders(&self) -> usize {
+        self.sender_nodes.len()
+    }
+    pub fn n_receivers(&self) -> usize {
+        self.receiver_nodes.len()
+    }
+    pub fn sender_name(&self, s: usize) -> String {
+        self.node_name(self.dag[self.sender_nodes[s]])
+    }
+    pub fn receiver_name(&self, r: usize) -> String {
+        self.node_name(self.dag[self.receiver_nodes[r]])
+    }
+    pub fn sender(&self, s: usize) -> Node {
+        self.dag[self.sender_nodes[s]]
+    }
+    pub fn receiver(&self, r: usize) -> Node {
+        self.dag[self.receiver_nodes[r]]
+    }
+    /// Edge id by name (`a3.h1->m5`).
+    pub fn edge_id(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+    /// Number of attention input ports per layer (queries, keys, values).
+    pub fn ports_per_layer(&self) -> usize {
+        self.n_heads + 2 * self.n_kv_heads
+    }
+    /// Dense sender index of head `h` of layer `l`.
+    pub fn head_sender(&self, l: usize, h: usize) -> usize {
+        1 + l * (self.n_heads + 1) + h
+    }
+    /// Dense sender index of MLP `l`.
+    pub fn mlp_sender(&self, l: usize) -> usize {
+        1 + l * (self.n_heads + 1) + self.n_heads
+    }
+    /// Senders that exist before layer `l`'s attention (they are the first `n` indices).
+    pub fn senders_before_layer(&self, l: usize) -> usize {
+        1 + l * (self.n_heads + 1)
+    }
+    /// Dense receiver index of attention port `p` (0..P) of layer `l`.
+    pub fn attn_receiver(&self, l: usize, p: usize) -> usize {
+        l * (self.ports_per_layer() + 1) + p
+    }
+    pub fn mlp_receiver(&self, l: usize) -> usize {
+        l * (self.ports_per_layer() + 1) + self.ports_per_layer()
+    }
+    pub fn logits_receiver(&self) -> usize {
+        self.n_layers * (self.ports_per_layer() + 1)
+    }
+
+    pub fn counts(&self) -> GraphCounts {
+        GraphCounts {
+            nodes: 2 + self.n_layers * (self.n_heads + 1),
+            edges: self.edges.len(),
+            senders: self.n_senders(),
+            receivers: self.n_receivers(),
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The `kcirc` command line: parses flags, calls the library, prints JSON on stdout and progress on stderr.
+//! Exit codes: 0 success, 1 a `--min-*` gate failed, 2 bad input (flags, files, models).
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod commands;
+
+#[derive(Parser)]
+#[command(name = "kcirc", version, about = "Find the knowledge circuit of a transformer language model, and prove it with numbers.")]
+#[command(after_help = "Examples:\n  kcirc predict --model models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt 'The capital city of France is'\n  kcirc graph --model gpt2-medium --json")]
+pub struct Cli {
+    /// Device to run on.
+    #[arg(long, global = true, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// Worker threads (default: all cores). Results do not depend on it.
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Top-k next tokens for one or more prompts (one JSON object per prompt and line).
+    #[command(after_help = "Example:\n  kcirc predict --model gpt2 --prompt 'The capital city of France is' --top-k 5")]
+    Predict(commands::PredictArgs),
+    /// Node, sender, receiver and edge counts of the computation graph (needs only the model's config).
+    #[command(after_help = "Example:\n  kcirc graph --model gpt2-medium --json")]
+    Graph(commands::GraphArgs),
+}
+
+/// An error that has its own exit code (a failed gate).
+#[derive(Debug)]
+pub struct GateFailed(pub String);
+impl std::fmt::Display for GateFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for GateFailed {}
+
+fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Predict(a) => commands::predict(&cli, a),
+        Command::Graph(a) => commands::graph(a),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    kcirc::parallel::configure(cli.threads.unwrap_or_else(kcirc::parallel::available));
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<GateFailed>().is_some() => {
+            eprintln!("kcirc: gate failed: {e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            eprintln!("kcirc: error: {}", msg.lines().next().unwrap_or(""));
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! The canonical transformer: one forward pass for every family, with every sender's output kept and every
+//! receiver's input open to intervention.
+//!
+//! Layout conventions (B = batch rows, T = padded sequence length, D = d_model, H = query heads,
+//! K = key/value heads, dh = d_head, P = H + 2K attention input ports of one layer):
+//! - residual-stream tensors are `[B, T, D]`;
+//! - per-head tensors put the head first, `[H, B, T, ·]`, so per-head matmuls are one batched matmul;
+//! - the attention ports of a layer are ordered: H query inputs, K key inputs, K value inputs.
+use candle_core::{DType, Device, Tensor, D};
+
+use super::ops::matmul;
+use super::weights::{Mlp, Norm, Weights};
+use super::{Config, MlpKind, NormKind, Positional};
+use crate::Result;
+
+/// Tokens per work unit of [`Model::forward_prompts`]: large enough for efficient matmuls, small enough to
+/// give every core a share of a typical batch.
+pub const CHUNK_TOKENS: usize = 128;
+
+/// A loaded model: canonical configuration and weights, on one device.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub name: String,
+    pub cfg: Config,
+    pub weights: Weights,
+    pub device: Device,
+}
+
+/// A batch of left-padded prompts, ready for the engine.
+///
+/// Left padding keeps the last position of every prompt at index `T-1`; positions are counted from each
+/// prompt's first real token, and padded keys are masked, so a prompt gives the same logits alone or in a batch.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// `[B, T]` u32 token ids (pads are token 0).
+    pub tokens: Tensor,
+    /// `[B·T]` u32 position ids.
+    pub positions: Tensor,
+    /// `[B, T, T]` additive attention mask (0 or -inf).
+    pub mask: Tensor,
+    /// Rotary tables `(cos, sin)`, each `[B, T, dh]`, for rotary models.
+    pub rotary: Option<(Tensor, Tensor)>,
+    /// Real length of each prompt.
+    pub lengths: Vec<usize>,
+    /// Padded length T.
+    pub seq_len: usize,
+}
+
+impl Batch {
+    pub fn size(&self) -> usize {
+        self.lengths.len()
+    }
+
+    /// The same batch tiled `k` times, copy-major: row `c·B + b` is copy `c` of row `b`.
+    pub fn repeat(&self, k: usize) -> Result<Batch> {
+        let tile = |t: &Tensor| -> candle_core::Result<Tensor> {
+            let refs: Vec<&Tensor> = std::iter::repeat(t).take(k).collect();
+            Tensor::cat(&refs, 0)
+        };
+        Ok(Batch {
+            tokens: tile(&self.tokens)?,
+            positions: tile(&self.positions)?,
+            mask: tile(&self.mask)?,
+            rotary: match &self.rotary {
+                Some((c, s)) => Some((tile(c)?, tile(s)?)),
+                None => None,
+            },
+            lengths: std::iter::repeat(self.lengths.iter().copied()).take(k).flatten().collect(),
+            seq_len: self.seq_len,
+        })
+    }
+}
+
+/// Where a forward pass (re)starts: stages run in this order, attention then MLP in each layer, then logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    Attn(usize),
+    Mlp(usize),
+    Logits,
+}
+
+/// Every sender's output and the plain residual stream at each stage of one forward pass.
+#[derive(Debug, Clone)]
+pub struct Activations {
+    /// The `input` sender: token (+ position) embedding, `[B, T, D]`.
+    pub embed: Tensor,
+    /// Per layer, every head's output `z_h · W_O[h]` without bias, `[H, B, T, D]`; recorded only when the
+    /// hook asks for it ([`ReceiverInputs::needs_heads`]), empty otherwise.
+    pub heads: Vec<Tensor>,
+    /// Per layer, the MLP's output (with its output bias), `[B, T, D]`.
+    pub mlps: Vec<Tensor>,
+    /// Per layer, the residual before attention, `[B, T, D]`.
+    pub resid_pre: Vec<Tensor>,
+    /// Per layer, the residual before the MLP, `[B, T, D]`.
+    pub resid_mid: Vec<Tensor>,
+    /// The residual the `logits` receiver reads by default, `[B, T, D]`.
+    pub resid_final: Option<Tensor>,
+}
+
+impl Activations {
+    /// The activations a run starting at `stage` can reuse: everything computed before it.
+    pub fn prefix(&self, stage: Stage) -> Activations {
+        let (n_attn, n_mlp) = match stage {
+            Stage::Attn(l) => (l, l),
+            Stage::Mlp(l) => (l + 1, l),
+            Stage::Logits => (self.resid_pre.len(), self.mlps.len()),
+        };
+        Activations {
+            embed: self.embed.clone(),
+            heads: self.heads[..n_attn.min(self.heads.len())].to_vec(),
+            mlps: self.mlps[..n_mlp].to_vec(),
+            resid_pre: self.resid_pre[..n_attn].to_vec(),
+            resid_mid: self.resid_mid[..n_attn].to_vec(),
+            resid_final: if stage == Stage::Logits { self.resid_final.clone() } else { None },
+        }
+    }
+
+    /// Every tensor tiled `k` times along the batch dimension (copy-major, as `Batch::repeat`).
+    pub fn repeat(&self, k: usize) -> Result<Activations> {
+        let tile = |t: &Tensor, dim: usize| -> candle_core::Result<Tensor> {
+            let refs: Vec<&Tensor> = std::iter::repeat(t).take(k).collect();
+            Tensor::cat(&refs, dim)
+        };
+        let tile_all = |v: &[Tensor], dim: usize| v.iter().map(|t| tile(t, dim)).collect::<candle_core::Result<Vec<_>>>();
+        Ok(Activations {
+            embed: tile(&self.embed, 0)?,
+            heads: tile_all(&self.heads, 1)?,
+            mlps: tile_all(&self.mlps, 0)?,
+            resid_pre: tile_all(&self.resid_pre, 0)?,
+            resid_mid: tile_all(&self.resid_mid, 0)?,
+            resid_final: self.resid_final.as_ref().map(|t| tile(t, 0)).transpose()?,
+        })
+    }
+}
+
+/// Decides what each receiver reads. The engine adds the returned offset to the plain residual stream, so
+/// `None` (no offset) is the unmodified model. Implementations see every sender output computed so far.
+pub trait ReceiverInputs {
+    /// Whether the run must record every head's output (interventions on edges do; plain runs do not).
+    fn needs_heads(&self) -> bool {
+        false
+    }
+    /// Offsets for the attention ports of `layer`, `[P, B, T, D]` (P = H + 2K: queries, keys, values).
+    fn attn(&self, _layer: usize, _acts: &Activations) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+    /// Offset for the MLP input of `layer`, `[B, T, D]`.
+    fn mlp(&self, _layer: usize, _acts: &Activations) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+    /// Offset for the `logits` receiver (the final residual, before the final norm), `[B, T, D]`.
+    fn logits(&self, _acts: &Activations) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+}
+
+/// The unmodified model.
+pub struct Clean;
+impl ReceiverInputs for Clean {}
+
+/// Which logits a run returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// `[B, V]` at the last position only (what every metric needs).
+    Last,
+    /// `[B, T, V]` at every position.
+    All,
+}
+
+impl Model {
+    /// Builds a left-padded batch from token-id sequences.
+    pub fn batch(&self, prompts: &[Vec<u32>]) -> Result<Batch> {
+        if prompts.is_empty() || prompts.iter().any(|p| p.is_empty()) {
+            return Err(crate::Error::input("cannot run an empty prompt"));
+        }
+        let b = prompts.len();
+        let t = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+        if let Positional::Learned { max_positions } = self.cfg.positional {
+            if t > max_positions {
+                return Err(crate::Error::input(format!(
+                    "prompt of {t} tokens exceeds the model's {max_positions} positions"
+                )));
+            }
+        }
+        let mut tokens = vec![0u32; b * t];
+        let mut positions = vec![0u32; b * t];
+        let mut mask = vec![f32::NEG_INFINITY; b * t * t];
+        for (i, p) in prompts.iter().enumerate() {
+            let pad = t - p.len();
+            for (j, &id) in p.iter().enumerate() {
+                tokens[i * t + pad + j] = id;
+                positions[i * t + pad + j] = j as u32;
+            }
+            for q in 0..t {
+                for k in 0..=q {
+                    // Real queries see real keys up to themselves; a pad query sees only itself, which keeps it finite.
+                    if k >= pad || k == q {
+                        mask[(i * t + q) * t + k] = 0.0;
+                    }
+                }
+            }
+        }
+        let dev = &self.device;
+        let rotary = match self.cfg.positional {
+            Positional::Rotary { theta } => Some(rotary_tables(&positions, b, t, self.cfg.d_head, theta, dev)?),
+            Positional::Learned { .. } => None,
+        };
+        Ok(Batch {
+            tokens: Tensor::from_vec(tokens, (b, t), dev)?,
+            positions: Tensor::from_vec(positions, b * t, dev)?,
+            mask: Tensor::from_vec(mask, (b, t, t), dev)?,
+            rotary,
+            lengths: prompts.iter().map(|p| p.len()).collect(),
+            seq_len: t,
+        })
+    }
+
+    /// Plain forward pass: logits `[B, V]` at the last position.
+    pub fn forward(&self, batch: &Batch) -> Result<Tensor> {
+        Ok(self.run(batch, &Clean, None, Logits::Last)?.1)
+    }
+
+    /// Plain forward pass over many prompts: `[B, V]` (or `[B, T, V]` for [`Logits::All`], T the longest
+    /// prompt). Prompts run in chunks of about [`CHUNK_TOKENS`] tokens, spread over kcirc's threads; the
+    /// chunking depends on the prompts only, so results do not depend on the thread count.
+    pub fn forward_prompts(&self, prompts: &[Vec<u32>], which: Logits) -> Result<Tensor> {
+        let t = prompts.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let rows = (CHUNK_TOKENS / t).max(1);
+        let chunks: Vec<&[Vec<u32>]> = prompts.chunks(rows).collect();
+        let outs = crate::parallel::map(&chunks, |c| -> Result<Tensor> {
+            let b = self.batch(c)?;
+            let out = self.run(&b, &Clean, None, which)?.1;
+            // Chunks are padded to their own longest prompt: pad every chunk's positions to T on the left.
+            match which {
+                Logits::Last => Ok(out),
+                Logits::All => {
+                    let pad = t - b.seq_len;
+                    if pad == 0 {
+                        return Ok(out);
+                    }
+                    let (bb, _, v) = out.dims3()?;
+                    let zeros = Tensor::zeros((bb, pad, v), out.dtype(), out.device())?;
+                    Ok(Tensor::cat(&[&zeros, &out], 1)?)
+                }
+            }
+        });
+        let outs = outs.into_iter().collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&outs, 0)?)
+    }
+
+    /// The `input` sender's output, `[B, T, D]`.
+    pub fn embed(&self, batch: &Batch) -> Result<Tensor> {
+        let (b, t) = (batch.size(), batch.seq_len);
+        let ids = batch.tokens.flatten_all()?;
+        let mut x = self.weights.embed.index_select(&ids, 0)?;
+        if let Some(pe) = &self.weights.pos_embed {
+            x = (x + pe.index_select(&batch.positions, 0)?)?;
+        }
+        Ok(x.reshape((b, t, self.cfg.d_model))?)
+    }
+
+    /// Runs the model with the receivers' inputs decided by `hook`.
+    ///
+    /// `from = Some((stage, prefix))` restarts at `stage`, reusing `prefix` (activations of the stages before it,
+    /// as `Activations::prefix` gives, with the batch's row count). Returns all activations and the logits
+    /// (`[B, V]` or `[B, T, V]`, see [`Logits`]).
+    pub fn run(
+        &self,
+        batch: &Batch,
+        hook: &dyn ReceiverInputs,
+        from: Option<(Stage, Activations)>,
+        logits: Logits,
+    ) -> Result<(Activations, Tensor)> {
+        let (start, mut acts) = match from {
+            Some((stage, prefix)) => (stage, prefix),
+            None => {
+                let embed = self.embed(batch)?;
+                let acts = Activations {
+                    embed,
+                    heads: vec![],
+                    mlps: vec![],
+                    resid_pre: vec![],
+                    resid_mid: vec![],
+                    resid_final: None,
+                };
+                (Stage::Attn(0), acts)
+            }
+        };
+        let n_layers = self.cfg.n_layers;
+        let first_layer = match start {
+            Stage::Attn(l) | Stage::Mlp(l) => l,
+            Stage::Logits => n_layers,
+        };
+        for l in first_layer..n_layers {
+            let layer = &self.weights.layers[l];
+            if !(start == Stage::Mlp(l)) {
+                let resid = match l {
+                    0 => acts.embed.clone(),
+                    _ => (&acts.resid_mid[l - 1] + &acts.mlps[l - 1])?,
+                };
+                let offsets = hook.attn(l, &acts)?;
+                let (heads, mid) = self.attention(l, &resid, offsets.as_ref(), batch, hook.needs_heads())?;
+                acts.resid_mid.push((&resid + mid)?);
+                acts.resid_pre.push(resid);
+                acts.heads.extend(heads);
+            }
+            let mut x = acts.resid_mid[l].clone();
+            if let Some(off) = hook.mlp(l, &acts)? {
+                x = (x + off)?;
+            }
+            let out = self.mlp(&layer.mlp, &norm(&x, &layer.ln2, &self.cfg)?)?;
+            acts.mlps.push(out);
+        }
+        if start != Stage::Logits {
+            let last = n_layers - 1;
+            acts.resid_final = Some((&acts.resid_mid[last] + &acts.mlps[last])?);
+        }
+        let mut x = acts.resid_final.clone().expect("set above or by the prefix");
+        if let Some(off) = hook.logits(&acts)? {
+            x = (x + off)?;
+        }
+        let out = self.unembed(&x, logits)?;
+        Ok((acts, out))
+    }
+
+    /// Final norm and unembedding of the `logits` receiver's input `[B, T, D]`: `[B, V]` or `[B, T, V]`.
+    pub fn unembed(&self, x: &Tensor, which: Logits) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let x = match which {
+            Logits::Last => x.narrow(1, t - 1, 1)?.reshape((b, d))?,
+            Logits::All => x.reshape((b * t, d))?,
+        };
+        let x = norm(&x, &self.weights.ln_final, &self.cfg)?;
+        let mut y = matmul(&x, &self.weights.unembed)?;
+        if let Some(bias) = &self.weights.b_unembed {
+            y = y.broadcast_add(bias)?;
+        }
+        Ok(match which {
+            Logits::Last => y,
+            Logits::All => y.reshape((b, t, ()))?,
+        })
+    }
+
+    /// One attention block. `resid [B, T, D]`, `offsets [P, B, T, D]` (per-port input offsets, or `None` when
+    /// every port reads `resid`). Returns every head's output `[H, B, T, D]` (when `record_heads`) and the
+    /// block's output `[B, T, D]` (all heads plus the output bias), which the residual stream adds.
+    fn attention(
+        &self,
+        l: usize,
+        resid: &Tensor,
+        offsets: Option<&Tensor>,
+        batch: &Batch,
+        record_heads: bool,
+    ) -> Result<(Option<Tensor>, Tensor)> {
+        let cfg = &self.cfg;
+        let layer = &self.weights.layers[l];
+        let a = &layer.attn;
+        let (b, t, d) = resid.dims3()?;
+        let (h, kv, dh) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
+        let (q, k, v) = match offsets {
+            None => {
+                // Fast path: one fused projection of the shared residual.
+                let x = norm(&resid.reshape((b * t, d))?, &layer.ln1, cfg)?;
+                let qkv = matmul(&x, &a.w_qkv)?.broadcast_add(&a.b_qkv)?; // [B·T, P·dh]
+                let qkv = qkv.reshape((b * t, h + 2 * kv, dh))?.transpose(0, 1)?.contiguous()?; // [P, B·T, dh]
+                (qkv.narrow(0, 0, h)?, qkv.narrow(0, h, kv)?, qkv.narrow(0, h + kv, kv)?)
+            }
+            Some(off) => {
+                // Every port reads its own input: batched per-head projections (same FLOPs as the fused one).
+                let x = off.broadcast_add(&resid.unsqueeze(0)?)?; // [P, B, T, D]
+                let x = norm(&x, &layer.ln1, cfg)?.reshape((h + 2 * kv, b * t, d))?;
+                let q = matmul(&x.narrow(0, 0, h)?, &a.w_q)?.broadcast_add(&a.b_q)?;
+                let k = matmul(&x.narrow(0, h, kv)?, &a.w_k)?.broadcast_add(&a.b_k)?;
+                let v = matmul(&x.narrow(0, h + kv, kv)?, &a.w_v)?;
+                (q, k, v)
+            }
+        };
+        let q = q.reshape((h, b, t, dh))?;
+        let k = k.reshape((kv, b, t, dh))?;
+        let v = v.reshape((kv, b, t, dh))?;
+        let (q, k) = match &batch.rotary {
+            Some((cos, sin)) => (rotate(&q, cos, sin)?, rotate(&k, cos, sin)?),
+            None => (q, k),
+        };
+        // Grouped-query attention: query head i reads key/value head i / group.
+        let group = cfg.group_size();
+        let expand = |x: Tensor| -> candle_core::Result<Tensor> {
+            if group == 1 {
+                return Ok(x);
+            }
+            x.unsqueeze(1)?.broadcast_as((kv, group, b, t, dh))?.reshape((h, b, t, dh))
+        };
+        let (k, v) = (expand(k)?, expand(v)?);
+        let q = q.reshape((h * b, t, dh))?.contiguous()?;
+        let k = k.reshape((h * b, t, dh))?.contiguous()?;
+        let v = v.reshape((h * b, t, dh))?.contiguous()?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (dh as f64).sqrt()))?;
+        let scores = scores.reshape((h, b, t, t))?.broadcast_add(&batch.mask.unsqueeze(0)?)?;
+        let pattern = candle_nn::ops::softmax_last_dim(&scores)?.reshape((h, b * t, t))?;
+        let z = pattern
+            .reshape((h * b, t, t))?
+            .matmul(&v)?
+            .reshape((h, b * t, dh))?;
+        // The block's output as one matmul over all heads: one accumulation chain, like the reference.
+        let z_all = z.transpose(0, 1)?.reshape((b * t, h * dh))?;
+        let mid = matmul(&z_all, &a.w_o.reshape((h * dh, d))?)?.broadcast_add(&a.b_o)?.reshape((b, t, d))?;
+        let heads = match record_heads {
+            true => Some(z.matmul(&a.w_o)?.reshape((h, b, t, d))?), // [H, B, T, D]
+            false => None,
+        };
+        Ok((heads, mid))
+    }
+
+    /// One MLP on its normalised input `[B, T, D]`; returns `[B, T, D]` (output bias included).
+    fn mlp(&self, mlp: &Mlp, x: &Tensor) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let x = x.reshape((b * t, d))?;
+        let y = match mlp {
+            Mlp::GeluTanh { w_in, b_in, w_out, b_out } => {
+                matmul(&matmul(&x, w_in)?.broadcast_add(b_in)?.gelu()?, w_out)?.broadcast_add(b_out)?
+            }
+            Mlp::SwiGlu { w_gate_up, w_down } => {
+                let f = self.cfg.d_mlp;
+                let gu = matmul(&x, w_gate_up)?;
+                let gate = candle_nn::ops::silu(&gu.narrow(1, 0, f)?)?;
+                matmul(&(gate * gu.narrow(1, f, f)?)?, w_down)?
+            }
+        };
+        debug_assert!(matches!(
+            (mlp, self.cfg.mlp),
+            (Mlp::GeluTanh { .. }, MlpKind::GeluTanh) | (Mlp::SwiGlu { .. }, MlpKind::SwiGlu)
+        ));
+        Ok(y.reshape((b, t, d))?)
+    }
+}
+
+/// Normalises over the last dimension of `x` (any leading shape) and applies gain and bias.
+pub fn norm(x: &Tensor, n: &Norm, cfg: &Config) -> Result<Tensor> {
+    let center = cfg.norm == NormKind::LayerNorm;
+    // The checkpoint's eps is an f32 (GGUF stores it so, PyTorch adds it in f32).
+    let y = super::ops::normalize(x, cfg.norm_eps as f32 as f64, center)?.broadcast_mul(&n.weight)?;
+    Ok(match &n.bias {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    })
+}
+
+/// Rotary embedding, half-split convention: `x·cos + rotate_half(x)·sin`. `x [N, B, T, dh]`, tables `[B, T, dh]`.
+fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let half = x.dim(D::Minus1)? / 2;
+    let x1 = x.narrow(D::Minus1, 0, half)?;
+    let x2 = x.narrow(D::Minus1, half, half)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    let cos = cos.unsqueeze(0)?;
+    let sin = sin.unsqueeze(0)?;
+    Ok((x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
+}
+
+/// Cos and sin tables `[B, T, dh]` for the given position ids (`[B·T]`).
+fn rotary_tables(positions: &[u32], b: usize, t: usize, dh: usize, theta: f64, dev: &Device) -> Result<(Tensor, Tensor)> {
+    let half = dh / 2;
+    let inv_freq: Vec<f32> = (0..half).map(|i| (1.0 / theta.powf((2 * i) as f64 / dh as f64)) as f32).collect();
+    let mut cos = Vec::with_capacity(b * t * dh);
+    let mut sin = Vec::with_capacity(b * t * dh);
+    for &p in positions {
+        for _half in 0..2 {
+            for f in &inv_freq {
+                let angle = p as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (b, t, dh), dev)?.to_dtype(DType::F32)?,
+        Tensor::from_vec(sin, (b, t, dh), dev)?.to_dtype(DType::F32)?,
+    ))
+}

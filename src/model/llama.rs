@@ -1,0 +1,203 @@
+//! Llama family adapter: RMSNorm, rotary embeddings, SwiGLU, grouped-query attention (kept native), tied or
+//! untied unembedding. Reads Hugging Face safetensors (`nn.Linear` weights, `[out, in]`) and GGUF (llama.cpp
+//! names, q/k rows permuted for interleaved rotary: un-permuted here to the half-split layout).
+use candle_core::Tensor;
+use serde_json::Value;
+
+use super::gpt2::check;
+use super::source::{Gguf, TensorSource};
+use super::weights::{Attention, AttentionMatrices, Layer, Mlp, Norm, Weights};
+use super::{Config, MlpKind, NormKind, Positional};
+use crate::{Error, Result};
+
+/// Maps a Hugging Face `LlamaConfig` onto the canonical config.
+pub fn config(json: &Value) -> Result<Config> {
+    let get = |k: &str| json.get(k).and_then(Value::as_u64).map(|v| v as usize);
+    let need = |k: &str| get(k).ok_or_else(|| Error::config(format!("config.json has no `{k}`")));
+    let d_model = need("hidden_size")?;
+    let n_heads = need("num_attention_heads")?;
+    if let Some(s) = json.get("rope_scaling").filter(|v| !v.is_null()) {
+        return Err(Error::config(format!("rope_scaling {s} is not supported yet")));
+    }
+    match json.get("hidden_act").and_then(Value::as_str).unwrap_or("silu") {
+        "silu" | "swish" => {}
+        other => return Err(Error::config(format!("Llama activation `{other}` is not supported (silu only)"))),
+    }
+    let cfg = Config {
+        family: "llama".into(),
+        n_layers: need("num_hidden_layers")?,
+        d_model,
+        n_heads,
+        n_kv_heads: get("num_key_value_heads").unwrap_or(n_heads),
+        d_head: get("head_dim").unwrap_or(d_model / n_heads.max(1)),
+        d_mlp: need("intermediate_size")?,
+        vocab_size: need("vocab_size")?,
+        norm: NormKind::RmsNorm,
+        norm_eps: json.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6),
+        positional: Positional::Rotary { theta: json.get("rope_theta").and_then(Value::as_f64).unwrap_or(10000.0) },
+        mlp: MlpKind::SwiGlu,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// The canonical config from GGUF metadata (`llama.*` keys).
+pub fn gguf_config(g: &Gguf) -> Result<Config> {
+    let arch = g.meta_str("general.architecture")?;
+    if arch != "llama" {
+        return Err(Error::UnsupportedArchitecture(format!("gguf:{arch}")));
+    }
+    let k = |s: &str| format!("llama.{s}");
+    let d_model = g.meta_usize(&k("embedding_length"))?;
+    let n_heads = g.meta_usize(&k("attention.head_count"))?;
+    let n_kv_heads = if g.has_meta(&k("attention.head_count_kv")) { g.meta_usize(&k("attention.head_count_kv"))? } else { n_heads };
+    let vocab_size = if g.has_meta(&k("vocab_size")) {
+        g.meta_usize(&k("vocab_size"))?
+    } else {
+        g.meta_strings("tokenizer.ggml.tokens")?.len()
+    };
+    let d_head = if g.has_meta(&k("attention.key_length")) { g.meta_usize(&k("attention.key_length"))? } else { d_model / n_heads.max(1) };
+    let cfg = Config {
+        family: "llama".into(),
+        n_layers: g.meta_usize(&k("block_count"))?,
+        d_model,
+        n_heads,
+        n_kv_heads,
+        d_head,
+        d_mlp: g.meta_usize(&k("feed_forward_length"))?,
+        vocab_size,
+        norm: NormKind::RmsNorm,
+        norm_eps: g.meta_f64(&k("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
+        positional: Positional::Rotary { theta: g.meta_f64(&k("rope.freq_base")).unwrap_or(10000.0) },
+        mlp: MlpKind::SwiGlu,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Tensor names of one checkpoint layout.
+struct Names {
+    embed: &'static str,
+    norm_final: &'static str,
+    unembed: &'static str,
+    layer: fn(usize, &str) -> String,
+    /// GGUF stores q/k rows permuted for interleaved rotary.
+    permuted_qk: bool,
+}
+
+const HF: Names = Names {
+    embed: "model.embed_tokens.weight",
+    norm_final: "model.norm.weight",
+    unembed: "lm_head.weight",
+    layer: |l, part| {
+        let name = match part {
+            "ln1" => "input_layernorm",
+            "ln2" => "post_attention_layernorm",
+            "q" => "self_attn.q_proj",
+            "k" => "self_attn.k_proj",
+            "v" => "self_attn.v_proj",
+            "o" => "self_attn.o_proj",
+            "gate" => "mlp.gate_proj",
+            "up" => "mlp.up_proj",
+            _ => "mlp.down_proj",
+        };
+        format!("model.layers.{l}.{name}")
+    },
+    permuted_qk: false,
+};
+
+const GGUF: Names = Names {
+    embed: "token_embd.weight",
+    norm_final: "output_norm.weight",
+    unembed: "output.weight",
+    layer: |l, part| {
+        let name = match part {
+            "ln1" => "attn_norm",
+            "ln2" => "ffn_norm",
+            "q" => "attn_q",
+            "k" => "attn_k",
+            "v" => "attn_v",
+            "o" => "attn_output",
+            "gate" => "ffn_gate",
+            "up" => "ffn_up",
+            _ => "ffn_down",
+        };
+        format!("blk.{l}.{name}")
+    },
+    permuted_qk: true,
+};
+
+/// Reads Llama weights from Hugging Face safetensors.
+pub fn weights(src: &dyn TensorSource, cfg: &Config) -> Result<Weights> {
+    read(src, cfg, &HF)
+}
+
+/// Reads Llama weights from a GGUF file.
+pub fn gguf_weights(src: &Gguf, cfg: &Config) -> Result<Weights> {
+    read(src, cfg, &GGUF)
+}
+
+/// Undoes llama.cpp's q/k row permutation: rows `[n, 2, dh/2]` (interleaved pairs) back to `[n, dh/2, 2]`
+/// order, i.e. the half-split layout. `w [n·dh, d_in]`.
+fn unpermute(w: &Tensor, n: usize) -> Result<Tensor> {
+    let (rows, d_in) = w.dims2()?;
+    let half = rows / n / 2;
+    Ok(w.reshape((n, half, 2, d_in))?.transpose(1, 2)?.reshape((rows, d_in))?)
+}
+
+fn read(src: &dyn TensorSource, cfg: &Config, names: &Names) -> Result<Weights> {
+    let (d, h, kv, dh) = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
+    let embed = src.get(names.embed)?;
+    check(src, names.embed, &embed, &[cfg.vocab_size, d])?;
+    let bias = |l: usize, part: &str| -> Result<Option<Tensor>> {
+        let n = format!("{}.bias", (names.layer)(l, part));
+        if src.has(&n) { Ok(Some(src.get(&n)?)) } else { Ok(None) }
+    };
+    let mut layers = Vec::with_capacity(cfg.n_layers);
+    for l in 0..cfg.n_layers {
+        let get = |part: &str| src.get(&format!("{}.weight", (names.layer)(l, part)));
+        // Linear weights are [out, in]: the canonical matrices are [in, out].
+        let linear = |part: &str, out: usize, inp: usize| -> Result<Tensor> {
+            let w = get(part)?;
+            check(src, &(names.layer)(l, part), &w, &[out, inp])?;
+            let w = match (names.permuted_qk, part) {
+                (true, "q") => unpermute(&w, h)?,
+                (true, "k") => unpermute(&w, kv)?,
+                _ => w,
+            };
+            Ok(w.t()?.contiguous()?)
+        };
+        let attn = Attention::from_matrices(
+            AttentionMatrices {
+                w_q: linear("q", h * dh, d)?,
+                b_q: bias(l, "q")?,
+                w_k: linear("k", kv * dh, d)?,
+                b_k: bias(l, "k")?,
+                w_v: linear("v", kv * dh, d)?,
+                b_v: bias(l, "v")?,
+                w_o: linear("o", d, h * dh)?,
+                b_o: bias(l, "o")?,
+            },
+            cfg,
+        )?;
+        if bias(l, "gate")?.is_some() {
+            return Err(Error::config("MLP biases are not supported for the Llama family"));
+        }
+        let w_gate_up = Tensor::cat(&[&linear("gate", cfg.d_mlp, d)?, &linear("up", cfg.d_mlp, d)?], 1)?;
+        layers.push(Layer {
+            ln1: Norm { weight: get("ln1")?, bias: None },
+            attn,
+            ln2: Norm { weight: get("ln2")?, bias: None },
+            mlp: Mlp::SwiGlu { w_gate_up, w_down: linear("down", d, cfg.d_mlp)? },
+        });
+    }
+    let unembed = if src.has(names.unembed) { src.get(names.unembed)?.t()?.contiguous()? } else { embed.t()?.contiguous()? };
+    Ok(Weights {
+        embed,
+        pos_embed: None,
+        layers,
+        ln_final: Norm { weight: src.get(names.norm_final)?, bias: None },
+        unembed,
+        b_unembed: None,
+    })
+}

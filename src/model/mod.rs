@@ -1,0 +1,116 @@
+//! Models: one canonical transformer (`engine`), its weights (`weights`), and one adapter per family.
+//! Adding a family means adding one adapter file and one arm in [`Family::detect`].
+pub mod config;
+pub mod engine;
+pub mod gpt2;
+pub mod hub;
+pub mod llama;
+pub mod ops;
+pub mod source;
+pub mod weights;
+
+use std::path::Path;
+
+use candle_core::Device;
+use serde_json::Value;
+
+pub use config::{Config, MlpKind, NormKind, Positional};
+pub use engine::{Activations, Batch, Clean, Logits, Model, ReceiverInputs, Stage};
+use hub::ModelFiles;
+use source::{Gguf, Safetensors};
+
+use crate::tokenizer::Tokenizer;
+use crate::{Error, Result};
+
+/// The model families kcirc has adapters for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Gpt2,
+    Llama,
+}
+
+impl Family {
+    /// Reads the family off a Hugging Face `config.json`.
+    pub fn detect(json: &Value) -> Result<Family> {
+        let model_type = json.get("model_type").and_then(Value::as_str).unwrap_or("");
+        let arch = json.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str).unwrap_or("");
+        match (model_type, arch) {
+            ("gpt2", _) | (_, "GPT2LMHeadModel") => Ok(Family::Gpt2),
+            ("llama", _) | (_, "LlamaForCausalLM") => Ok(Family::Llama),
+            _ => Err(Error::UnsupportedArchitecture(if model_type.is_empty() { arch.to_string() } else { model_type.to_string() })),
+        }
+    }
+
+    fn config(self, json: &Value) -> Result<Config> {
+        match self {
+            Family::Gpt2 => gpt2::config(json),
+            Family::Llama => llama::config(json),
+        }
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::BadConfig(format!("{}: {e}", path.display())))
+}
+
+/// The canonical configuration of `name` (hub id, folder or `.gguf`), fetching nothing but the configuration.
+pub fn load_config(name: &str) -> Result<Config> {
+    match hub::resolve(name, false)? {
+        ModelFiles::Safetensors { config, .. } => {
+            let json = read_json(&config)?;
+            Family::detect(&json)?.config(&json)
+        }
+        ModelFiles::Gguf(path) => llama::gguf_config(&Gguf::open(&path, &Device::Cpu)?),
+    }
+}
+
+/// Loads model and tokenizer of `name` (hub id, folder or `.gguf`) onto `device`, as f32.
+pub fn load(name: &str, device: &Device) -> Result<(Model, Tokenizer)> {
+    let (cfg, weights, tokenizer) = match hub::resolve(name, true)? {
+        ModelFiles::Safetensors { config, tokenizer, tokenizer_config, weights } => {
+            let json = read_json(&config)?;
+            let family = Family::detect(&json)?;
+            let cfg = family.config(&json)?;
+            let src = Safetensors::open(&weights, device)?;
+            let w = match family {
+                Family::Gpt2 => gpt2::weights(&src, &cfg)?,
+                Family::Llama => llama::weights(&src, &cfg)?,
+            };
+            let tok_path = tokenizer.ok_or_else(|| Error::ModelNotFound { name: name.into(), reason: "no tokenizer.json".into() })?;
+            // BOS only when the tokenizer config asks for it.
+            let add_bos = match &tokenizer_config {
+                Some(p) => read_json(p)?.get("add_bos_token").and_then(Value::as_bool).unwrap_or(false),
+                None => false,
+            };
+            let bos = if add_bos { json.get("bos_token_id").and_then(Value::as_u64).map(|v| v as u32) } else { None };
+            (cfg, w, Tokenizer::from_file(&tok_path, bos)?)
+        }
+        ModelFiles::Gguf(path) => {
+            let g = Gguf::open(&path, device)?;
+            let cfg = llama::gguf_config(&g)?;
+            let w = llama::gguf_weights(&g, &cfg)?;
+            (cfg, w, gguf_tokenizer(&g)?)
+        }
+    };
+    let model = Model { name: name.to_string(), cfg, weights, device: device.clone() };
+    Ok((model, tokenizer))
+}
+
+/// The tokenizer stored in a GGUF file's metadata (byte-level BPE only).
+fn gguf_tokenizer(g: &Gguf) -> Result<Tokenizer> {
+    let kind = g.meta_str("tokenizer.ggml.model")?;
+    if kind != "gpt2" {
+        return Err(Error::Tokenizer(format!("GGUF tokenizer model `{kind}` is not supported (byte-level BPE `gpt2` only)")));
+    }
+    let tokens = g.meta_strings("tokenizer.ggml.tokens")?;
+    let merges = g.meta_strings("tokenizer.ggml.merges")?;
+    let types = g.meta_i64s("tokenizer.ggml.token_type").unwrap_or_default();
+    let control = tokens.iter().zip(types.iter()).filter(|(_, &t)| t == 3).map(|(s, _)| s.clone()).collect();
+    let pre = g.meta_str("tokenizer.ggml.pre").unwrap_or_else(|_| "default".into());
+    let bos = match g.meta_bool("tokenizer.ggml.add_bos_token") {
+        Some(true) => Some(g.meta_usize("tokenizer.ggml.bos_token_id")? as u32),
+        _ => None,
+    };
+    Tokenizer::from_bpe_parts(tokens, merges, control, &pre, bos)
+}

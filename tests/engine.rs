@@ -1,0 +1,92 @@
+//! The canonical engine against Hugging Face transformers (golden logits from `scripts/make_fixtures.py`).
+mod common;
+
+use std::collections::HashMap;
+
+use candle_core::{Device, Tensor};
+use common::*;
+use kcirc::model::{Clean, Logits, Model};
+use kcirc::tokenizer::Tokenizer;
+
+const TOL: f32 = 1e-4;
+
+/// Every reference prompt: same token ids, and logits within `TOL` at the last position (whole vocabulary)
+/// and at every position (first 512 vocabulary entries). Returns the largest difference seen.
+fn check_against_reference(model: &Model, tok: &Tokenizer, dir: &str) -> f32 {
+    let r = reference(dir);
+    let mut worst = 0f32;
+    for (i, (text, ids)) in r.prompts.iter().enumerate() {
+        assert_eq!(&tok.encode(text).unwrap(), ids, "token ids of {text:?}");
+        let batch = model.batch(&[ids.clone()]).unwrap();
+        let (_, all) = model.run(&batch, &Clean, None, Logits::All).unwrap(); // [1, T, V]
+        let all = all.squeeze(0).unwrap();
+        let t = ids.len();
+        let last = all.get(t - 1).unwrap();
+        let d_last = max_abs_diff(&last, &r.tensors[&format!("last.{i}")]);
+        let d_all = max_abs_diff(&all.narrow(1, 0, 512).unwrap(), &r.tensors[&format!("all.{i}")]);
+        assert!(d_last <= TOL && d_all <= TOL, "{text:?}: max abs diff last {d_last}, all {d_all}");
+        worst = worst.max(d_last).max(d_all);
+    }
+    eprintln!("{dir}: max abs diff {worst:e}");
+    worst
+}
+
+#[test]
+fn gpt2_hub_layout_matches_transformers() {
+    let (model, tok) = tiny_gpt2();
+    check_against_reference(&model, &tok, "gpt2-tiny");
+}
+
+#[test]
+fn gpt2_prefixed_layout_matches_transformers() {
+    // The same weights under `transformer.` names plus an explicit `lm_head.weight`, as save_pretrained writes them.
+    let dir = tempfile::tempdir().unwrap();
+    let src = candle_core::safetensors::load(fixture("gpt2-tiny/model.safetensors"), &Device::Cpu).unwrap();
+    let mut renamed: HashMap<String, Tensor> = src.iter().map(|(k, v)| (format!("transformer.{k}"), v.clone())).collect();
+    renamed.insert("lm_head.weight".into(), src["wte.weight"].clone());
+    assert!(!renamed.contains_key("wte.weight"));
+    candle_core::safetensors::save(&renamed, dir.path().join("model.safetensors")).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(fixture(&format!("gpt2-tiny/{f}")), dir.path().join(f)).unwrap();
+    }
+    let (model, tok) = kcirc::model::load(dir.path().to_str().unwrap(), &Device::Cpu).unwrap();
+    check_against_reference(&model, &tok, "gpt2-tiny");
+}
+
+#[test]
+fn smollm2_gguf_matches_transformers() {
+    let (model, tok) = smollm2();
+    check_against_reference(&model, &tok, "smollm2");
+}
+
+#[test]
+fn smollm2_knows_the_capital_of_france() {
+    let (model, tok) = smollm2();
+    let p = kcirc::predict::predict(&model, &tok, &["The capital city of France is".to_string()], 5).unwrap();
+    assert_eq!(p[0].top[0].token, " Paris");
+    assert!(p[0].top[0].prob > 0.3, "{:?}", p[0].top[0]);
+}
+
+/// Left padding with a mask: a prompt gives the same logits alone and inside a padded batch.
+fn padded_batch_equals_alone(model: &Model, tok: &Tokenizer) {
+    let prompts = ["The capital city of France is", "Hi", "In 1969, 3 astronauts flew 384400 km to the Moon and back."];
+    let ids: Vec<Vec<u32>> = prompts.iter().map(|p| tok.encode(p).unwrap()).collect();
+    let together = model.forward(&model.batch(&ids).unwrap()).unwrap();
+    for (i, one) in ids.iter().enumerate() {
+        let alone = model.forward(&model.batch(&[one.clone()]).unwrap()).unwrap();
+        let d = max_abs_diff(&alone.squeeze(0).unwrap(), &together.get(i).unwrap());
+        assert!(d <= 1e-4, "prompt {i}: batched vs alone differ by {d}");
+    }
+}
+
+#[test]
+fn padded_batch_equals_alone_gpt2() {
+    let (m, t) = tiny_gpt2();
+    padded_batch_equals_alone(&m, &t);
+}
+
+#[test]
+fn padded_batch_equals_alone_smollm2() {
+    let (m, t) = smollm2();
+    padded_batch_equals_alone(&m, &t);
+}
