@@ -67,8 +67,10 @@ pub struct Graph {
     pub sender_nodes: Vec<NodeIndex>,
     /// DAG vertex of each dense receiver index.
     pub receiver_nodes: Vec<NodeIndex>,
-    /// Edge ids into each receiver, by receiver index.
+    /// Edge ids into each receiver, by receiver index, in sender order (entry `s` is the edge from sender `s`).
     pub edges_into: Vec<Vec<usize>>,
+    /// Edge ids out of each sender, by sender index.
+    pub edges_from: Vec<Vec<usize>>,
     by_name: HashMap<String, usize>,
 }
 
@@ -95,6 +97,7 @@ impl Graph {
             sender_nodes: vec![],
             receiver_nodes: vec![],
             edges_into: vec![],
+            edges_from: vec![],
             by_name: HashMap::new(),
         };
         let input = g.dag.add_node(Node::Input);
@@ -125,6 +128,10 @@ impl Graph {
             g.sender_nodes.push(mlp);
         }
         g.add_receiver(Node::Logits);
+        g.edges_from = vec![vec![]; g.sender_nodes.len()];
+        for (id, e) in g.edges.iter().enumerate() {
+            g.edges_from[e.sender].push(id);
+        }
         g
     }
 
@@ -136,7 +143,8 @@ impl Graph {
         let mut into = vec![];
         for si in 0..self.sender_nodes.len() {
             let s = self.sender_nodes[si];
-            // No sender feeds the receivers of its own layer's attention; the MLP reads its own layer's heads.
+            // Every sender added so far comes earlier in forward order: a layer's heads are added after its
+            // attention ports and before its MLP, so no head feeds its own layer's attention.
             let id = self.edges.len();
             let name = format!("{}->{}", self.node_name(self.dag[s]), self.node_name(node));
             self.by_name.insert(name.clone(), id);

@@ -271,8 +271,24 @@ impl Model {
         from: Option<(Stage, Activations)>,
         logits: Logits,
     ) -> Result<(Activations, Tensor)> {
+        let rows = batch.size();
         let (start, mut acts) = match from {
-            Some((stage, prefix)) => (stage, prefix),
+            Some((stage, mut prefix)) => {
+                // A prefix cached for fewer rows (one copy of a candidate batch) is tiled where the run starts;
+                // earlier tensors stay as they are and receivers' hooks see them with the prefix's rows.
+                match stage {
+                    Stage::Attn(0) => prefix.embed = fit_rows(&prefix.embed, rows)?,
+                    Stage::Attn(l) => prefix.mlps[l - 1] = fit_rows(&prefix.mlps[l - 1], rows)?,
+                    Stage::Mlp(l) => prefix.resid_mid[l] = fit_rows(&prefix.resid_mid[l], rows)?,
+                    Stage::Logits => prefix.resid_final = prefix.resid_final.as_ref().map(|t| fit_rows(t, rows)).transpose()?,
+                }
+                if let Stage::Attn(l) = stage {
+                    if l > 0 {
+                        prefix.resid_mid[l - 1] = fit_rows(&prefix.resid_mid[l - 1], rows)?;
+                    }
+                }
+                (stage, prefix)
+            }
             None => {
                 let embed = self.embed(batch)?;
                 let acts = Activations {
@@ -432,6 +448,16 @@ impl Model {
         ));
         Ok(y.reshape((b, t, d))?)
     }
+}
+
+/// `t` (`[n, ...]`) tiled copy-major to `rows` rows (a multiple of n); `t` itself when it has them already.
+fn fit_rows(t: &Tensor, rows: usize) -> Result<Tensor> {
+    let n = t.dim(0)?;
+    if n == rows {
+        return Ok(t.clone());
+    }
+    let refs: Vec<&Tensor> = std::iter::repeat(t).take(rows / n).collect();
+    Ok(Tensor::cat(&refs, 0)?)
 }
 
 /// Normalises over the last dimension of `x` (any leading shape) and applies gain and bias.

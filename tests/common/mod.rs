@@ -58,3 +58,62 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
     (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
+
+/// A small random Llama-family model with grouped-query attention (4 query heads sharing 2 key/value heads),
+/// built directly in the canonical layout (no checkpoint needed for fast-vs-naive comparisons).
+pub fn tiny_llama(seed: u64) -> Model {
+    use kcirc::model::weights::{Attention, AttentionMatrices, Layer, Mlp, Norm, Weights};
+    use kcirc::model::{Config, MlpKind, NormKind, Positional};
+    let cfg = Config {
+        family: "llama".into(),
+        n_layers: 3,
+        d_model: 24,
+        n_heads: 4,
+        n_kv_heads: 2,
+        d_head: 6,
+        d_mlp: 40,
+        vocab_size: 97,
+        norm: NormKind::RmsNorm,
+        norm_eps: 1e-5,
+        positional: Positional::Rotary { theta: 10000.0 },
+        mlp: MlpKind::SwiGlu,
+    };
+    let dev = Device::Cpu;
+    let mut rng = kcirc::data::SplitMix64(seed);
+    let mut rand = |shape: &[usize], scale: f32| {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale).collect();
+        Tensor::from_vec(v, shape, &dev).unwrap()
+    };
+    let (d, h, kv, dh, f) = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp);
+    let layers = (0..cfg.n_layers)
+        .map(|_| {
+            let m = AttentionMatrices {
+                w_q: rand(&[d, h * dh], 0.5),
+                b_q: None,
+                w_k: rand(&[d, kv * dh], 0.5),
+                b_k: None,
+                w_v: rand(&[d, kv * dh], 0.5),
+                b_v: Some(rand(&[kv * dh], 0.3)),
+                w_o: rand(&[h * dh, d], 0.5),
+                b_o: Some(rand(&[d], 0.3)),
+            };
+            Layer {
+                ln1: Norm { weight: (rand(&[d], 0.2) + 1.0).unwrap(), bias: None },
+                attn: Attention::from_matrices(m, &cfg).unwrap(),
+                ln2: Norm { weight: (rand(&[d], 0.2) + 1.0).unwrap(), bias: None },
+                mlp: Mlp::SwiGlu { w_gate_up: rand(&[d, 2 * f], 0.4), w_down: rand(&[f, d], 0.4) },
+            }
+        })
+        .collect();
+    let embed = rand(&[cfg.vocab_size, d], 1.0);
+    let weights = Weights {
+        unembed: embed.t().unwrap().contiguous().unwrap(),
+        embed,
+        pos_embed: None,
+        layers,
+        ln_final: Norm { weight: (rand(&[d], 0.2) + 1.0).unwrap(), bias: None },
+        b_unembed: None,
+    };
+    Model { name: "tiny-llama".into(), cfg, weights, device: dev }
+}

@@ -1,0 +1,202 @@
+//! Exact greedy edge ablation (ACDC, brief §3): remove every edge whose removal changes the metric by less than
+//! the threshold.
+//!
+//! Order (the greedy result depends on it): receivers in reverse topological order — `logits`, then layer
+//! L−1 down to 0; inside a layer the MLP first, then the heads from the highest index down, each head's value,
+//! key and query inputs (under grouped-query attention a key/value head's inputs are visited just before the
+//! queries of its group's highest head). For each receiver its senders from the nearest layer to the farthest,
+//! `input` last (the reverse of forward order). A receiver whose node has no kept outgoing edge left has all its
+//! incoming edges removed without testing.
+//!
+//! Fast path, with the sequential result preserved exactly: the activations before a receiver's layer never
+//! change while that receiver is processed (every removal so far is into it or later), so they are computed once
+//! and only layers from the receiver on are re-run; consecutive candidate removals are speculated in one batch
+//! (copy j removes the next j edges cumulatively) and the first kept edge rolls the rest back.
+use indicatif::ProgressBar;
+
+use super::{Circuit, Discovery, Task};
+use crate::graph::{Node, Port};
+use crate::intervene::EdgeInputs;
+use crate::model::{Activations, Logits, Stage};
+use crate::{Error, Result};
+
+/// Tokens one candidate group runs with: groups of copies are the units spread over threads.
+const GROUP_TOKENS: usize = 256;
+
+/// ACDC settings.
+#[derive(Debug, Clone)]
+pub struct Acdc {
+    /// τ: an edge is pruned when its removal changes the metric by less than this.
+    pub threshold: f64,
+    /// `Δ < τ` (the reference's rule: removals that help are always pruned) instead of `|Δ| < τ`.
+    pub signed: bool,
+    /// Most candidate removals evaluated in one speculative batch (1 = no speculation).
+    pub max_speculation: usize,
+    /// One full forward pass per tested edge through the naive intervention: the reference for tests and
+    /// benchmarks.
+    pub naive: bool,
+    /// Edges removed before the search starts (the hybrid method's non-candidates).
+    pub initially_removed: Option<Vec<bool>>,
+}
+
+impl Acdc {
+    pub fn new(threshold: f64, signed: bool) -> Result<Self> {
+        if !threshold.is_finite() || threshold < 0.0 {
+            return Err(Error::input(format!("threshold must be a finite number ≥ 0, got {threshold}")));
+        }
+        Ok(Acdc { threshold, signed, max_speculation: 16, naive: false, initially_removed: None })
+    }
+
+    fn prunes(&self, delta: f64) -> bool {
+        if self.signed { delta < self.threshold } else { delta.abs() < self.threshold }
+    }
+}
+
+/// Receivers in ACDC's visiting order (dense receiver indices).
+pub fn receiver_order(task: &Task) -> Vec<usize> {
+    let g = &task.graph;
+    let (h, kv) = (g.n_heads, g.n_kv_heads);
+    let group = h / kv;
+    let mut order = vec![g.logits_receiver()];
+    for l in (0..g.n_layers).rev() {
+        order.push(g.mlp_receiver(l));
+        for head in (0..h).rev() {
+            if head % group == group - 1 {
+                let kvh = head / group;
+                order.push(g.attn_receiver(l, h + kv + kvh)); // value
+                order.push(g.attn_receiver(l, h + kvh)); // key
+            }
+            order.push(g.attn_receiver(l, head)); // query
+        }
+    }
+    order
+}
+
+/// The stage a receiver's input is read at.
+fn stage_of(task: &Task, r: usize) -> Stage {
+    match task.graph.receiver(r) {
+        Node::HeadInput { layer, .. } => Stage::Attn(layer),
+        Node::Mlp { layer } => Stage::Mlp(layer),
+        _ => Stage::Logits,
+    }
+}
+
+/// Senders whose output receiver `r` feeds (the head(s) behind a port, the MLP itself); empty for `logits`.
+fn fed_senders(task: &Task, r: usize) -> Vec<usize> {
+    let g = &task.graph;
+    match g.receiver(r) {
+        Node::HeadInput { layer, port: Port::Q, index } => vec![g.head_sender(layer, index)],
+        Node::HeadInput { layer, index, .. } => {
+            let group = g.n_heads / g.n_kv_heads;
+            (index * group..(index + 1) * group).map(|h| g.head_sender(layer, h)).collect()
+        }
+        Node::Mlp { layer } => vec![g.mlp_sender(layer)],
+        _ => vec![],
+    }
+}
+
+/// Evaluates candidate circuits for one receiver's stage.
+struct Evaluator<'t> {
+    task: &'t Task<'t>,
+    /// Activations under the initial circuit, valid as a prefix for every stage (see the module doc).
+    cached: Activations,
+    group: usize,
+}
+
+impl<'t> Evaluator<'t> {
+    fn new(task: &'t Task<'t>, initial: &[bool]) -> Result<Self> {
+        let n = task.n_examples();
+        let hook = EdgeInputs::new(&task.graph, vec![initial], task.ablated.as_ref(), n);
+        let (cached, _) = task.model.run(&task.batch, &hook, None, Logits::Last)?;
+        let group = (GROUP_TOKENS / (n * task.batch.seq_len)).max(1);
+        Ok(Evaluator { task, cached, group })
+    }
+
+    /// Metric of every circuit in `circuits`, each re-run from `stage` only.
+    fn scores(&self, stage: Stage, circuits: &[Vec<bool>]) -> Result<Vec<f64>> {
+        let task = self.task;
+        let n = task.n_examples();
+        let prefix = self.cached.prefix(stage);
+        let groups: Vec<&[Vec<bool>]> = circuits.chunks(self.group).collect();
+        let out = crate::parallel::map(&groups, |g| -> Result<Vec<f64>> {
+            let batch = task.batch.repeat(g.len())?;
+            let removed: Vec<&[bool]> = g.iter().map(|c| c.as_slice()).collect();
+            let hook = EdgeInputs::new(&task.graph, removed, task.ablated.as_ref(), n);
+            let logits = task.model.run(&batch, &hook, Some((stage, prefix.clone())), Logits::Last)?.1;
+            task.full.score(task.metric, &logits)
+        });
+        Ok(out.into_iter().collect::<Result<Vec<_>>>()?.concat())
+    }
+}
+
+impl Discovery for Acdc {
+    fn name(&self) -> &'static str {
+        "acdc"
+    }
+
+    fn discover(&self, task: &Task, progress: &ProgressBar) -> Result<Circuit> {
+        let g = &task.graph;
+        let mut circuit = Circuit::full(g);
+        if let Some(init) = &self.initially_removed {
+            if init.len() != g.edges.len() {
+                return Err(Error::input("initial circuit does not match the graph"));
+            }
+            circuit.removed = init.clone();
+        }
+        let evaluator = if self.naive { None } else { Some(Evaluator::new(task, &circuit.removed)?) };
+        let mut current = if self.naive { task.score_naive(&circuit.removed)? } else { task.score(&circuit.removed)? };
+        progress.set_length(g.edges.len() as u64);
+        let mut speculation = self.max_speculation.clamp(1, 4);
+        for r in receiver_order(task) {
+            progress.set_message(format!("{} · kept {}", g.receiver_name(r), circuit.n_kept()));
+            let fed = fed_senders(task, r);
+            let candidates: Vec<usize> = g.edges_into[r].iter().rev().copied().filter(|&e| !circuit.removed[e]).collect();
+            progress.inc((g.edges_into[r].len() - candidates.len()) as u64);
+            let dead = !fed.is_empty()
+                && fed.iter().all(|&s| g.edges_from[s].iter().all(|&e| circuit.removed[e]));
+            if dead {
+                for &e in &candidates {
+                    circuit.removed[e] = true;
+                }
+                progress.inc(candidates.len() as u64);
+                continue;
+            }
+            let stage = stage_of(task, r);
+            let mut i = 0;
+            while i < candidates.len() {
+                let k = if self.naive { 1 } else { speculation.min(candidates.len() - i) };
+                // Copy j removes candidates i..=i+j on top of the current circuit.
+                let mut copies = Vec::with_capacity(k);
+                let mut removed = circuit.removed.clone();
+                for &e in &candidates[i..i + k] {
+                    removed[e] = true;
+                    copies.push(removed.clone());
+                }
+                let scores = match &evaluator {
+                    Some(ev) => ev.scores(stage, &copies)?,
+                    None => vec![task.score_naive(&copies[0])?],
+                };
+                let mut all_pruned = true;
+                for (j, &e) in candidates[i..i + k].iter().enumerate() {
+                    let delta = scores[j] - current;
+                    circuit.effect[e] = Some(delta);
+                    progress.inc(1);
+                    if self.prunes(delta) {
+                        circuit.removed[e] = true;
+                        current = scores[j];
+                        i += 1;
+                    } else {
+                        // Kept: later copies assumed it removed, so they are discarded.
+                        i += 1;
+                        all_pruned = false;
+                        break;
+                    }
+                }
+                speculation = if all_pruned { (speculation * 2).min(self.max_speculation.max(1)) } else { (speculation / 2).max(1) };
+            }
+        }
+        progress.set_message(format!("done · kept {}", circuit.n_kept()));
+        circuit.metric = current;
+        Ok(circuit)
+    }
+}

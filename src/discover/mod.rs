@@ -1,0 +1,117 @@
+//! Circuit discovery. A [`Task`] fixes what is measured (model, discovery examples, ablation, metric); each
+//! method (`acdc`, …) is one module behind the [`Discovery`] trait and returns a [`Circuit`].
+pub mod acdc;
+
+use candle_core::Tensor;
+use indicatif::ProgressBar;
+
+use crate::data::Example;
+use crate::graph::Graph;
+use crate::intervene::{mean_values, Ablation, EdgeInputs, NaiveInputs, RecordHeads};
+use crate::metric::{FullReference, Metric};
+use crate::model::{Activations, Batch, Logits, Model};
+use crate::{Error, Result};
+
+/// A discovery problem: everything a method needs to score a circuit.
+pub struct Task<'a> {
+    pub model: &'a Model,
+    pub graph: Graph,
+    pub examples: Vec<Example>,
+    /// The discovery prompts as one left-padded batch (`n` rows).
+    pub batch: Batch,
+    pub ablation: Ablation,
+    /// Ablated sender values (`n` rows), `None` for zero ablation.
+    pub ablated: Option<Activations>,
+    pub metric: Metric,
+    pub full: FullReference,
+}
+
+impl<'a> Task<'a> {
+    /// Sets up a task. `corrupted` (resample ablation only) holds, per example, a prompt of the same token
+    /// length whose activations replace removed edges.
+    pub fn new(
+        model: &'a Model,
+        examples: Vec<Example>,
+        ablation: Ablation,
+        corrupted: Option<Vec<Vec<u32>>>,
+        metric: Metric,
+    ) -> Result<Self> {
+        if examples.is_empty() {
+            return Err(Error::input("no discovery examples"));
+        }
+        let prompts: Vec<Vec<u32>> = examples.iter().map(|e| e.tokens.clone()).collect();
+        let batch = model.batch(&prompts)?;
+        let (clean, logits) = model.run(&batch, &RecordHeads, None, Logits::Last)?;
+        let targets: Vec<u32> = examples.iter().map(|e| e.target).collect();
+        let full = FullReference::new(&logits, &targets)?;
+        let ablated = match ablation {
+            Ablation::Zero => None,
+            Ablation::Mean => Some(mean_values(&clean, &batch.lengths)?),
+            Ablation::Resample => {
+                let c = corrupted.ok_or_else(|| Error::input("resample ablation needs corrupted prompts"))?;
+                if c.len() != prompts.len() || c.iter().zip(&prompts).any(|(a, b)| a.len() != b.len()) {
+                    return Err(Error::input("every corrupted prompt must have its clean prompt's token length"));
+                }
+                let cb = model.batch(&c)?;
+                Some(model.run(&cb, &RecordHeads, None, Logits::Last)?.0)
+            }
+        };
+        Ok(Task { model, graph: Graph::new(&model.cfg), examples, batch, ablation, ablated, metric, full })
+    }
+
+    pub fn n_examples(&self) -> usize {
+        self.examples.len()
+    }
+
+    /// Metric of a circuit (edges flagged in `removed`), from one full intervened forward pass.
+    pub fn score(&self, removed: &[bool]) -> Result<f64> {
+        let hook = EdgeInputs::new(&self.graph, vec![removed], self.ablated.as_ref(), self.n_examples());
+        let logits = self.model.run(&self.batch, &hook, None, Logits::Last)?.1;
+        Ok(self.full.score(self.metric, &logits)?[0])
+    }
+
+    /// The same metric through the naive reference intervention (every receiver input rebuilt from scratch).
+    pub fn score_naive(&self, removed: &[bool]) -> Result<f64> {
+        let hook = NaiveInputs { model: self.model, graph: &self.graph, removed, ablated: self.ablated.as_ref() };
+        let logits = self.model.run(&self.batch, &hook, None, Logits::Last)?.1;
+        Ok(self.full.score(self.metric, &logits)?[0])
+    }
+
+    /// Last-position logits `[n, V]` of a circuit.
+    pub fn logits(&self, removed: &[bool]) -> Result<Tensor> {
+        let hook = EdgeInputs::new(&self.graph, vec![removed], self.ablated.as_ref(), self.n_examples());
+        Ok(self.model.run(&self.batch, &hook, None, Logits::Last)?.1)
+    }
+}
+
+/// A discovered circuit: which edges are removed, and the effect measured for the edges that were tested.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Circuit {
+    pub removed: Vec<bool>,
+    /// Per edge: Δ metric when its removal was tested (ACDC), or its attribution score.
+    pub effect: Vec<Option<f64>>,
+    /// Metric of the final circuit, as the method measured it.
+    pub metric: f64,
+}
+
+impl Circuit {
+    /// The full model: no edge removed.
+    pub fn full(graph: &Graph) -> Circuit {
+        Circuit { removed: vec![false; graph.edges.len()], effect: vec![None; graph.edges.len()], metric: 0.0 }
+    }
+    pub fn n_kept(&self) -> usize {
+        self.removed.iter().filter(|r| !**r).count()
+    }
+    /// Ids of the kept edges.
+    pub fn kept(&self) -> impl Iterator<Item = usize> + '_ {
+        self.removed.iter().enumerate().filter(|(_, r)| !**r).map(|(i, _)| i)
+    }
+}
+
+/// A circuit-discovery method.
+pub trait Discovery {
+    /// Name as it appears in circuit files (`acdc`, …).
+    fn name(&self) -> &'static str;
+    /// Finds the circuit of `task`. `progress` is advanced as edges are decided.
+    fn discover(&self, task: &Task, progress: &ProgressBar) -> Result<Circuit>;
+}

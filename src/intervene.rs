@@ -1,0 +1,302 @@
+//! Edge interventions: every receiver reads its kept senders' live outputs and its removed senders' ablated
+//! values (brief §1): `input_r = Σ_s kept·out_s + removed·ablated_s + constants`.
+//!
+//! The engine hands receivers the plain residual stream, which already sums every live sender, so a hook only
+//! adds `Σ_{s removed} (ablated_s − out_s)`. [`EdgeInputs`] does that with one small matmul per sender block
+//! (masks × sender deltas) and evaluates several candidate circuits ("copies") in one batch; [`NaiveInputs`]
+//! rebuilds every input from scratch, the reference the fast path is tested against.
+use std::cell::RefCell;
+
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::graph::Graph;
+use crate::model::{Activations, Model, ReceiverInputs};
+use crate::Result;
+
+/// What a removed edge carries instead of the sender's live output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Ablation {
+    /// Nothing (the paper's setting).
+    Zero,
+    /// The sender's mean output over the discovery prompts, per position from the end of the prompt.
+    Mean,
+    /// The sender's output on a corrupted prompt (same template, another subject of the same token length).
+    Resample,
+}
+
+impl std::fmt::Display for Ablation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Ablation::Zero => "zero",
+            Ablation::Mean => "mean",
+            Ablation::Resample => "resample",
+        })
+    }
+}
+
+/// Records every head's output; changes nothing.
+pub struct RecordHeads;
+impl ReceiverInputs for RecordHeads {
+    fn needs_heads(&self) -> bool {
+        true
+    }
+}
+
+/// Mean of every sender's output over the batch rows, per position, counting only real (unpadded) positions;
+/// broadcast back to every row. `acts` from a run with heads recorded; `lengths` the real prompt lengths.
+pub fn mean_values(acts: &Activations, lengths: &[usize]) -> Result<Activations> {
+    let (n, t, _) = acts.embed.dims3()?;
+    let dev = acts.embed.device();
+    // weights[b, t] = 1/count_t where row b is real at t (left padding), else 0.
+    let mut w = vec![0f32; n * t];
+    for pos in 0..t {
+        let real: Vec<usize> = (0..n).filter(|&b| t - lengths[b] <= pos).collect();
+        for &b in &real {
+            w[b * t + pos] = 1.0 / real.len() as f32;
+        }
+    }
+    let w = Tensor::from_vec(w, (n, t, 1), dev)?;
+    // x [.., n, T, D] -> mean over n with weights, broadcast back to n rows.
+    let mean = |x: &Tensor, batch_dim: usize| -> Result<Tensor> {
+        let m = x.broadcast_mul(&w)?.sum_keepdim(batch_dim)?;
+        Ok(m.broadcast_as(x.shape())?.contiguous()?)
+    };
+    Ok(Activations {
+        embed: mean(&acts.embed, 0)?,
+        heads: acts.heads.iter().map(|h| mean(h, 1)).collect::<Result<_>>()?,
+        mlps: acts.mlps.iter().map(|m| mean(m, 0)).collect::<Result<_>>()?,
+        resid_pre: vec![],
+        resid_mid: vec![],
+        resid_final: None,
+    })
+}
+
+/// A block of senders that live in one tensor: the embedding, one layer's heads, or one layer's MLP.
+#[derive(Debug, Clone, Copy)]
+enum Block {
+    Embed,
+    Heads(usize),
+    Mlp(usize),
+}
+
+impl Block {
+    fn id(self) -> usize {
+        match self {
+            Block::Embed => 0,
+            Block::Heads(l) => 1 + 2 * l,
+            Block::Mlp(l) => 2 + 2 * l,
+        }
+    }
+    /// Dense sender indices of the block.
+    fn senders(self, g: &Graph) -> std::ops::Range<usize> {
+        match self {
+            Block::Embed => 0..1,
+            Block::Heads(l) => g.head_sender(l, 0)..g.head_sender(l, 0) + g.n_heads,
+            Block::Mlp(l) => g.mlp_sender(l)..g.mlp_sender(l) + 1,
+        }
+    }
+    /// The block's live outputs as `[S_b, R, T, D]`.
+    fn outputs(self, acts: &Activations) -> Result<Tensor> {
+        Ok(match self {
+            Block::Embed => acts.embed.unsqueeze(0)?,
+            Block::Heads(l) => acts.heads[l].clone(),
+            Block::Mlp(l) => acts.mlps[l].unsqueeze(0)?,
+        })
+    }
+    /// Blocks whose senders come before the attention (`mlp = false`) or the MLP of layer `l`.
+    fn before(l: usize, mlp: bool) -> Vec<Block> {
+        let mut v = vec![Block::Embed];
+        for i in 0..l {
+            v.push(Block::Heads(i));
+            v.push(Block::Mlp(i));
+        }
+        if mlp {
+            v.push(Block::Heads(l));
+        }
+        v
+    }
+}
+
+/// The fast edge intervention: `copies` circuits at once, batch rows copy-major (`rows` rows per copy).
+pub struct EdgeInputs<'a> {
+    pub graph: &'a Graph,
+    /// Per copy, the removed flag of every edge.
+    pub removed: Vec<&'a [bool]>,
+    /// Ablated sender values (`rows` rows each), `None` for zero ablation.
+    pub ablated: Option<&'a Activations>,
+    /// Rows per copy.
+    pub rows: usize,
+    /// `ablated − out` per block, computed once per run (`None` until first needed).
+    deltas: RefCell<Vec<Option<Tensor>>>,
+}
+
+impl<'a> EdgeInputs<'a> {
+    pub fn new(graph: &'a Graph, removed: Vec<&'a [bool]>, ablated: Option<&'a Activations>, rows: usize) -> Self {
+        let blocks = 2 + 2 * graph.n_layers;
+        EdgeInputs { graph, removed, ablated, rows, deltas: RefCell::new(vec![None; blocks]) }
+    }
+
+    /// `[S_b, R, T, D]` sender deltas of a block: `ablated − out` (for zero ablation just `out`, the sign
+    /// going into the mask).
+    fn delta(&self, b: Block, acts: &Activations) -> Result<Tensor> {
+        if let Some(d) = &self.deltas.borrow()[b.id()] {
+            return Ok(d.clone());
+        }
+        let out = b.outputs(acts)?;
+        let d = match self.ablated {
+            None => out,
+            Some(abl) => {
+                let a = b.outputs(abl)?; // [S_b, n, T, D]
+                let (s, r, t, d) = out.dims4()?;
+                let k = r / self.rows;
+                let a = a.unsqueeze(1)?; // [S_b, 1, n, T, D]
+                a.broadcast_sub(&out.reshape((s, k, self.rows, t, d))?)?.reshape((s, r, t, d))?
+            }
+        };
+        self.deltas.borrow_mut()[b.id()] = Some(d.clone());
+        Ok(d)
+    }
+
+    /// Offsets `[P, copies·rows, T, D]` for the receivers `receivers` (P of them).
+    fn offsets(&self, receivers: &[usize], blocks: &[Block], acts: &Activations) -> Result<Option<Tensor>> {
+        let g = self.graph;
+        let k = self.removed.len();
+        let p = receivers.len();
+        let sign = if self.ablated.is_none() { -1f32 } else { 1f32 };
+        let mut total: Option<Tensor> = None;
+        for &b in blocks {
+            let senders = b.senders(g);
+            let sb = senders.len();
+            // mask[c][i][j] = removed(sender j -> receiver i) in copy c
+            let mut mask = vec![0f32; k * p * sb];
+            let mut any = false;
+            for (c, removed) in self.removed.iter().enumerate() {
+                for (i, &r) in receivers.iter().enumerate() {
+                    let into = &g.edges_into[r];
+                    for (j, s) in senders.clone().enumerate() {
+                        // Edges into a receiver are listed in sender order, one per sender before it.
+                        if removed[into[s]] {
+                            mask[(c * p + i) * sb + j] = sign;
+                            any = true;
+                        }
+                    }
+                }
+            }
+            if !any {
+                continue;
+            }
+            let delta = self.delta(b, acts)?; // [S_b, R, T, D]
+            let (_, r, t, d) = delta.dims4()?;
+            let dev = delta.device();
+            let off = if r == self.rows {
+                // Shared by every copy (a block of the cached prefix): one matmul for all copies.
+                let m = Tensor::from_vec(mask, (k * p, sb), dev)?;
+                let o = m.matmul(&delta.reshape((sb, r * t * d))?)?; // [k·P, n·T·D]
+                o.reshape((k, p, r, t, d))?.transpose(0, 1)?.reshape((p, k * r, t, d))?
+            } else {
+                // Live block: each copy's rows with its own mask.
+                let m = Tensor::from_vec(mask, (k, p, sb), dev)?;
+                let dl = delta.reshape((sb, k, self.rows * t * d))?.transpose(0, 1)?.contiguous()?; // [k, S_b, n·T·D]
+                let o = m.matmul(&dl)?; // [k, P, n·T·D]
+                o.transpose(0, 1)?.reshape((p, r, t, d))?
+            };
+            total = Some(match total {
+                None => off,
+                Some(x) => (x + off)?,
+            });
+        }
+        Ok(total)
+    }
+}
+
+impl ReceiverInputs for EdgeInputs<'_> {
+    fn needs_heads(&self) -> bool {
+        true
+    }
+    fn attn(&self, layer: usize, acts: &Activations) -> Result<Option<Tensor>> {
+        let receivers: Vec<usize> = (0..self.graph.ports_per_layer()).map(|p| self.graph.attn_receiver(layer, p)).collect();
+        self.offsets(&receivers, &Block::before(layer, false), acts)
+    }
+    fn mlp(&self, layer: usize, acts: &Activations) -> Result<Option<Tensor>> {
+        let o = self.offsets(&[self.graph.mlp_receiver(layer)], &Block::before(layer, true), acts)?;
+        Ok(o.map(|t| t.squeeze(0)).transpose()?)
+    }
+    fn logits(&self, acts: &Activations) -> Result<Option<Tensor>> {
+        let blocks = Block::before(self.graph.n_layers, false);
+        let o = self.offsets(&[self.graph.logits_receiver()], &blocks, acts)?;
+        Ok(o.map(|t| t.squeeze(0)).transpose()?)
+    }
+}
+
+/// The reference intervention: every receiver input rebuilt from scratch as
+/// `constants + Σ_s (kept ? out_s : ablated_s)`, one copy, no batching, no caching.
+pub struct NaiveInputs<'a> {
+    pub model: &'a Model,
+    pub graph: &'a Graph,
+    pub removed: &'a [bool],
+    pub ablated: Option<&'a Activations>,
+}
+
+impl NaiveInputs<'_> {
+    /// The input of receiver `r`, `[B, T, D]`, given the senders before it.
+    fn input(&self, r: usize, n_senders: usize, n_bias_layers: usize, acts: &Activations) -> Result<Tensor> {
+        let g = self.graph;
+        let sender_value = |s: usize, from: &Activations| -> Result<Tensor> {
+            Ok(match g.sender(s) {
+                crate::graph::Node::Input => from.embed.clone(),
+                crate::graph::Node::Head { layer, head } => from.heads[layer].get(head)?,
+                crate::graph::Node::Mlp { layer } => from.mlps[layer].clone(),
+                _ => unreachable!("not a sender"),
+            })
+        };
+        let mut x = acts.embed.zeros_like()?;
+        for l in 0..n_bias_layers {
+            x = x.broadcast_add(&self.model.weights.layers[l].attn.b_o)?;
+        }
+        for s in 0..n_senders {
+            let e = g.edges_into[r][s];
+            let v = if !self.removed[e] {
+                sender_value(s, acts)?
+            } else {
+                match self.ablated {
+                    None => continue,
+                    Some(a) => sender_value(s, a)?,
+                }
+            };
+            x = (x + v)?;
+        }
+        Ok(x)
+    }
+}
+
+impl ReceiverInputs for NaiveInputs<'_> {
+    fn needs_heads(&self) -> bool {
+        true
+    }
+    fn attn(&self, layer: usize, acts: &Activations) -> Result<Option<Tensor>> {
+        let g = self.graph;
+        let resid = if layer == 0 { acts.embed.clone() } else { (&acts.resid_mid[layer - 1] + &acts.mlps[layer - 1])? };
+        let n = g.senders_before_layer(layer);
+        let offs = (0..g.ports_per_layer())
+            .map(|p| Ok((self.input(g.attn_receiver(layer, p), n, layer, acts)? - &resid)?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Tensor::stack(&offs, 0)?))
+    }
+    fn mlp(&self, layer: usize, acts: &Activations) -> Result<Option<Tensor>> {
+        let g = self.graph;
+        let n = g.senders_before_layer(layer) + g.n_heads;
+        Ok(Some((self.input(g.mlp_receiver(layer), n, layer + 1, acts)? - &acts.resid_mid[layer])?))
+    }
+    fn logits(&self, acts: &Activations) -> Result<Option<Tensor>> {
+        let g = self.graph;
+        let resid = acts.resid_final.as_ref().expect("set before logits");
+        Ok(Some((self.input(g.logits_receiver(), g.n_senders(), g.n_layers, acts)? - resid)?))
+    }
+}
+
+/// Casts for host-side metric arithmetic.
+pub fn to_f32_rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
+    Ok(t.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+}

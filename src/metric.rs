@@ -1,0 +1,88 @@
+//! How much a circuit loses against the full model on the discovery examples (brief §3). 0 for the full model;
+//! larger is worse.
+use candle_core::{DType, Tensor, D};
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+
+/// The discovery metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// `mean(logit_full[t] − logit_C[t])`: the target-entity logit drop.
+    Logit,
+    /// `mean(−log p_C[t] + log p_full[t])` (not divided by the sequence length).
+    Nll,
+    /// `mean KL(p_full ‖ p_C)` over the next-token distribution at the last position.
+    Kl,
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Metric::Logit => "logit",
+            Metric::Nll => "nll",
+            Metric::Kl => "kl",
+        })
+    }
+}
+
+/// The full model's numbers on the discovery examples, which every circuit is compared with.
+#[derive(Debug, Clone)]
+pub struct FullReference {
+    /// Target token per example.
+    pub targets: Vec<u32>,
+    /// `[n]` target logits.
+    pub target_logit: Vec<f64>,
+    /// `[n]` target log-probabilities.
+    pub target_logprob: Vec<f64>,
+    /// `[n, V]` log-probabilities (for KL).
+    pub logprobs: Tensor,
+}
+
+impl FullReference {
+    /// From the full model's last-position logits `[n, V]`.
+    pub fn new(logits: &Tensor, targets: &[u32]) -> Result<Self> {
+        let logprobs = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
+        Ok(FullReference {
+            targets: targets.to_vec(),
+            target_logit: gather(logits, targets, 1)?,
+            target_logprob: gather(&logprobs, targets, 1)?,
+            logprobs,
+        })
+    }
+
+    /// The metric of each of `copies` circuits, from their last-position logits `[copies·n, V]` (copy-major).
+    pub fn score(&self, metric: Metric, logits: &Tensor) -> Result<Vec<f64>> {
+        let n = self.targets.len();
+        let rows = logits.dim(0)?;
+        let copies = rows / n;
+        let per_row: Vec<f64> = match metric {
+            Metric::Logit => {
+                let tl = gather(logits, &self.targets, copies)?;
+                tl.iter().enumerate().map(|(r, v)| self.target_logit[r % n] - v).collect()
+            }
+            Metric::Nll => {
+                let lp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
+                let tl = gather(&lp, &self.targets, copies)?;
+                tl.iter().enumerate().map(|(r, v)| self.target_logprob[r % n] - v).collect()
+            }
+            Metric::Kl => {
+                let lp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
+                let v = lp.dim(1)?;
+                let lp = lp.reshape((copies, n, v))?;
+                let full = self.logprobs.unsqueeze(0)?;
+                let kl = full.exp()?.broadcast_mul(&full.broadcast_sub(&lp)?)?.sum(D::Minus1)?; // [copies, n]
+                kl.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?
+            }
+        };
+        Ok(per_row.chunks(n).map(|c| c.iter().sum::<f64>() / n as f64).collect())
+    }
+}
+
+/// `x[r, targets[r % n]]` for every row of `x [copies·n, V]`, as f64.
+fn gather(x: &Tensor, targets: &[u32], copies: usize) -> Result<Vec<f64>> {
+    let idx: Vec<u32> = (0..copies).flat_map(|_| targets.iter().copied()).collect();
+    let idx = Tensor::from_vec(idx, (copies * targets.len(), 1), x.device())?;
+    Ok(x.contiguous()?.gather(&idx, 1)?.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+}

@@ -1,0 +1,154 @@
+//! Exact discovery: the intervened forward pass, and ACDC's fast path against the naive one-forward-per-edge
+//! reference for every ablation, metric and threshold reading.
+mod common;
+
+use candle_core::Tensor;
+use common::*;
+use indicatif::ProgressBar;
+use kcirc::data::{Example, Triple};
+use kcirc::discover::acdc::Acdc;
+use kcirc::discover::{Discovery, Task};
+use kcirc::intervene::{Ablation, EdgeInputs};
+use kcirc::metric::Metric;
+use kcirc::model::{Clean, Logits, Model};
+
+/// Examples whose target is the model's own top-1 next token (so the metric has something to lose).
+fn examples(model: &Model, prompts: &[Vec<u32>]) -> Vec<Example> {
+    let logits = model.forward(&model.batch(prompts).unwrap()).unwrap();
+    let top: Vec<u32> = logits.argmax(1).unwrap().to_vec1().unwrap();
+    prompts
+        .iter()
+        .zip(top)
+        .map(|(p, t)| Example {
+            triple: Triple { subject: "s".into(), relation: "r".into(), object: "o".into(), template: "{}".into(), prompt: None },
+            tokens: p.clone(),
+            target: t,
+        })
+        .collect()
+}
+
+/// Same-length corrupted prompts: every token id shifted.
+fn corrupted(prompts: &[Vec<u32>], vocab: usize) -> Vec<Vec<u32>> {
+    prompts.iter().map(|p| p.iter().map(|&t| (t + 7) % vocab as u32).collect()).collect()
+}
+
+fn task<'a>(model: &'a Model, prompts: &[Vec<u32>], ablation: Ablation, metric: Metric) -> Task<'a> {
+    let c = corrupted(prompts, model.cfg.vocab_size);
+    Task::new(model, examples(model, prompts), ablation, Some(c), metric).unwrap()
+}
+
+/// A threshold that splits the edges into `logits`: midway between the two middle single-edge |Δ| there
+/// (never equal to a measured Δ, where float noise would decide).
+fn median_threshold(t: &Task) -> f64 {
+    let g = &t.graph;
+    let mut deltas: Vec<f64> = g.edges_into[g.logits_receiver()]
+        .iter()
+        .map(|&e| {
+            let mut removed = vec![false; g.edges.len()];
+            removed[e] = true;
+            t.score(&removed).unwrap().abs()
+        })
+        .collect();
+    deltas.sort_by(f64::total_cmp);
+    let m = deltas.len() / 2;
+    (deltas[m - 1] + deltas[m]) / 2.0
+}
+
+fn fast_equals_naive(model: &Model, prompts: &[Vec<u32>]) {
+    for ablation in [Ablation::Zero, Ablation::Mean, Ablation::Resample] {
+        for metric in [Metric::Logit, Metric::Nll, Metric::Kl] {
+            let t = task(model, prompts, ablation, metric);
+            let tau = median_threshold(&t);
+            for signed in [false, true] {
+                let mut acdc = Acdc::new(tau, signed).unwrap();
+                let fast = acdc.discover(&t, &ProgressBar::hidden()).unwrap();
+                acdc.naive = true;
+                let naive = acdc.discover(&t, &ProgressBar::hidden()).unwrap();
+                let what = format!("{ablation} {metric} signed={signed} τ={tau:.4}");
+                let total = t.graph.edges.len();
+                assert!(fast.n_kept() > 0 && fast.n_kept() < total, "{what}: trivial circuit ({} of {total})", fast.n_kept());
+                if fast.removed != naive.removed {
+                    for e in 0..total {
+                        if fast.removed[e] != naive.removed[e] || (fast.effect[e].unwrap_or(0.0) - naive.effect[e].unwrap_or(0.0)).abs() > 1e-5 {
+                            eprintln!("{}: fast {:?} {:?} naive {:?} {:?}", t.graph.edges[e].name, fast.removed[e], fast.effect[e], naive.removed[e], naive.effect[e]);
+                        }
+                    }
+                }
+                assert_eq!(fast.removed, naive.removed, "{what}: edge sets differ");
+                assert!((fast.metric - naive.metric).abs() < 1e-4, "{what}: {} vs {}", fast.metric, naive.metric);
+                // The reported metric is the circuit's metric when evaluated again from scratch.
+                assert!((t.score(&fast.removed).unwrap() - fast.metric).abs() < 1e-4, "{what}");
+                eprintln!("{what}: kept {} of {total}, metric {:.4}", fast.n_kept(), fast.metric);
+            }
+        }
+    }
+}
+
+fn gpt2_prompts(tok: &kcirc::tokenizer::Tokenizer) -> Vec<Vec<u32>> {
+    ["The capital city of France is", "Hi there", "In 1969, 3 astronauts went"].iter().map(|p| tok.encode(p).unwrap()).collect()
+}
+
+#[test]
+fn acdc_fast_path_equals_naive_gpt2() {
+    let (model, tok) = tiny_gpt2();
+    fast_equals_naive(&model, &gpt2_prompts(&tok));
+}
+
+#[test]
+fn acdc_fast_path_equals_naive_llama_gqa() {
+    let model = tiny_llama(1);
+    let prompts = vec![vec![5, 17, 33, 2, 90], vec![8, 8, 41, 60, 11, 72, 3], vec![1, 2, 3]];
+    fast_equals_naive(&model, &prompts);
+}
+
+/// No edge removed: the intervened forward is the plain forward. Every edge into `logits` removed under zero
+/// ablation: the logits are the unembedding of the constant terms alone (the attention output biases).
+fn intervened_forward_limits(model: &Model, prompts: &[Vec<u32>]) {
+    let t = task(model, prompts, Ablation::Zero, Metric::Logit);
+    let g = &t.graph;
+    let plain = model.run(&t.batch, &Clean, None, Logits::All).unwrap().1;
+    let none = vec![false; g.edges.len()];
+    let hook = EdgeInputs::new(g, vec![&none], None, t.n_examples());
+    let hooked = model.run(&t.batch, &hook, None, Logits::All).unwrap().1;
+    assert_eq!(max_abs_diff(&plain, &hooked), 0.0);
+
+    let mut removed = none.clone();
+    for &e in &g.edges_into[g.logits_receiver()] {
+        removed[e] = true;
+    }
+    let hook = EdgeInputs::new(g, vec![&removed], None, t.n_examples());
+    let cut = model.run(&t.batch, &hook, None, Logits::All).unwrap().1;
+    let mut constants = model.weights.layers[0].attn.b_o.zeros_like().unwrap();
+    for l in &model.weights.layers {
+        constants = (constants + &l.attn.b_o).unwrap();
+    }
+    let (b, tt) = (t.batch.size(), t.batch.seq_len);
+    let x = constants.reshape((1, 1, ())).unwrap().broadcast_as((b, tt, model.cfg.d_model)).unwrap().contiguous().unwrap();
+    let expect = model.unembed(&x, Logits::All).unwrap();
+    assert!(max_abs_diff(&cut, &expect) < 1e-5, "{}", max_abs_diff(&cut, &expect));
+    // And the naive reference agrees.
+    assert!((t.score_naive(&removed).unwrap() - t.score(&removed).unwrap()).abs() < 1e-5);
+    let _ = Tensor::zeros(1, candle_core::DType::F32, &candle_core::Device::Cpu);
+}
+
+#[test]
+fn intervened_forward_limits_gpt2() {
+    let (model, tok) = tiny_gpt2();
+    intervened_forward_limits(&model, &gpt2_prompts(&tok));
+}
+
+#[test]
+fn intervened_forward_limits_llama() {
+    intervened_forward_limits(&tiny_llama(2), &[vec![5, 17, 33, 2, 90], vec![8, 8, 41]]);
+}
+
+#[test]
+fn zero_threshold_keeps_every_edge_that_matters_and_huge_threshold_keeps_none() {
+    let model = tiny_llama(3);
+    let prompts = vec![vec![5, 17, 33, 2, 90], vec![8, 8, 41]];
+    let t = task(&model, &prompts, Ablation::Zero, Metric::Logit);
+    let all = Acdc::new(1e9, false).unwrap().discover(&t, &ProgressBar::hidden()).unwrap();
+    assert_eq!(all.n_kept(), 0);
+    assert!(Acdc::new(-1.0, false).is_err());
+    assert!(Acdc::new(f64::NAN, false).is_err());
+}
