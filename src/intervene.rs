@@ -160,12 +160,28 @@ impl<'a> EdgeInputs<'a> {
     }
 
     /// Offsets `[P, copies·rows, T, D]` for the receivers `receivers` (P of them).
+    ///
+    /// Per sender block, `mask [P, S_b] @ delta [S_b, ·]`. Blocks whose mask is the same in every copy (all but
+    /// the receiver under test, in ACDC) need one matmul: over the block's own rows when it comes from the
+    /// cached prefix (`rows` rows, broadcast to every copy at the end), or over all rows when it is live.
+    /// Only blocks whose masks differ between copies are done copy by copy.
     fn offsets(&self, receivers: &[usize], blocks: &[Block], acts: &Activations) -> Result<Option<Tensor>> {
         let g = self.graph;
         let k = self.removed.len();
         let p = receivers.len();
+        let n = self.rows;
         let sign = if self.ablated.is_none() { -1f32 } else { 1f32 };
-        let mut total: Option<Tensor> = None;
+        // Sums over blocks, by shape: shared by every copy `[P, n·T·D]`, all rows `[P, k·n·T·D]`,
+        // copy by copy `[k, P, n·T·D]`.
+        let (mut shared, mut full, mut per_copy): (Option<Tensor>, Option<Tensor>, Option<Tensor>) = (None, None, None);
+        let add = |acc: &mut Option<Tensor>, x: Tensor| -> Result<()> {
+            *acc = Some(match acc.take() {
+                None => x,
+                Some(a) => (a + x)?,
+            });
+            Ok(())
+        };
+        let mut dims = None;
         for &b in blocks {
             let senders = b.senders(g);
             let sb = senders.len();
@@ -187,27 +203,41 @@ impl<'a> EdgeInputs<'a> {
             if !any {
                 continue;
             }
+            let uniform = (1..k).all(|c| mask[c * p * sb..(c + 1) * p * sb] == mask[..p * sb]);
             let delta = self.delta(b, acts)?; // [S_b, R, T, D]
             let (_, r, t, d) = delta.dims4()?;
+            dims = Some((t, d));
             let dev = delta.device();
-            let off = if r == self.rows {
-                // Shared by every copy (a block of the cached prefix): one matmul for all copies.
+            let flat = delta.reshape((sb, r * t * d))?;
+            if uniform {
+                mask.truncate(p * sb);
+                let m = Tensor::from_vec(mask, (p, sb), dev)?;
+                let o = m.matmul(&flat)?;
+                if r == n { add(&mut shared, o)? } else { add(&mut full, o)? }
+            } else if r == n {
                 let m = Tensor::from_vec(mask, (k * p, sb), dev)?;
-                let o = m.matmul(&delta.reshape((sb, r * t * d))?)?; // [k·P, n·T·D]
-                o.reshape((k, p, r, t, d))?.transpose(0, 1)?.reshape((p, k * r, t, d))?
+                add(&mut per_copy, m.matmul(&flat)?.reshape((k, p, n * t * d))?)?;
             } else {
-                // Live block: each copy's rows with its own mask.
                 let m = Tensor::from_vec(mask, (k, p, sb), dev)?;
-                let dl = delta.reshape((sb, k, self.rows * t * d))?.transpose(0, 1)?.contiguous()?; // [k, S_b, n·T·D]
-                let o = m.matmul(&dl)?; // [k, P, n·T·D]
-                o.transpose(0, 1)?.reshape((p, r, t, d))?
-            };
+                let dl = delta.reshape((sb, k, n * t * d))?.transpose(0, 1)?.contiguous()?; // [k, S_b, n·T·D]
+                add(&mut per_copy, m.matmul(&dl)?)?;
+            }
+        }
+        let Some((t, d)) = dims else { return Ok(None) };
+        let ntd = n * t * d;
+        let mut total = full.map(|f| f.reshape((p, k, ntd))).transpose()?;
+        if let Some(pc) = per_copy {
+            add(&mut total, pc.transpose(0, 1)?)?;
+        }
+        if let Some(sh) = shared {
+            let sh = sh.reshape((p, 1, ntd))?;
             total = Some(match total {
-                None => off,
-                Some(x) => (x + off)?,
+                None => sh.broadcast_as((p, k, ntd))?.contiguous()?,
+                Some(x) => x.broadcast_add(&sh)?,
             });
         }
-        Ok(total)
+        let total = total.expect("some block contributed");
+        Ok(Some(total.contiguous()?.reshape((p, k * n, t, d))?))
     }
 }
 

@@ -3,9 +3,11 @@
 //! The library holds everything; the `kcirc` binary only parses flags and prints.
 //! - [`model`]: one canonical transformer with hookable receivers, and the family adapters that fill it.
 //! - [`tokenizer`]: text ↔ token ids.
+pub mod circuit;
 pub mod data;
 pub mod discover;
 pub mod error;
+pub mod eval;
 pub mod graph;
 pub mod intervene;
 pub mod metric;

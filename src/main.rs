@@ -35,6 +35,14 @@ pub enum Command {
     /// Top-k next tokens for one or more prompts (one JSON object per prompt and line).
     #[command(after_help = "Example:\n  kcirc predict --model gpt2 --prompt 'The capital city of France is' --top-k 5")]
     Predict(commands::PredictArgs),
+    /// Find the circuit of one relation: exact edge ablation (ACDC) on the discovery triples.
+    #[command(after_help = "Examples:\n  kcirc discover --model models/SmolLM2-135M-Instruct.Q4_1.gguf --triples data/country_capital_city.jsonl --out circuit.json\n  kcirc discover --model gpt2-medium --triples facts.jsonl --config configs/paper.json --dot circuit.dot")]
+    Discover(commands::DiscoverArgs),
+    /// Score a circuit on held-out triples: full model vs circuit vs random circuits of the same size.
+    #[command(after_help = "Examples:\n  kcirc eval --model gpt2-medium --circuit circuit.json --triples test.jsonl --min-hit10 0.8\n\nExit codes: 0 every gate holds, 1 a gate failed (named on stderr), 2 bad input.")]
+    Eval(commands::EvalArgs),
+    /// Convert data: `kcirc data convert LRE.json > triples.jsonl`.
+    Data(commands::DataArgs),
     /// Node, sender, receiver and edge counts of the computation graph (needs only the model's config).
     #[command(after_help = "Example:\n  kcirc graph --model gpt2-medium --json")]
     Graph(commands::GraphArgs),
@@ -54,6 +62,9 @@ fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Predict(a) => commands::predict(&cli, a),
         Command::Graph(a) => commands::graph(a),
+        Command::Discover(a) => commands::discover(&cli, a),
+        Command::Eval(a) => commands::eval(&cli, a),
+        Command::Data(a) => commands::data(a),
     }
 }
 

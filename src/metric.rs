@@ -3,6 +3,7 @@
 use candle_core::{DType, Tensor, D};
 use serde::{Deserialize, Serialize};
 
+use crate::model::Model;
 use crate::Result;
 
 /// The discovery metric.
@@ -41,34 +42,39 @@ pub struct FullReference {
 }
 
 impl FullReference {
-    /// From the full model's last-position logits `[n, V]`.
-    pub fn new(logits: &Tensor, targets: &[u32]) -> Result<Self> {
+    /// From the full model's normalised last-position residual `[n, D]` ([`crate::model::Logits::Hidden`]).
+    pub fn new(model: &Model, hidden: &Tensor, targets: &[u32]) -> Result<Self> {
+        let logits = model.logits_of_hidden(hidden)?;
         let logprobs = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
         Ok(FullReference {
             targets: targets.to_vec(),
-            target_logit: gather(logits, targets, 1)?,
+            target_logit: model.target_logits(hidden, targets)?.to_dtype(DType::F64)?.to_vec1::<f64>()?,
             target_logprob: gather(&logprobs, targets, 1)?,
             logprobs,
         })
     }
 
-    /// The metric of each of `copies` circuits, from their last-position logits `[copies·n, V]` (copy-major).
-    pub fn score(&self, metric: Metric, logits: &Tensor) -> Result<Vec<f64>> {
+    /// The metric of each of `copies` circuits, from their normalised last-position residual `[copies·n, D]`
+    /// (copy-major). The logit metric reads only the target columns of the unembedding.
+    pub fn score(&self, metric: Metric, model: &Model, hidden: &Tensor) -> Result<Vec<f64>> {
         let n = self.targets.len();
-        let rows = logits.dim(0)?;
+        let rows = hidden.dim(0)?;
         let copies = rows / n;
+        if metric == Metric::Logit {
+            let tl = model.target_logits(hidden, &self.targets)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+            let per_row: Vec<f64> = tl.iter().enumerate().map(|(r, v)| self.target_logit[r % n] - v).collect();
+            return Ok(per_row.chunks(n).map(|c| c.iter().sum::<f64>() / n as f64).collect());
+        }
+        let logits = model.logits_of_hidden(hidden)?;
         let per_row: Vec<f64> = match metric {
-            Metric::Logit => {
-                let tl = gather(logits, &self.targets, copies)?;
-                tl.iter().enumerate().map(|(r, v)| self.target_logit[r % n] - v).collect()
-            }
+            Metric::Logit => unreachable!("handled above"),
             Metric::Nll => {
-                let lp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
+                let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
                 let tl = gather(&lp, &self.targets, copies)?;
                 tl.iter().enumerate().map(|(r, v)| self.target_logprob[r % n] - v).collect()
             }
             Metric::Kl => {
-                let lp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
+                let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
                 let v = lp.dim(1)?;
                 let lp = lp.reshape((copies, n, v))?;
                 let full = self.logprobs.unsqueeze(0)?;

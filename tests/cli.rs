@@ -142,3 +142,118 @@ fn hub_cache_is_used_offline() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("\"edges\":32491"));
 }
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// Discovery on the tiny random GPT-2 (it knows no facts, so `--no-filter`), zero ablation, logit metric.
+fn tiny_discover(dir: &Path, out: &str, extra: &[&str]) -> Output {
+    let model = fixture("gpt2-tiny");
+    let triples = root().join("data/country_capital_city.jsonl");
+    let mut args = vec![
+        "discover", "--model", model.to_str().unwrap(), "--triples", triples.to_str().unwrap(), "--examples", "3",
+        "--threshold", "0.3", "--no-filter", "--random", "2", "--out",
+    ];
+    let out = dir.join(out);
+    args.push(out.to_str().unwrap());
+    args.extend_from_slice(extra);
+    kcirc(&args)
+}
+
+#[test]
+fn discover_writes_a_circuit_that_eval_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = tiny_discover(dir.path(), "c.json", &["--dot", dir.path().join("c.dot").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("c.json")).unwrap()).unwrap();
+    for key in ["format", "model", "relation", "method", "ablation", "metric", "threshold", "seed", "examples", "metric_full", "metric_circuit", "edges", "nodes", "n_edges_total", "eval"] {
+        assert!(c.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(c["relation"], "country_capital_city");
+    assert_eq!(c["examples"].as_array().unwrap().len(), 3);
+    let n_edges = c["edges"].as_array().unwrap().len();
+    assert!(n_edges > 0 && n_edges < 190, "{n_edges}");
+    assert!(std::fs::read_to_string(dir.path().join("c.dot")).unwrap().starts_with("digraph"));
+    // eval on the same relation agrees with discover's own held-out report.
+    let model = fixture("gpt2-tiny");
+    let triples = root().join("data/country_capital_city.jsonl");
+    let o = kcirc(&["eval", "--model", model.to_str().unwrap(), "--circuit", dir.path().join("c.json").to_str().unwrap(), "--triples", triples.to_str().unwrap(), "--no-filter", "--random", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r, c["eval"], "eval and discover's held-out report differ");
+    for key in ["model", "relation", "k", "n_triples", "full", "circuit", "random", "faithfulness", "n_edges", "n_edges_total", "n_nodes"] {
+        assert!(r.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(r["n_skipped_discovery"], 3);
+    // Gates: an impossible one fails with exit 1 and says which.
+    let o = kcirc(&["eval", "--model", model.to_str().unwrap(), "--circuit", dir.path().join("c.json").to_str().unwrap(), "--triples", triples.to_str().unwrap(), "--no-filter", "--random", "1", "--min-faithfulness", "1000"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("faithfulness"), "{}", stderr(&o));
+    let o = kcirc(&["eval", "--model", model.to_str().unwrap(), "--circuit", dir.path().join("c.json").to_str().unwrap(), "--triples", triples.to_str().unwrap(), "--no-filter", "--random", "1", "--min-faithfulness", "-1000"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn discover_is_byte_identical_whatever_the_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = tiny_discover(dir.path(), "a.json", &["--threads", "1", "--ablation", "mean"]);
+    let b = tiny_discover(dir.path(), "b.json", &["--threads", "2", "--ablation", "mean"]);
+    assert!(a.status.success() && b.status.success(), "{}", stderr(&a));
+    assert_eq!(std::fs::read(dir.path().join("a.json")).unwrap(), std::fs::read(dir.path().join("b.json")).unwrap());
+}
+
+#[test]
+fn bad_discovery_flags_fail_with_exit_2_and_no_output_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flags, needle) in [
+        (vec!["--threshold", "-1"], "threshold"),
+        (vec!["--threshold", "NaN"], "threshold"),
+        (vec!["--examples", "0"], "examples"),
+        (vec!["--metric", "bogus"], "bogus"),
+        (vec!["--method", "bogus"], "bogus"),
+    ] {
+        let o = tiny_discover(dir.path(), "x.json", &flags);
+        assert_eq!(o.status.code(), Some(2), "{flags:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{flags:?}: {}", stderr(&o));
+        assert!(!dir.path().join("x.json").exists());
+    }
+}
+
+#[test]
+fn bad_triples_fail_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("gpt2-tiny");
+    let m = model.to_str().unwrap();
+    let good = r#"{"subject":"France","relation":"capital","object":"Paris","template":"The capital of {} is"}"#;
+    let cases = [
+        (format!("{good}\n{{not json\n"), "line 2"),
+        (format!("{good}\n{{\"subject\":\"Peru\",\"object\":\"Lima\"}}\n"), "line 2"),
+        (format!("{good}\n{{\"subject\":\"Peru\",\"object\":\"Lima\",\"template\":\"no placeholder\"}}\n"), "has no `{}`"),
+        (String::new(), "no triples"),
+        (format!("{good}\n{{\"subject\":\"Peru\",\"object\":\"\",\"template\":\"The capital of {{}} is\"}}\n"), "empty object"),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let f = write(dir.path(), &format!("t{i}.jsonl"), text);
+        let out = dir.path().join(format!("o{i}.json"));
+        let o = kcirc(&["discover", "--model", m, "--triples", &f, "--no-filter", "--examples", "1", "--out", out.to_str().unwrap()]);
+        assert_input_error(&o, needle);
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn data_convert_turns_lre_into_json_lines() {
+    let lre = r#"{"name": "country capital city", "prompt_templates": ["The capital city of {} is"], "prompt_templates_zs": ["The capital of {} is the city of"], "properties": {}, "samples": [{"subject": "France", "object": "Paris"}, {"subject": "Peru", "object": "Lima"}]}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "r.json", lre);
+    let o = kcirc(&["data", "convert", &f]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["template"], "The capital of {} is the city of");
+    assert_eq!(lines[1]["subject"], "Peru");
+    assert_eq!(lines[1]["relation"], "country_capital_city");
+}

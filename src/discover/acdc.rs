@@ -107,7 +107,7 @@ impl<'t> Evaluator<'t> {
     fn new(task: &'t Task<'t>, initial: &[bool]) -> Result<Self> {
         let n = task.n_examples();
         let hook = EdgeInputs::new(&task.graph, vec![initial], task.ablated.as_ref(), n);
-        let (cached, _) = task.model.run(&task.batch, &hook, None, Logits::Last)?;
+        let (cached, _) = task.model.run(&task.batch, &hook, None, Logits::Hidden)?;
         let group = (GROUP_TOKENS / (n * task.batch.seq_len)).max(1);
         Ok(Evaluator { task, cached, group })
     }
@@ -122,8 +122,8 @@ impl<'t> Evaluator<'t> {
             let batch = task.batch.repeat(g.len())?;
             let removed: Vec<&[bool]> = g.iter().map(|c| c.as_slice()).collect();
             let hook = EdgeInputs::new(&task.graph, removed, task.ablated.as_ref(), n);
-            let logits = task.model.run(&batch, &hook, Some((stage, prefix.clone())), Logits::Last)?.1;
-            task.full.score(task.metric, &logits)
+            let hidden = task.model.run(&batch, &hook, Some((stage, prefix.clone())), Logits::Hidden)?.1;
+            task.full.score(task.metric, task.model, &hidden)
         });
         Ok(out.into_iter().collect::<Result<Vec<_>>>()?.concat())
     }

@@ -1,6 +1,7 @@
 //! Circuit discovery. A [`Task`] fixes what is measured (model, discovery examples, ablation, metric); each
 //! method (`acdc`, …) is one module behind the [`Discovery`] trait and returns a [`Circuit`].
 pub mod acdc;
+pub mod setup;
 
 use candle_core::Tensor;
 use indicatif::ProgressBar;
@@ -41,9 +42,9 @@ impl<'a> Task<'a> {
         }
         let prompts: Vec<Vec<u32>> = examples.iter().map(|e| e.tokens.clone()).collect();
         let batch = model.batch(&prompts)?;
-        let (clean, logits) = model.run(&batch, &RecordHeads, None, Logits::Last)?;
+        let (clean, hidden) = model.run(&batch, &RecordHeads, None, Logits::Hidden)?;
         let targets: Vec<u32> = examples.iter().map(|e| e.target).collect();
-        let full = FullReference::new(&logits, &targets)?;
+        let full = FullReference::new(model, &hidden, &targets)?;
         let ablated = match ablation {
             Ablation::Zero => None,
             Ablation::Mean => Some(mean_values(&clean, &batch.lengths)?),
@@ -53,7 +54,7 @@ impl<'a> Task<'a> {
                     return Err(Error::input("every corrupted prompt must have its clean prompt's token length"));
                 }
                 let cb = model.batch(&c)?;
-                Some(model.run(&cb, &RecordHeads, None, Logits::Last)?.0)
+                Some(model.run(&cb, &RecordHeads, None, Logits::Hidden)?.0)
             }
         };
         Ok(Task { model, graph: Graph::new(&model.cfg), examples, batch, ablation, ablated, metric, full })
@@ -66,15 +67,15 @@ impl<'a> Task<'a> {
     /// Metric of a circuit (edges flagged in `removed`), from one full intervened forward pass.
     pub fn score(&self, removed: &[bool]) -> Result<f64> {
         let hook = EdgeInputs::new(&self.graph, vec![removed], self.ablated.as_ref(), self.n_examples());
-        let logits = self.model.run(&self.batch, &hook, None, Logits::Last)?.1;
-        Ok(self.full.score(self.metric, &logits)?[0])
+        let hidden = self.model.run(&self.batch, &hook, None, Logits::Hidden)?.1;
+        Ok(self.full.score(self.metric, self.model, &hidden)?[0])
     }
 
     /// The same metric through the naive reference intervention (every receiver input rebuilt from scratch).
     pub fn score_naive(&self, removed: &[bool]) -> Result<f64> {
         let hook = NaiveInputs { model: self.model, graph: &self.graph, removed, ablated: self.ablated.as_ref() };
-        let logits = self.model.run(&self.batch, &hook, None, Logits::Last)?.1;
-        Ok(self.full.score(self.metric, &logits)?[0])
+        let hidden = self.model.run(&self.batch, &hook, None, Logits::Hidden)?.1;
+        Ok(self.full.score(self.metric, self.model, &hidden)?[0])
     }
 
     /// Last-position logits `[n, V]` of a circuit.

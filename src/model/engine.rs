@@ -165,6 +165,9 @@ pub enum Logits {
     Last,
     /// `[B, T, V]` at every position.
     All,
+    /// `[B, D]`: the last position's normalised final residual, not yet unembedded (see
+    /// [`Model::target_logits`]: metrics that need only a few logits skip the vocabulary-wide matmul).
+    Hidden,
 }
 
 impl Model {
@@ -232,7 +235,7 @@ impl Model {
             let out = self.run(&b, &Clean, None, which)?.1;
             // Chunks are padded to their own longest prompt: pad every chunk's positions to T on the left.
             match which {
-                Logits::Last => Ok(out),
+                Logits::Last | Logits::Hidden => Ok(out),
                 Logits::All => {
                     let pad = t - b.seq_len;
                     if pad == 0 {
@@ -343,17 +346,43 @@ impl Model {
     pub fn unembed(&self, x: &Tensor, which: Logits) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let x = match which {
-            Logits::Last => x.narrow(1, t - 1, 1)?.reshape((b, d))?,
+            Logits::Last | Logits::Hidden => x.narrow(1, t - 1, 1)?.reshape((b, d))?,
             Logits::All => x.reshape((b * t, d))?,
         };
         let x = norm(&x, &self.weights.ln_final, &self.cfg)?;
+        if which == Logits::Hidden {
+            return Ok(x);
+        }
         let mut y = matmul(&x, &self.weights.unembed)?;
         if let Some(bias) = &self.weights.b_unembed {
             y = y.broadcast_add(bias)?;
         }
         Ok(match which {
-            Logits::Last => y,
             Logits::All => y.reshape((b, t, ()))?,
+            _ => y,
+        })
+    }
+
+    /// Logits `[B, V]` from [`Logits::Hidden`] output `[B, D]`.
+    pub fn logits_of_hidden(&self, hidden: &Tensor) -> Result<Tensor> {
+        let y = matmul(hidden, &self.weights.unembed)?;
+        Ok(match &self.weights.b_unembed {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+
+    /// The logit of one token per row, `[B]`, from [`Logits::Hidden`] output `[B, D]`: `tokens[b % len]` for
+    /// row `b` (rows are copy-major repeats of the token list). Only the needed unembedding columns are read.
+    pub fn target_logits(&self, hidden: &Tensor, tokens: &[u32]) -> Result<Tensor> {
+        let (b, _) = hidden.dims2()?;
+        let idx: Vec<u32> = (0..b).map(|r| tokens[r % tokens.len()]).collect();
+        let idx = Tensor::new(idx.as_slice(), hidden.device())?;
+        let cols = self.weights.unembed.index_select(&idx, 1)?.t()?; // [B, D]
+        let y = (hidden * cols)?.sum(1)?;
+        Ok(match &self.weights.b_unembed {
+            Some(bias) => (y + bias.index_select(&idx, 0)?)?,
+            None => y,
         })
     }
 

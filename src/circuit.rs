@@ -1,0 +1,184 @@
+//! The circuit file: what `kcirc discover` writes and every later command reads. JSON, fields in a fixed
+//! order, no timings or host details, so the same inputs give byte-identical files.
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::Triple;
+use crate::discover::Circuit;
+use crate::graph::{Graph, Node};
+use crate::intervene::Ablation;
+use crate::metric::Metric;
+use crate::model::Config;
+use crate::{Error, Result};
+
+/// Version of the circuit file layout.
+pub const FORMAT: u32 = 1;
+
+/// The model a circuit belongs to, enough to refuse a circuit from another model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelShape {
+    pub family: String,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub d_model: usize,
+    pub vocab_size: usize,
+}
+
+impl From<&Config> for ModelShape {
+    fn from(c: &Config) -> Self {
+        ModelShape {
+            family: c.family.clone(),
+            n_layers: c.n_layers,
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            d_model: c.d_model,
+            vocab_size: c.vocab_size,
+        }
+    }
+}
+
+/// One kept edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeRecord {
+    pub name: String,
+    pub sender: String,
+    pub receiver: String,
+    /// Δ metric measured when the edge was tested (or its attribution score); `null` if never tested.
+    pub effect: Option<f64>,
+}
+
+/// The circuit file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CircuitFile {
+    pub format: u32,
+    pub model: String,
+    pub model_shape: ModelShape,
+    pub relation: String,
+    pub method: String,
+    pub ablation: Ablation,
+    pub metric: Metric,
+    pub threshold: f64,
+    pub signed: bool,
+    pub seed: u64,
+    /// The discovery triples (never scored by `kcirc eval`).
+    pub examples: Vec<Triple>,
+    pub metric_full: f64,
+    pub metric_circuit: f64,
+    pub n_edges_total: usize,
+    pub n_edges: usize,
+    pub nodes: Vec<String>,
+    pub edges: Vec<EdgeRecord>,
+    /// Held-out evaluation report, when `discover` ran one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<serde_json::Value>,
+}
+
+/// Names of the graph nodes a circuit touches: senders with a kept outgoing edge, receivers with a kept
+/// incoming edge (a head's query port counts as the head; key/value ports as themselves, `a3.kv1`, under
+/// grouped-query attention), sorted in forward order.
+pub fn circuit_nodes(g: &Graph, c: &Circuit) -> Vec<String> {
+    let mut seen = std::collections::BTreeMap::new();
+    let key = |n: Node| -> (usize, usize, String) {
+        let name = match n {
+            Node::HeadInput { port: crate::graph::Port::Q, layer, index } => g.node_name(Node::Head { layer, head: index }),
+            Node::HeadInput { layer, index, .. } if g.n_kv_heads == g.n_heads => g.node_name(Node::Head { layer, head: index }),
+            Node::HeadInput { layer, index, .. } => format!("a{layer}.kv{index}"),
+            other => g.node_name(other),
+        };
+        let order = match n {
+            Node::Input => (0, 0),
+            Node::Head { layer, head } => (1 + 2 * layer, head),
+            Node::HeadInput { layer, index, .. } => (1 + 2 * layer, index),
+            Node::Mlp { layer } => (2 + 2 * layer, 0),
+            Node::Logits => (usize::MAX, 0),
+        };
+        (order.0, order.1, name)
+    };
+    for e in c.kept() {
+        let edge = &g.edges[e];
+        seen.insert(key(g.sender(edge.sender)), ());
+        seen.insert(key(g.receiver(edge.receiver)), ());
+    }
+    let mut names: Vec<String> = vec![];
+    for (_, _, n) in seen.into_keys() {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    names
+}
+
+/// The kept edges as records, in graph order.
+pub fn edge_records(g: &Graph, c: &Circuit) -> Vec<EdgeRecord> {
+    c.kept()
+        .map(|e| {
+            let edge = &g.edges[e];
+            EdgeRecord { name: edge.name.clone(), sender: g.sender_name(edge.sender), receiver: g.receiver_name(edge.receiver), effect: c.effect[e] }
+        })
+        .collect()
+}
+
+impl CircuitFile {
+    pub fn read(path: &Path) -> Result<CircuitFile> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let f: CircuitFile = serde_json::from_str(&text).map_err(|e| Error::input(format!("{}: not a circuit file: {e}", path.display())))?;
+        if f.format != FORMAT {
+            return Err(Error::input(format!("{}: circuit format {} (this kcirc reads {FORMAT})", path.display(), f.format)));
+        }
+        Ok(f)
+    }
+
+    /// The removed-edge flags of this circuit on `graph`; fails if the circuit belongs to another model.
+    pub fn removed(&self, graph: &Graph, cfg: &Config) -> Result<Vec<bool>> {
+        let shape = ModelShape::from(cfg);
+        if shape != self.model_shape {
+            return Err(Error::input(format!(
+                "circuit is for model `{}` ({} layers × {} heads, d_model {}), not this one ({} layers × {} heads, d_model {})",
+                self.model, self.model_shape.n_layers, self.model_shape.n_heads, self.model_shape.d_model, shape.n_layers, shape.n_heads, shape.d_model
+            )));
+        }
+        let mut removed = vec![true; graph.edges.len()];
+        for e in &self.edges {
+            let id = graph.edge_id(&e.name).ok_or_else(|| Error::input(format!("circuit edge `{}` is not in this model's graph", e.name)))?;
+            removed[id] = false;
+        }
+        Ok(removed)
+    }
+
+    /// JSON text (pretty, stable field order).
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string_pretty(self).map_err(|e| Error::input(e.to_string()))
+    }
+}
+
+/// The circuit as Graphviz DOT: input, heads, MLPs and logits; edge width by |effect|.
+pub fn to_dot(file: &CircuitFile) -> String {
+    let mut s = String::from("digraph circuit {\n  rankdir=BT;\n  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n");
+    let max = file.edges.iter().filter_map(|e| e.effect.map(f64::abs)).fold(0.0, f64::max).max(1e-12);
+    let node_of = |port: &str| -> String { port.split('<').next().unwrap_or(port).to_string() };
+    for n in &file.nodes {
+        let color = if n.starts_with('m') { "lightblue" } else if n.starts_with('a') { "lightyellow" } else { "lightgrey" };
+        s += &format!("  \"{n}\" [fillcolor={color}, style=\"rounded,filled\"];\n");
+    }
+    for e in &file.edges {
+        let w = 0.5 + 4.5 * e.effect.map(f64::abs).unwrap_or(0.0) / max;
+        let port = e.receiver.split('<').nth(1).map(|p| p.trim_end_matches('>')).unwrap_or("");
+        let label = if port.is_empty() { String::new() } else { format!(", label=\"{port}\"") };
+        s += &format!("  \"{}\" -> \"{}\" [penwidth={w:.2}{label}];\n", node_of(&e.sender), node_of(&e.receiver));
+    }
+    s += "}\n";
+    s
+}
+
+/// Writes `text` to `path` atomically: a temporary file beside it, renamed into place, so a failed run
+/// leaves no partial output.
+pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("out"), std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}

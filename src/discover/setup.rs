@@ -1,0 +1,129 @@
+//! From a relation file to a discovery task: tokenise, keep the facts the model knows, split by seed, and pick
+//! corrupted prompts for resample ablation.
+use serde::{Deserialize, Serialize};
+
+use crate::data::{self, Example, Relation};
+use crate::eval::full_model_outcomes;
+use crate::intervene::Ablation;
+use crate::metric::Metric;
+use crate::model::Model;
+use crate::tokenizer::Tokenizer;
+use crate::{Error, Result};
+
+/// Discovery settings: a `--config` preset (JSON, any subset of the fields) overridden by flags.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub method: String,
+    pub threshold: f64,
+    pub signed: bool,
+    pub metric: Metric,
+    pub ablation: Ablation,
+    /// Discovery examples.
+    pub examples: usize,
+    pub seed: u64,
+    /// Keep only facts the full model ranks below `k` (and say how many were dropped).
+    pub filter_known: bool,
+    pub k: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            method: "acdc".into(),
+            threshold: 0.05,
+            signed: false,
+            metric: Metric::Logit,
+            ablation: Ablation::Zero,
+            examples: 8,
+            seed: 0,
+            filter_known: true,
+            k: 10,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads a preset file.
+    pub fn from_file(path: &std::path::Path) -> Result<Settings> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| Error::input(format!("{}: {e}", path.display())))
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if !self.threshold.is_finite() || self.threshold < 0.0 {
+            return Err(Error::input(format!("--threshold must be a finite number ≥ 0, got {}", self.threshold)));
+        }
+        if self.examples == 0 {
+            return Err(Error::input("--examples must be at least 1"));
+        }
+        if self.k == 0 {
+            return Err(Error::input("--k must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// The prepared data of one relation.
+pub struct Prepared {
+    pub discovery: Vec<Example>,
+    /// Held-out examples (every known fact not used for discovery).
+    pub test: Vec<Example>,
+    /// Per discovery example, a same-length corrupted prompt (resample ablation only).
+    pub corrupted: Option<Vec<Vec<u32>>>,
+    /// Facts dropped because the full model does not know them (rank ≥ k).
+    pub dropped_unknown: usize,
+    pub total: usize,
+}
+
+/// Tokenises `rel`, keeps known facts (unless disabled), shuffles by seed and takes the first
+/// `settings.examples` for discovery; the rest are held out.
+pub fn prepare(model: &Model, tok: &Tokenizer, rel: &Relation, settings: &Settings) -> Result<Prepared> {
+    let all: Vec<Example> = rel
+        .triples
+        .iter()
+        .enumerate()
+        .map(|(i, t)| data::example(t, tok).map_err(|e| Error::input(format!("triple {} ({}): {e}", i + 1, t.subject))))
+        .collect::<Result<_>>()?;
+    let known: Vec<bool> = if settings.filter_known {
+        full_model_outcomes(model, &all)?.iter().map(|o| o.rank < settings.k).collect()
+    } else {
+        vec![true; all.len()]
+    };
+    let dropped_unknown = known.iter().filter(|k| !**k).count();
+    let order: Vec<usize> = data::shuffled(all.len(), settings.seed).into_iter().filter(|&i| known[i]).collect();
+    if order.len() < settings.examples {
+        return Err(Error::input(format!(
+            "relation `{}`: {} of {} facts are known to the model (rank < {}), fewer than the {} discovery examples asked for",
+            rel.name,
+            order.len(),
+            all.len(),
+            settings.k,
+            settings.examples
+        )));
+    }
+    let discovery: Vec<Example> = order[..settings.examples].iter().map(|&i| all[i].clone()).collect();
+    let test: Vec<Example> = order[settings.examples..].iter().map(|&i| all[i].clone()).collect();
+    let corrupted = match settings.ablation {
+        Ablation::Resample => Some(corrupt(&discovery, &all, settings.seed)?),
+        _ => None,
+    };
+    Ok(Prepared { discovery, test, corrupted, dropped_unknown, total: all.len() })
+}
+
+/// For each example, the prompt of another fact of the relation with the same template, a different subject
+/// and target, and the same token length (chosen in the seed's order).
+pub fn corrupt(examples: &[Example], pool: &[Example], seed: u64) -> Result<Vec<Vec<u32>>> {
+    let order = data::shuffled(pool.len(), seed ^ 0x5EED_C0DE);
+    examples
+        .iter()
+        .map(|e| {
+            order
+                .iter()
+                .map(|&i| &pool[i])
+                .find(|c| c.tokens.len() == e.tokens.len() && c.triple.subject != e.triple.subject && c.target != e.target && c.triple.template == e.triple.template)
+                .map(|c| c.tokens.clone())
+                .ok_or_else(|| Error::input(format!("resample ablation: no other subject with the token length of {:?}", e.triple.subject)))
+        })
+        .collect()
+}

@@ -1,0 +1,285 @@
+//! Scoring predictions: ranks of target tokens, Hit@k, MRR (brief §5).
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::data::Example;
+use crate::model::{Logits, Model};
+use crate::Result;
+
+/// Per-example outcome at the last prompt position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Number of vocabulary entries whose logit is strictly greater than the target's.
+    pub rank: usize,
+    pub target_logit: f64,
+    pub target_prob: f64,
+}
+
+/// Outcomes from last-position logits `[n, V]` and the targets.
+pub fn outcomes(logits: &Tensor, targets: &[u32]) -> Result<Vec<Outcome>> {
+    let logits = logits.to_dtype(DType::F32)?;
+    let probs = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
+    let rows = logits.to_vec2::<f32>()?;
+    Ok(rows
+        .iter()
+        .zip(&probs)
+        .zip(targets)
+        .map(|((row, p), &t)| {
+            let tl = row[t as usize];
+            Outcome { rank: row.iter().filter(|&&v| v > tl).count(), target_logit: tl as f64, target_prob: p[t as usize] as f64 }
+        })
+        .collect())
+}
+
+/// The full model's outcomes on `examples` (chunked and parallel, see [`Model::forward_prompts`]).
+pub fn full_model_outcomes(model: &Model, examples: &[Example]) -> Result<Vec<Outcome>> {
+    if examples.is_empty() {
+        return Ok(vec![]);
+    }
+    let prompts: Vec<Vec<u32>> = examples.iter().map(|e| e.tokens.clone()).collect();
+    let logits = model.forward_prompts(&prompts, Logits::Last)?;
+    outcomes(&logits, &examples.iter().map(|e| e.target).collect::<Vec<_>>())
+}
+
+/// Summary metrics of a set of outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub hit_at_1: f64,
+    pub hit_at_k: f64,
+    pub mrr: f64,
+    pub target_logit: f64,
+    pub target_prob: f64,
+}
+
+impl Metrics {
+    pub fn new(o: &[Outcome], k: usize) -> Metrics {
+        let n = o.len().max(1) as f64;
+        Metrics {
+            hit_at_1: o.iter().filter(|x| x.rank < 1).count() as f64 / n,
+            hit_at_k: o.iter().filter(|x| x.rank < k).count() as f64 / n,
+            mrr: o.iter().map(|x| 1.0 / (x.rank as f64 + 1.0)).sum::<f64>() / n,
+            target_logit: o.iter().map(|x| x.target_logit).sum::<f64>() / n,
+            target_prob: o.iter().map(|x| x.target_prob).sum::<f64>() / n,
+        }
+    }
+}
+
+/// How removed edges are filled in on held-out prompts, mirroring discovery.
+#[derive(Debug, Clone)]
+pub enum AblationSource {
+    Zero,
+    /// Per-position-from-end means over the discovery prompts: `[T_d, D]`-shaped tensors per sender, taken from a
+    /// discovery run. Held-out positions farther from the end than any discovery prompt take the farthest mean.
+    Mean(crate::model::Activations),
+    /// Same-length corrupted prompts, one per held-out example.
+    Resample(Vec<Vec<u32>>),
+}
+
+/// Sender values for a chunk of `n` prompts padded to `t` positions, from discovery means `[·, n_d, T_d, D]`
+/// (every row holds the same means).
+fn mean_for(means: &crate::model::Activations, n: usize, t: usize) -> Result<crate::model::Activations> {
+    let fit = |x: &Tensor, batch_dim: usize| -> Result<Tensor> {
+        // Take row 0 of the batch dimension: [.., T_d, D]
+        let x = x.narrow(batch_dim, 0, 1)?.contiguous()?;
+        let td = x.dim(batch_dim + 1)?;
+        // Position p from the end of the chunk reads position td-1-min(p, td-1) of the means.
+        let idx: Vec<u32> = (0..t).map(|q| (td - 1 - (t - 1 - q).min(td - 1)) as u32).collect();
+        let idx = Tensor::new(idx.as_slice(), x.device())?;
+        let x = x.index_select(&idx, batch_dim + 1)?;
+        let mut shape = x.dims().to_vec();
+        shape[batch_dim] = n;
+        Ok(x.broadcast_as(shape)?.contiguous()?)
+    };
+    Ok(crate::model::Activations {
+        embed: fit(&means.embed, 0)?,
+        heads: means.heads.iter().map(|h| fit(h, 1)).collect::<Result<_>>()?,
+        mlps: means.mlps.iter().map(|m| fit(m, 0)).collect::<Result<_>>()?,
+        resid_pre: vec![],
+        resid_mid: vec![],
+        resid_final: None,
+    })
+}
+
+/// Prompts per work unit of [`circuits_outcomes`] (fixed, so results do not depend on the thread count).
+const EVAL_CHUNK: usize = 8;
+
+/// Outcomes of several circuits (each a removed-edge flag vector; `None` = the full model) on `examples`,
+/// removed edges filled in by `ablation`. Returns one outcome list per circuit.
+pub fn circuits_outcomes(
+    model: &Model,
+    graph: &crate::graph::Graph,
+    circuits: &[&[bool]],
+    examples: &[Example],
+    ablation: &AblationSource,
+) -> Result<Vec<Vec<Outcome>>> {
+    use crate::intervene::{EdgeInputs, RecordHeads};
+    let idx: Vec<usize> = (0..examples.len()).collect();
+    let chunks: Vec<&[usize]> = idx.chunks(EVAL_CHUNK).collect();
+    let per_chunk = crate::parallel::map(&chunks, |c| -> Result<Vec<Vec<Outcome>>> {
+        let prompts: Vec<Vec<u32>> = c.iter().map(|&i| examples[i].tokens.clone()).collect();
+        let targets: Vec<u32> = c.iter().map(|&i| examples[i].target).collect();
+        let batch = model.batch(&prompts)?;
+        let ablated = match ablation {
+            AblationSource::Zero => None,
+            AblationSource::Mean(m) => Some(mean_for(m, prompts.len(), batch.seq_len)?),
+            AblationSource::Resample(corrupt) => {
+                let cp: Vec<Vec<u32>> = c.iter().map(|&i| corrupt[i].clone()).collect();
+                Some(model.run(&model.batch(&cp)?, &RecordHeads, None, Logits::Hidden)?.0)
+            }
+        };
+        let k = circuits.len();
+        let hook = EdgeInputs::new(graph, circuits.to_vec(), ablated.as_ref(), prompts.len());
+        let logits = model.run(&batch.repeat(k)?, &hook, None, Logits::Last)?.1; // [k·n, V]
+        (0..k).map(|j| outcomes(&logits.narrow(0, j * prompts.len(), prompts.len())?, &targets)).collect()
+    });
+    let per_chunk = per_chunk.into_iter().collect::<Result<Vec<_>>>()?;
+    Ok((0..circuits.len()).map(|j| per_chunk.iter().flat_map(|c| c[j].clone()).collect()).collect())
+}
+
+/// Mean and standard deviation of the random-circuit baselines.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RandomBaseline {
+    pub runs: usize,
+    pub mean: Metrics,
+    pub sd: Metrics,
+}
+
+/// The held-out report of one circuit (`kcirc eval`, and `eval` inside a circuit file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub model: String,
+    pub relation: String,
+    pub k: usize,
+    pub n_triples: usize,
+    /// Triples skipped because the circuit was discovered on them.
+    pub n_skipped_discovery: usize,
+    /// Held-out triples dropped because the full model does not know them (rank ≥ k).
+    pub n_dropped_unknown: usize,
+    pub full: Metrics,
+    pub circuit: Metrics,
+    pub random: RandomBaseline,
+    /// The circuit with every edge removed.
+    pub empty: Metrics,
+    /// `(circuit − empty) / (full − empty)` of the mean target logit.
+    pub faithfulness: f64,
+    pub n_edges: usize,
+    pub n_edges_total: usize,
+    pub n_nodes: usize,
+}
+
+/// Evaluation options.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub k: usize,
+    pub random: usize,
+    pub seed: u64,
+    pub filter_known: bool,
+}
+
+fn mean_sd(ms: &[Metrics]) -> (Metrics, Metrics) {
+    let n = ms.len().max(1) as f64;
+    let f = |g: &dyn Fn(&Metrics) -> f64| {
+        let m = ms.iter().map(g).sum::<f64>() / n;
+        let v = ms.iter().map(|x| (g(x) - m).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+        (m, v.sqrt())
+    };
+    let (h1, h1s) = f(&|x| x.hit_at_1);
+    let (hk, hks) = f(&|x| x.hit_at_k);
+    let (mr, mrs) = f(&|x| x.mrr);
+    let (tl, tls) = f(&|x| x.target_logit);
+    let (tp, tps) = f(&|x| x.target_prob);
+    (
+        Metrics { hit_at_1: h1, hit_at_k: hk, mrr: mr, target_logit: tl, target_prob: tp },
+        Metrics { hit_at_1: h1s, hit_at_k: hks, mrr: mrs, target_logit: tls, target_prob: tps },
+    )
+}
+
+/// `count` distinct edge ids out of `total`, uniformly at random (seeded).
+pub fn random_edges(total: usize, count: usize, seed: u64) -> Vec<usize> {
+    let mut ids = crate::data::shuffled(total, seed);
+    ids.truncate(count.min(total));
+    ids.sort_unstable();
+    ids
+}
+
+/// Scores `circuit` on the facts of `relation` it was not discovered from, beside the full model, the empty
+/// circuit and `opts.random` random circuits with as many edges.
+pub fn evaluate(
+    model: &Model,
+    tok: &crate::tokenizer::Tokenizer,
+    circuit: &crate::circuit::CircuitFile,
+    relation: &crate::data::Relation,
+    opts: &EvalOptions,
+) -> Result<Report> {
+    use crate::data::example;
+    use crate::Error;
+    let graph = crate::graph::Graph::new(&model.cfg);
+    let removed = circuit.removed(&graph, &model.cfg)?;
+    let discovery: Vec<Example> = circuit.examples.iter().map(|t| example(t, tok)).collect::<Result<_>>()?;
+    let all: Vec<Example> = relation
+        .triples
+        .iter()
+        .enumerate()
+        .map(|(i, t)| example(t, tok).map_err(|e| Error::input(format!("triple {} ({}): {e}", i + 1, t.subject))))
+        .collect::<Result<_>>()?;
+    let seen = |e: &Example| discovery.iter().any(|d| d.tokens == e.tokens && d.target == e.target);
+    let held: Vec<Example> = all.iter().filter(|e| !seen(e)).cloned().collect();
+    let n_skipped = all.len() - held.len();
+    let test: Vec<Example> = if opts.filter_known {
+        let o = full_model_outcomes(model, &held)?;
+        held.into_iter().zip(o).filter(|(_, o)| o.rank < opts.k).map(|(e, _)| e).collect()
+    } else {
+        held
+    };
+    let n_dropped = all.len() - n_skipped - test.len();
+    if test.is_empty() {
+        return Err(Error::input(format!("relation `{}`: no held-out triples to evaluate on", relation.name)));
+    }
+    let ablation = match circuit.ablation {
+        crate::intervene::Ablation::Zero => AblationSource::Zero,
+        crate::intervene::Ablation::Mean => {
+            let prompts: Vec<Vec<u32>> = discovery.iter().map(|e| e.tokens.clone()).collect();
+            let batch = model.batch(&prompts)?;
+            let acts = model.run(&batch, &crate::intervene::RecordHeads, None, Logits::Hidden)?.0;
+            AblationSource::Mean(crate::intervene::mean_values(&acts, &batch.lengths)?)
+        }
+        crate::intervene::Ablation::Resample => {
+            AblationSource::Resample(crate::discover::setup::corrupt(&test, &all, circuit.seed)?)
+        }
+    };
+    let n_kept = removed.iter().filter(|r| !**r).count();
+    let none = vec![false; removed.len()];
+    let empty = vec![true; removed.len()];
+    let randoms: Vec<Vec<bool>> = (0..opts.random)
+        .map(|i| {
+            let mut r = vec![true; removed.len()];
+            for e in random_edges(removed.len(), n_kept, opts.seed.wrapping_add(1 + i as u64)) {
+                r[e] = false;
+            }
+            r
+        })
+        .collect();
+    let mut circuits: Vec<&[bool]> = vec![&none, &removed, &empty];
+    circuits.extend(randoms.iter().map(|r| r.as_slice()));
+    let out = circuits_outcomes(model, &graph, &circuits, &test, &ablation)?;
+    let ms: Vec<Metrics> = out.iter().map(|o| Metrics::new(o, opts.k)).collect();
+    let (mean, sd) = mean_sd(&ms[3..]);
+    let (full, circ, emp) = (ms[0], ms[1], ms[2]);
+    let denom = full.target_logit - emp.target_logit;
+    Ok(Report {
+        model: model.name.clone(),
+        relation: relation.name.clone(),
+        k: opts.k,
+        n_triples: test.len(),
+        n_skipped_discovery: n_skipped,
+        n_dropped_unknown: n_dropped,
+        full,
+        circuit: circ,
+        random: RandomBaseline { runs: opts.random, mean, sd },
+        empty: emp,
+        faithfulness: if denom.abs() > 1e-12 { (circ.target_logit - emp.target_logit) / denom } else { 0.0 },
+        n_edges: n_kept,
+        n_edges_total: removed.len(),
+        n_nodes: circuit.nodes.len(),
+    })
+}

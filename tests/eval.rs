@@ -1,0 +1,127 @@
+//! Held-out evaluation: Hit@k, MRR and faithfulness against hand-computed values, the split, random circuits.
+mod common;
+
+use candle_core::{Device, Tensor};
+use common::*;
+use kcirc::circuit::{CircuitFile, ModelShape, FORMAT};
+use kcirc::data::{self, Relation};
+use kcirc::discover::setup::{prepare, Settings};
+use kcirc::eval::{outcomes, random_edges, EvalOptions, Metrics};
+use kcirc::intervene::Ablation;
+use kcirc::metric::Metric;
+
+#[test]
+fn ranks_hits_and_mrr_by_hand() {
+    // Row 0: target 2 (logit 2) has one greater (3) -> rank 1. Row 1: target 0 (5) below 6 -> rank 1.
+    // Row 2: target 1 (7) is the max; the tie at 7 is not strictly greater -> rank 0.
+    let logits = Tensor::new(&[[1f32, 3., 2.], [5., 4., 6.], [7., 7., 0.]], &Device::Cpu).unwrap();
+    let o = outcomes(&logits, &[2, 0, 1]).unwrap();
+    assert_eq!(o.iter().map(|x| x.rank).collect::<Vec<_>>(), vec![1, 1, 0]);
+    let m = Metrics::new(&o, 2);
+    assert!((m.hit_at_1 - 1.0 / 3.0).abs() < 1e-12);
+    assert!((m.hit_at_k - 1.0).abs() < 1e-12);
+    assert!((m.mrr - (0.5 + 0.5 + 1.0) / 3.0).abs() < 1e-12);
+    assert!((m.target_logit - (2.0 + 5.0 + 7.0) / 3.0).abs() < 1e-6);
+    // prob of row 2's target: e^7 / (2e^7 + 1)
+    let p2 = (7f64).exp() / (2.0 * (7f64).exp() + 1.0);
+    assert!((o[2].target_prob - p2).abs() < 1e-6);
+}
+
+#[test]
+fn random_circuits_have_exactly_the_requested_edge_count() {
+    for (total, count, seed) in [(100, 7, 1), (32491, 1500, 2), (10, 10, 3), (10, 0, 4)] {
+        let e = random_edges(total, count, seed);
+        assert_eq!(e.len(), count);
+        let mut d = e.clone();
+        d.dedup();
+        assert_eq!(d.len(), count, "distinct");
+        assert!(e.iter().all(|&i| i < total));
+        assert_eq!(e, random_edges(total, count, seed), "deterministic");
+    }
+    assert_ne!(random_edges(1000, 10, 1), random_edges(1000, 10, 2));
+}
+
+fn capitals() -> Relation {
+    data::read(&root().join("data/country_capital_city.jsonl")).unwrap()
+}
+
+#[test]
+fn split_is_deterministic_and_disjoint() {
+    let (model, tok) = tiny_gpt2();
+    let rel = capitals();
+    let s = Settings { examples: 5, filter_known: false, ..Default::default() };
+    let a = prepare(&model, &tok, &rel, &s).unwrap();
+    let b = prepare(&model, &tok, &rel, &s).unwrap();
+    assert_eq!(a.discovery, b.discovery);
+    assert_eq!(a.test, b.test);
+    assert_eq!(a.discovery.len() + a.test.len(), rel.triples.len());
+    for d in &a.discovery {
+        assert!(!a.test.iter().any(|t| t.triple == d.triple), "{:?} in both", d.triple.subject);
+    }
+    let c = prepare(&model, &tok, &rel, &Settings { seed: 7, ..s.clone() }).unwrap();
+    assert_ne!(a.discovery, c.discovery, "another seed, another split");
+}
+
+fn circuit_file(model: &kcirc::model::Model, removed: &[bool], examples: Vec<kcirc::data::Triple>, ablation: Ablation) -> CircuitFile {
+    let g = kcirc::graph::Graph::new(&model.cfg);
+    let c = kcirc::discover::Circuit { removed: removed.to_vec(), effect: vec![None; removed.len()], metric: 0.0 };
+    CircuitFile {
+        format: FORMAT,
+        model: "tiny".into(),
+        model_shape: ModelShape::from(&model.cfg),
+        relation: "r".into(),
+        method: "test".into(),
+        ablation,
+        metric: Metric::Logit,
+        threshold: 0.0,
+        signed: false,
+        seed: 0,
+        examples,
+        metric_full: 0.0,
+        metric_circuit: 0.0,
+        n_edges_total: removed.len(),
+        n_edges: c.n_kept(),
+        nodes: kcirc::circuit::circuit_nodes(&g, &c),
+        edges: kcirc::circuit::edge_records(&g, &c),
+        eval: None,
+    }
+}
+
+#[test]
+fn full_circuit_is_fully_faithful_and_faithfulness_is_the_logit_ratio() {
+    let (model, tok) = tiny_gpt2();
+    let rel = capitals();
+    let s = Settings { examples: 3, filter_known: false, ..Default::default() };
+    let prep = prepare(&model, &tok, &rel, &s).unwrap();
+    let n = kcirc::graph::Graph::new(&model.cfg).edges.len();
+    let examples: Vec<_> = prep.discovery.iter().map(|e| e.triple.clone()).collect();
+    let opts = EvalOptions { k: 10, random: 3, seed: 0, filter_known: false };
+    for ablation in [Ablation::Zero, Ablation::Mean, Ablation::Resample] {
+        // The full model as a "circuit": identical to the full model, faithfulness 1.
+        let file = circuit_file(&model, &vec![false; n], examples.clone(), ablation);
+        let r = kcirc::eval::evaluate(&model, &tok, &file, &rel, &opts).unwrap();
+        assert_eq!(r.n_skipped_discovery, 3);
+        assert_eq!(r.n_triples, rel.triples.len() - 3);
+        assert_eq!(r.circuit, r.full, "{ablation}");
+        assert!((r.faithfulness - 1.0).abs() < 1e-9, "{ablation}: {}", r.faithfulness);
+        // A half circuit: faithfulness is (circuit − empty) / (full − empty) of the mean target logit.
+        let removed: Vec<bool> = (0..n).map(|i| i % 2 == 0).collect();
+        let file = circuit_file(&model, &removed, examples.clone(), ablation);
+        let r = kcirc::eval::evaluate(&model, &tok, &file, &rel, &opts).unwrap();
+        let want = (r.circuit.target_logit - r.empty.target_logit) / (r.full.target_logit - r.empty.target_logit);
+        assert!((r.faithfulness - want).abs() < 1e-12);
+        assert_eq!(r.n_edges, n / 2);
+        assert_eq!(r.random.runs, 3);
+    }
+}
+
+#[test]
+fn circuit_from_another_model_is_refused() {
+    let (model, tok) = tiny_gpt2();
+    let other = tiny_llama(0);
+    let n = kcirc::graph::Graph::new(&other.cfg).edges.len();
+    let file = circuit_file(&other, &vec![false; n], vec![], Ablation::Zero);
+    let opts = EvalOptions { k: 10, random: 1, seed: 0, filter_known: false };
+    let err = kcirc::eval::evaluate(&model, &tok, &file, &capitals(), &opts).unwrap_err();
+    assert!(err.to_string().contains("not this one"), "{err}");
+}
