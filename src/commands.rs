@@ -102,9 +102,24 @@ pub struct DiscoverArgs {
     /// A preset of discovery settings (JSON; configs/paper.json, configs/cpu.json); flags override it.
     #[arg(long)]
     pub config: Option<std::path::PathBuf>,
-    /// Discovery method.
+    /// Discovery method: acdc (exact), eap, eap-ig (attribution), hybrid (EAP-IG candidates, exact ablation).
     #[arg(long)]
     pub method: Option<String>,
+    /// eap/eap-ig: keep the top-n edges by |score|.
+    #[arg(long)]
+    pub top_n: Option<usize>,
+    /// eap/eap-ig: keep edges with |score| at least this.
+    #[arg(long, allow_negative_numbers = true)]
+    pub score_threshold: Option<f64>,
+    /// EAP-IG interpolation steps.
+    #[arg(long)]
+    pub ig_steps: Option<usize>,
+    /// hybrid: EAP-IG candidate edges for exact ablation.
+    #[arg(long)]
+    pub candidates: Option<usize>,
+    /// Write every edge's score (JSON Lines) for `kcirc select` (eap, eap-ig, hybrid).
+    #[arg(long)]
+    pub scores: Option<std::path::PathBuf>,
     /// τ: prune an edge whose removal changes the metric by less than this.
     #[arg(long, allow_negative_numbers = true)]
     pub threshold: Option<f64>,
@@ -169,6 +184,18 @@ impl DiscoverArgs {
         if self.no_filter {
             s.filter_known = false;
         }
+        if self.top_n.is_some() {
+            s.top_n = self.top_n;
+        }
+        if self.score_threshold.is_some() {
+            s.score_threshold = self.score_threshold;
+        }
+        if let Some(k) = self.ig_steps {
+            s.ig_steps = k;
+        }
+        if let Some(c) = self.candidates {
+            s.candidates = c;
+        }
         s.validate()?;
         Ok(s)
     }
@@ -191,12 +218,9 @@ pub fn progress_bar(cli: &Cli) -> indicatif::ProgressBar {
 
 pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
     use kcirc::circuit::{circuit_nodes, edge_records, to_dot, write_atomic, CircuitFile, ModelShape, FORMAT};
-    use kcirc::discover::{acdc::Acdc, setup::prepare, Discovery, Task};
+    use kcirc::discover::{setup::prepare, Task};
     let s = a.settings()?;
-    let method: Box<dyn Discovery> = match s.method.as_str() {
-        "acdc" => Box::new(Acdc::new(s.threshold, s.signed)?),
-        other => bail!("unknown --method `{other}` (available: acdc)"),
-    };
+    let method = s.method()?;
     let relation = kcirc::data::read(&a.triples)?;
     let dev = device(cli.device)?;
     let (model, tok) = kcirc::model::load(&a.model, &dev)?;
@@ -260,6 +284,16 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
     }
     if let Some(p) = &a.dot {
         write_atomic(p, &to_dot(&file))?;
+    }
+    if let Some(p) = &a.scores {
+        let mut text = String::new();
+        for (e, edge) in g.edges.iter().enumerate() {
+            if let Some(score) = circuit.effect[e] {
+                text += &serde_json::to_string(&serde_json::json!({"name": edge.name, "score": score}))?;
+                text.push('\n');
+            }
+        }
+        write_atomic(p, &text)?;
     }
     Ok(())
 }

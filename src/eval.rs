@@ -9,7 +9,9 @@ use crate::Result;
 /// Per-example outcome at the last prompt position.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
-    /// Number of vocabulary entries whose logit is strictly greater than the target's.
+    /// Number of vocabulary entries whose logit is strictly greater than the target's, plus the other entries
+    /// tied with it: a tie never counts in the target's favour (an empty circuit under zero ablation gives every
+    /// token the same logit, and must not score Hit@1 = 1).
     pub rank: usize,
     pub target_logit: f64,
     pub target_prob: f64,
@@ -26,7 +28,8 @@ pub fn outcomes(logits: &Tensor, targets: &[u32]) -> Result<Vec<Outcome>> {
         .zip(targets)
         .map(|((row, p), &t)| {
             let tl = row[t as usize];
-            Outcome { rank: row.iter().filter(|&&v| v > tl).count(), target_logit: tl as f64, target_prob: p[t as usize] as f64 }
+            let rank = row.iter().enumerate().filter(|&(i, &v)| v > tl || (v == tl && i != t as usize)).count();
+            Outcome { rank, target_logit: tl as f64, target_prob: p[t as usize] as f64 }
         })
         .collect())
 }

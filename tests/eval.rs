@@ -13,14 +13,17 @@ use kcirc::metric::Metric;
 #[test]
 fn ranks_hits_and_mrr_by_hand() {
     // Row 0: target 2 (logit 2) has one greater (3) -> rank 1. Row 1: target 0 (5) below 6 -> rank 1.
-    // Row 2: target 1 (7) is the max; the tie at 7 is not strictly greater -> rank 0.
+    // Row 2: target 1 (7) ties with entry 0: a tie counts against the target -> rank 1.
     let logits = Tensor::new(&[[1f32, 3., 2.], [5., 4., 6.], [7., 7., 0.]], &Device::Cpu).unwrap();
     let o = outcomes(&logits, &[2, 0, 1]).unwrap();
-    assert_eq!(o.iter().map(|x| x.rank).collect::<Vec<_>>(), vec![1, 1, 0]);
+    assert_eq!(o.iter().map(|x| x.rank).collect::<Vec<_>>(), vec![1, 1, 1]);
     let m = Metrics::new(&o, 2);
-    assert!((m.hit_at_1 - 1.0 / 3.0).abs() < 1e-12);
+    assert_eq!(m.hit_at_1, 0.0);
     assert!((m.hit_at_k - 1.0).abs() < 1e-12);
-    assert!((m.mrr - (0.5 + 0.5 + 1.0) / 3.0).abs() < 1e-12);
+    assert!((m.mrr - 0.5).abs() < 1e-12);
+    // A strict maximum is rank 0.
+    let o = outcomes(&Tensor::new(&[[1f32, 9., 2.]], &Device::Cpu).unwrap(), &[1]).unwrap();
+    assert_eq!(o[0].rank, 0);
     assert!((m.target_logit - (2.0 + 5.0 + 7.0) / 3.0).abs() < 1e-6);
     // prob of row 2's target: e^7 / (2e^7 + 1)
     let p2 = (7f64).exp() / (2.0 * (7f64).exp() + 1.0);

@@ -95,8 +95,9 @@ fn fed_senders(task: &Task, r: usize) -> Vec<usize> {
     }
 }
 
-/// Evaluates candidate circuits for one receiver's stage.
-struct Evaluator<'t> {
+/// Scores candidate circuits from a cached prefix: every circuit must differ from `initial` only in edges into
+/// receivers read at or after the stage it is scored from.
+pub struct Evaluator<'t> {
     task: &'t Task<'t>,
     /// Activations under the initial circuit, valid as a prefix for every stage (see the module doc).
     cached: Activations,
@@ -104,7 +105,7 @@ struct Evaluator<'t> {
 }
 
 impl<'t> Evaluator<'t> {
-    fn new(task: &'t Task<'t>, initial: &[bool]) -> Result<Self> {
+    pub fn new(task: &'t Task<'t>, initial: &[bool]) -> Result<Self> {
         let n = task.n_examples();
         let hook = EdgeInputs::new(&task.graph, vec![initial], task.ablated.as_ref(), n);
         let (cached, _) = task.model.run(&task.batch, &hook, None, Logits::Hidden)?;
@@ -113,7 +114,7 @@ impl<'t> Evaluator<'t> {
     }
 
     /// Metric of every circuit in `circuits`, each re-run from `stage` only.
-    fn scores(&self, stage: Stage, circuits: &[Vec<bool>]) -> Result<Vec<f64>> {
+    pub fn scores(&self, stage: Stage, circuits: &[Vec<bool>]) -> Result<Vec<f64>> {
         let task = self.task;
         let n = task.n_examples();
         let prefix = self.cached.prefix(stage);

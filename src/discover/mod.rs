@@ -1,6 +1,8 @@
 //! Circuit discovery. A [`Task`] fixes what is measured (model, discovery examples, ablation, metric); each
 //! method (`acdc`, …) is one module behind the [`Discovery`] trait and returns a [`Circuit`].
 pub mod acdc;
+pub mod eap;
+pub mod hybrid;
 pub mod setup;
 
 use candle_core::Tensor;

@@ -25,6 +25,14 @@ pub struct Settings {
     /// Keep only facts the full model ranks below `k` (and say how many were dropped).
     pub filter_known: bool,
     pub k: usize,
+    /// Attribution: keep the top-n edges by |score| (`eap`, `eap-ig`).
+    pub top_n: Option<usize>,
+    /// Attribution: keep edges with |score| ≥ this instead.
+    pub score_threshold: Option<f64>,
+    /// EAP-IG interpolation steps.
+    pub ig_steps: usize,
+    /// Hybrid: EAP-IG candidate edges handed to exact ablation.
+    pub candidates: usize,
 }
 
 impl Default for Settings {
@@ -39,11 +47,32 @@ impl Default for Settings {
             seed: 0,
             filter_known: true,
             k: 10,
+            top_n: None,
+            score_threshold: None,
+            ig_steps: 5,
+            candidates: 3000,
         }
     }
 }
 
 impl Settings {
+    /// The discovery method these settings describe.
+    pub fn method(&self) -> Result<Box<dyn super::Discovery>> {
+        use super::{acdc::Acdc, eap::{Eap, Selection}, hybrid::Hybrid};
+        let selection = match (self.top_n, self.score_threshold) {
+            (_, Some(x)) => Selection::Threshold(x),
+            (Some(n), None) => Selection::TopN(n),
+            (None, None) => Selection::TopN(1000),
+        };
+        Ok(match self.method.as_str() {
+            "acdc" => Box::new(Acdc::new(self.threshold, self.signed)?),
+            "eap" => Box::new(Eap { ig_steps: None, selection }),
+            "eap-ig" => Box::new(Eap { ig_steps: Some(self.ig_steps), selection }),
+            "hybrid" => Box::new(Hybrid { candidates: self.candidates, ig_steps: self.ig_steps, acdc: Acdc::new(self.threshold, self.signed)? }),
+            other => return Err(Error::input(format!("unknown method `{other}` (available: acdc, eap, eap-ig, hybrid)"))),
+        })
+    }
+
     /// Reads a preset file.
     pub fn from_file(path: &std::path::Path) -> Result<Settings> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -59,6 +88,15 @@ impl Settings {
         }
         if self.k == 0 {
             return Err(Error::input("--k must be at least 1"));
+        }
+        if self.ig_steps == 0 {
+            return Err(Error::input("--ig-steps must be at least 1"));
+        }
+        if self.score_threshold.is_some_and(|x| !x.is_finite() || x < 0.0) {
+            return Err(Error::input("--score-threshold must be a finite number ≥ 0"));
+        }
+        if self.top_n == Some(0) || self.candidates == 0 {
+            return Err(Error::input("--top-n and --candidates must be at least 1"));
         }
         Ok(())
     }

@@ -140,6 +140,11 @@ pub trait ReceiverInputs {
     fn needs_heads(&self) -> bool {
         false
     }
+    /// Whether gradients must flow through the run: fused kernels (softmax, normalisation) have no backward
+    /// pass in candle and are swapped for compositions of basic ops.
+    fn differentiable(&self) -> bool {
+        false
+    }
     /// Offsets for the attention ports of `layer`, `[P, B, T, D]` (P = H + 2K: queries, keys, values).
     fn attn(&self, _layer: usize, _acts: &Activations) -> Result<Option<Tensor>> {
         Ok(None)
@@ -306,6 +311,7 @@ impl Model {
             }
         };
         let n_layers = self.cfg.n_layers;
+        let diff = hook.differentiable();
         let first_layer = match start {
             Stage::Attn(l) | Stage::Mlp(l) => l,
             Stage::Logits => n_layers,
@@ -318,7 +324,7 @@ impl Model {
                     _ => (&acts.resid_mid[l - 1] + &acts.mlps[l - 1])?,
                 };
                 let offsets = hook.attn(l, &acts)?;
-                let (heads, mid) = self.attention(l, &resid, offsets.as_ref(), batch, hook.needs_heads())?;
+                let (heads, mid) = self.attention(l, &resid, offsets.as_ref(), batch, hook.needs_heads(), diff)?;
                 acts.resid_mid.push((&resid + mid)?);
                 acts.resid_pre.push(resid);
                 acts.heads.extend(heads);
@@ -327,7 +333,7 @@ impl Model {
             if let Some(off) = hook.mlp(l, &acts)? {
                 x = (x + off)?;
             }
-            let out = self.mlp(&layer.mlp, &norm(&x, &layer.ln2, &self.cfg)?)?;
+            let out = self.mlp(&layer.mlp, &norm_with(&x, &layer.ln2, &self.cfg, diff)?)?;
             acts.mlps.push(out);
         }
         if start != Stage::Logits {
@@ -338,18 +344,22 @@ impl Model {
         if let Some(off) = hook.logits(&acts)? {
             x = (x + off)?;
         }
-        let out = self.unembed(&x, logits)?;
+        let out = self.unembed_with(&x, logits, diff)?;
         Ok((acts, out))
     }
 
     /// Final norm and unembedding of the `logits` receiver's input `[B, T, D]`: `[B, V]` or `[B, T, V]`.
     pub fn unembed(&self, x: &Tensor, which: Logits) -> Result<Tensor> {
+        self.unembed_with(x, which, false)
+    }
+
+    fn unembed_with(&self, x: &Tensor, which: Logits, diff: bool) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let x = match which {
             Logits::Last | Logits::Hidden => x.narrow(1, t - 1, 1)?.reshape((b, d))?,
             Logits::All => x.reshape((b * t, d))?,
         };
-        let x = norm(&x, &self.weights.ln_final, &self.cfg)?;
+        let x = norm_with(&x, &self.weights.ln_final, &self.cfg, diff)?;
         if which == Logits::Hidden {
             return Ok(x);
         }
@@ -396,6 +406,7 @@ impl Model {
         offsets: Option<&Tensor>,
         batch: &Batch,
         record_heads: bool,
+        diff: bool,
     ) -> Result<(Option<Tensor>, Tensor)> {
         let cfg = &self.cfg;
         let layer = &self.weights.layers[l];
@@ -405,7 +416,7 @@ impl Model {
         let (q, k, v) = match offsets {
             None => {
                 // Fast path: one fused projection of the shared residual.
-                let x = norm(&resid.reshape((b * t, d))?, &layer.ln1, cfg)?;
+                let x = norm_with(&resid.reshape((b * t, d))?, &layer.ln1, cfg, diff)?;
                 let qkv = matmul(&x, &a.w_qkv)?.broadcast_add(&a.b_qkv)?; // [B·T, P·dh]
                 let qkv = qkv.reshape((b * t, h + 2 * kv, dh))?.transpose(0, 1)?.contiguous()?; // [P, B·T, dh]
                 (qkv.narrow(0, 0, h)?, qkv.narrow(0, h, kv)?, qkv.narrow(0, h + kv, kv)?)
@@ -413,7 +424,7 @@ impl Model {
             Some(off) => {
                 // Every port reads its own input: batched per-head projections (same FLOPs as the fused one).
                 let x = off.broadcast_add(&resid.unsqueeze(0)?)?; // [P, B, T, D]
-                let x = norm(&x, &layer.ln1, cfg)?.reshape((h + 2 * kv, b * t, d))?;
+                let x = norm_with(&x, &layer.ln1, cfg, diff)?.reshape((h + 2 * kv, b * t, d))?;
                 let q = matmul(&x.narrow(0, 0, h)?, &a.w_q)?.broadcast_add(&a.b_q)?;
                 let k = matmul(&x.narrow(0, h, kv)?, &a.w_k)?.broadcast_add(&a.b_k)?;
                 let v = matmul(&x.narrow(0, h + kv, kv)?, &a.w_v)?;
@@ -441,7 +452,7 @@ impl Model {
         let v = v.reshape((h * b, t, dh))?.contiguous()?;
         let scores = (q.matmul(&k.t()?)? * (1.0 / (dh as f64).sqrt()))?;
         let scores = scores.reshape((h, b, t, t))?.broadcast_add(&batch.mask.unsqueeze(0)?)?;
-        let pattern = candle_nn::ops::softmax_last_dim(&scores)?.reshape((h, b * t, t))?;
+        let pattern = if diff { candle_nn::ops::softmax(&scores, D::Minus1)? } else { candle_nn::ops::softmax_last_dim(&scores)? };
         let z = pattern
             .reshape((h * b, t, t))?
             .matmul(&v)?
@@ -491,9 +502,21 @@ fn fit_rows(t: &Tensor, rows: usize) -> Result<Tensor> {
 
 /// Normalises over the last dimension of `x` (any leading shape) and applies gain and bias.
 pub fn norm(x: &Tensor, n: &Norm, cfg: &Config) -> Result<Tensor> {
+    norm_with(x, n, cfg, false)
+}
+
+/// [`norm`], from basic (differentiable) ops when `diff`.
+fn norm_with(x: &Tensor, n: &Norm, cfg: &Config, diff: bool) -> Result<Tensor> {
     let center = cfg.norm == NormKind::LayerNorm;
     // The checkpoint's eps is an f32 (GGUF stores it so, PyTorch adds it in f32).
-    let y = super::ops::normalize(x, cfg.norm_eps as f32 as f64, center)?.broadcast_mul(&n.weight)?;
+    let eps = cfg.norm_eps as f32 as f64;
+    let normed = if diff {
+        let c = if center { x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)? } else { x.clone() };
+        c.broadcast_div(&(c.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?)?
+    } else {
+        super::ops::normalize(x, eps, center)?
+    };
+    let y = normed.broadcast_mul(&n.weight)?;
     Ok(match &n.bias {
         Some(b) => y.broadcast_add(b)?,
         None => y,

@@ -1,0 +1,39 @@
+//! Hybrid discovery (brief §4): EAP-IG picks candidate edges, every other edge is removed, and exact greedy
+//! ablation (ACDC, same threshold rule) runs over the candidates. The final circuit keeps ACDC's exact rule;
+//! attribution only decides what is worth testing.
+use indicatif::ProgressBar;
+
+use super::acdc::Acdc;
+use super::eap::{select, edge_scores, Selection};
+use super::{Circuit, Discovery, Task};
+use crate::Result;
+
+#[derive(Debug, Clone)]
+pub struct Hybrid {
+    /// Candidate edges taken from EAP-IG (top |score|).
+    pub candidates: usize,
+    pub ig_steps: usize,
+    pub acdc: Acdc,
+}
+
+impl Discovery for Hybrid {
+    fn name(&self) -> &'static str {
+        "hybrid"
+    }
+
+    fn discover(&self, task: &Task, progress: &ProgressBar) -> Result<Circuit> {
+        progress.set_message("EAP-IG scores");
+        let scores = edge_scores(task, Some(self.ig_steps), progress)?;
+        let candidates = select(&task.graph, &scores, Selection::TopN(self.candidates))?;
+        progress.set_position(0);
+        let acdc = Acdc { initially_removed: Some(candidates), ..self.acdc.clone() };
+        let mut circuit = acdc.discover(task, progress)?;
+        // Edges ACDC never tested carry their attribution score.
+        for (e, s) in scores.iter().enumerate() {
+            if circuit.effect[e].is_none() {
+                circuit.effect[e] = Some(*s);
+            }
+        }
+        Ok(circuit)
+    }
+}
