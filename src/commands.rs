@@ -96,9 +96,16 @@ pub struct DiscoverArgs {
     /// Model: hub id, local folder or .gguf file.
     #[arg(long)]
     pub model: String,
-    /// Triples: JSON Lines (subject, relation, object, template) or an LRE relation file.
+    /// Triples: JSON Lines (subject, relation, object, template) or an LRE relation file. Repeat for several
+    /// relations (one circuit each, into --out-dir).
+    #[arg(long, required_unless_present = "relations")]
+    pub triples: Vec<std::path::PathBuf>,
+    /// Every relation file (*.json, *.jsonl) in this folder, one circuit each, into --out-dir.
     #[arg(long)]
-    pub triples: std::path::PathBuf,
+    pub relations: Option<std::path::PathBuf>,
+    /// Folder for the circuits of a batch run (`<relation>.json`); a JSON Lines summary goes to stdout.
+    #[arg(long)]
+    pub out_dir: Option<std::path::PathBuf>,
     /// A preset of discovery settings (JSON; configs/paper.json, configs/cpu.json); flags override it.
     #[arg(long)]
     pub config: Option<std::path::PathBuf>,
@@ -217,15 +224,81 @@ pub fn progress_bar(cli: &Cli) -> indicatif::ProgressBar {
 }
 
 pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
+    let s = a.settings()?;
+    s.method()?; // validate before loading anything
+    let mut files = a.triples.clone();
+    if let Some(dir) = &a.relations {
+        let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json" || x == "jsonl"))
+            .collect();
+        found.sort();
+        if found.is_empty() {
+            bail!("{}: no relation files (*.json, *.jsonl)", dir.display());
+        }
+        files.extend(found);
+    }
+    let dev = device(cli.device)?;
+    if files.len() == 1 {
+        let relation = kcirc::data::read(&files[0])?;
+        let (model, tok) = kcirc::model::load(&a.model, &dev)?;
+        return discover_one(cli, a, &s, &model, &tok, &relation, a.out.as_deref(), a.dot.as_deref()).map(|_| ());
+    }
+    // Batch: one circuit per relation; a failing relation is reported and the others go on.
+    let out_dir = a.out_dir.clone().ok_or_else(|| anyhow::anyhow!("several relations need --out-dir for their circuits"))?;
+    std::fs::create_dir_all(&out_dir).map_err(|e| anyhow::anyhow!("{}: {e}", out_dir.display()))?;
+    let (model, tok) = kcirc::model::load(&a.model, &dev)?;
+    let mut failures = 0;
+    for f in &files {
+        let result = kcirc::data::read(f).map_err(anyhow::Error::from).and_then(|relation| {
+            let out = out_dir.join(format!("{}.json", relation.name));
+            let dot = a.dot.as_ref().map(|_| out_dir.join(format!("{}.dot", relation.name)));
+            discover_one(cli, a, &s, &model, &tok, &relation, Some(&out), dot.as_deref())
+        });
+        let line = match result {
+            Ok(file) => {
+                let ev = file.eval.clone().unwrap_or(serde_json::Value::Null);
+                serde_json::json!({
+                    "relation": file.relation, "circuit": out_dir.join(format!("{}.json", file.relation)),
+                    "n_edges": file.n_edges, "n_edges_total": file.n_edges_total,
+                    "n_triples": ev["n_triples"], "full_hit_at_k": ev["full"]["hit_at_k"], "circuit_hit_at_k": ev["circuit"]["hit_at_k"],
+                    "random_hit_at_k": ev["random"]["mean"]["hit_at_k"], "faithfulness": ev["faithfulness"],
+                })
+            }
+            Err(e) => {
+                failures += 1;
+                let msg = format!("{e:#}").lines().next().unwrap_or("").to_string();
+                eprintln!("kcirc: error: {}: {msg}", f.display());
+                serde_json::json!({"file": f, "error": msg})
+            }
+        };
+        println!("{line}");
+    }
+    if failures > 0 {
+        bail!("{failures} of {} relations failed", files.len());
+    }
+    Ok(())
+}
+
+/// Discovers (and, unless `--no-eval`, evaluates) the circuit of one relation; writes it to `out` or stdout.
+#[allow(clippy::too_many_arguments)]
+fn discover_one(
+    cli: &Cli,
+    a: &DiscoverArgs,
+    s: &kcirc::discover::setup::Settings,
+    model: &kcirc::model::Model,
+    tok: &kcirc::tokenizer::Tokenizer,
+    relation: &kcirc::data::Relation,
+    out: Option<&std::path::Path>,
+    dot: Option<&std::path::Path>,
+) -> Result<kcirc::circuit::CircuitFile> {
     use kcirc::circuit::{circuit_nodes, edge_records, to_dot, write_atomic, CircuitFile, ModelShape, FORMAT};
     use kcirc::discover::{setup::prepare, Task};
-    let s = a.settings()?;
     let method = s.method()?;
-    let relation = kcirc::data::read(&a.triples)?;
-    let dev = device(cli.device)?;
-    let (model, tok) = kcirc::model::load(&a.model, &dev)?;
+    let (model, tok) = (model, tok);
     let t0 = std::time::Instant::now();
-    let prep = prepare(&model, &tok, &relation, &s)?;
+    let prep = prepare(model, tok, relation, s)?;
     eprintln!(
         "kcirc: {} · {} facts, {} known (rank < {}), {} for discovery, {} held out",
         relation.name,
@@ -235,7 +308,7 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
         prep.discovery.len(),
         prep.test.len()
     );
-    let task = Task::new(&model, prep.discovery.clone(), s.ablation, prep.corrupted.clone(), s.metric)?;
+    let task = Task::new(model, prep.discovery.clone(), s.ablation, prep.corrupted.clone(), s.metric)?;
     let pb = progress_bar(cli);
     let circuit = method.discover(&task, &pb)?;
     pb.finish_and_clear();
@@ -263,7 +336,7 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
     let mut file = file;
     if !a.no_eval && !prep.test.is_empty() {
         let opts = kcirc::eval::EvalOptions { k: s.k, random: a.random, seed: s.seed, filter_known: s.filter_known };
-        let report = kcirc::eval::evaluate(&model, &tok, &file, &relation, &opts)?;
+        let report = kcirc::eval::evaluate(model, tok, &file, relation, &opts)?;
         eprint!("{}", report_table(&report));
         file.eval = Some(serde_json::to_value(&report)?);
     }
@@ -278,11 +351,11 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     let json = file.to_json()?;
-    match &a.out {
+    match out {
         Some(p) => write_atomic(p, &(json + "\n"))?,
         None => println!("{json}"),
     }
-    if let Some(p) = &a.dot {
+    if let Some(p) = dot {
         write_atomic(p, &to_dot(&file))?;
     }
     if let Some(p) = &a.scores {
@@ -295,7 +368,7 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
         }
         write_atomic(p, &text)?;
     }
-    Ok(())
+    Ok(file)
 }
 
 /// A short human-readable table of a held-out report (stderr).

@@ -159,6 +159,13 @@ fn tiny_discover(dir: &Path, out: &str, extra: &[&str]) -> Output {
     ];
     let out = dir.join(out);
     args.push(out.to_str().unwrap());
+    // ACDC with zero ablation unless the caller says otherwise.
+    if !extra.contains(&"--method") {
+        args.extend_from_slice(&["--method", "acdc"]);
+    }
+    if !extra.contains(&"--ablation") {
+        args.extend_from_slice(&["--ablation", "zero"]);
+    }
     args.extend_from_slice(extra);
     kcirc(&args)
 }

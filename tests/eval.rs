@@ -21,13 +21,13 @@ fn ranks_hits_and_mrr_by_hand() {
     assert_eq!(m.hit_at_1, 0.0);
     assert!((m.hit_at_k - 1.0).abs() < 1e-12);
     assert!((m.mrr - 0.5).abs() < 1e-12);
-    // A strict maximum is rank 0.
-    let o = outcomes(&Tensor::new(&[[1f32, 9., 2.]], &Device::Cpu).unwrap(), &[1]).unwrap();
-    assert_eq!(o[0].rank, 0);
     assert!((m.target_logit - (2.0 + 5.0 + 7.0) / 3.0).abs() < 1e-6);
     // prob of row 2's target: e^7 / (2e^7 + 1)
     let p2 = (7f64).exp() / (2.0 * (7f64).exp() + 1.0);
     assert!((o[2].target_prob - p2).abs() < 1e-6);
+    // A strict maximum is rank 0.
+    let o = outcomes(&Tensor::new(&[[1f32, 9., 2.]], &Device::Cpu).unwrap(), &[1]).unwrap();
+    assert_eq!(o[0].rank, 0);
 }
 
 #[test]

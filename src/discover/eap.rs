@@ -21,6 +21,8 @@ pub enum Selection {
     TopN(usize),
     /// Every edge with |score| ≥ x.
     Threshold(f64),
+    /// The top fraction of all edges by |score|.
+    Fraction(f64),
 }
 
 /// EAP (`ig_steps = None`) or EAP-IG.
@@ -221,7 +223,12 @@ pub fn prune_unconnected(g: &Graph, removed: &mut [bool]) {
 /// The removed-edge flags of a selection over `scores`, unconnected edges pruned.
 pub fn select(g: &Graph, scores: &[f64], selection: Selection) -> Result<Vec<bool>> {
     let mut removed = vec![true; scores.len()];
+    let selection = match selection {
+        Selection::Fraction(f) => Selection::TopN((f * scores.len() as f64).round() as usize),
+        other => other,
+    };
     match selection {
+        Selection::Fraction(_) => unreachable!("turned into TopN above"),
         Selection::TopN(n) => {
             let mut idx: Vec<usize> = (0..scores.len()).collect();
             // Largest |score| first; ties by edge order, so the choice is deterministic.
