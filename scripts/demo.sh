@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: fetches SmolLM2-135M-Instruct (first use only), builds kcirc, and runs it.
+# The main job on the embedded default: fetches SmolLM2-135M-Instruct (first use only), builds kcirc, then
+# discovers and evaluates the knowledge circuits of five real relations (one per LRE category, plus a second
+# factual one) and prints full model vs circuit vs random circuits on held-out facts.
+# Circuits land in out/circuits/<relation>.json; the JSON Lines summary goes to out/summary.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${CARGO_TARGET_DIR:-}" ] && [ -n "${HOME:-}" ] && mkdir -p "$HOME/.cache/kcirc-target" 2>/dev/null; then
@@ -8,6 +11,12 @@ fi
 model=$(bash scripts/fetch-models.sh)
 cargo build --release --locked >&2
 kcirc="${CARGO_TARGET_DIR:-target}/release/kcirc"
-"$kcirc" predict --model "$model" --format text --top-k 5 \
-  --prompt "The capital city of France is" --prompt "The Eiffel Tower is located in the city of"
-"$kcirc" graph --model "$model"
+mkdir -p out
+"$kcirc" discover --model "$model" --config configs/cpu.json --out-dir out/circuits \
+  --triples data/country_capital_city.jsonl \
+  --triples data/country_language.jsonl \
+  --triples data/fruit_inside_color.jsonl \
+  --triples data/adj_antonym.jsonl \
+  --triples data/occupation_gender.jsonl \
+  "$@" > out/summary.jsonl
+echo "circuits: out/circuits/, summary: out/summary.jsonl" >&2

@@ -250,6 +250,7 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
     std::fs::create_dir_all(&out_dir).map_err(|e| anyhow::anyhow!("{}: {e}", out_dir.display()))?;
     let (model, tok) = kcirc::model::load(&a.model, &dev)?;
     let mut failures = 0;
+    let mut table = String::from("relation                       edges    %edges  full@10  circ@10  rand@10  faithful\n");
     for f in &files {
         let result = kcirc::data::read(f).map_err(anyhow::Error::from).and_then(|relation| {
             let out = out_dir.join(format!("{}.json", relation.name));
@@ -259,6 +260,17 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
         let line = match result {
             Ok(file) => {
                 let ev = file.eval.clone().unwrap_or(serde_json::Value::Null);
+                let num = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.3}"));
+                table += &format!(
+                    "{:<30} {:>6} {:>8.2}% {:>8} {:>8} {:>8} {:>9}\n",
+                    file.relation,
+                    file.n_edges,
+                    100.0 * file.n_edges as f64 / file.n_edges_total as f64,
+                    num(&ev["full"]["hit_at_k"]),
+                    num(&ev["circuit"]["hit_at_k"]),
+                    num(&ev["random"]["mean"]["hit_at_k"]),
+                    num(&ev["faithfulness"])
+                );
                 serde_json::json!({
                     "relation": file.relation, "circuit": out_dir.join(format!("{}.json", file.relation)),
                     "n_edges": file.n_edges, "n_edges_total": file.n_edges_total,
@@ -270,11 +282,13 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
                 failures += 1;
                 let msg = format!("{e:#}").lines().next().unwrap_or("").to_string();
                 eprintln!("kcirc: error: {}: {msg}", f.display());
+                table += &format!("{:<30} failed: {msg}\n", f.file_stem().and_then(|x| x.to_str()).unwrap_or("?"));
                 serde_json::json!({"file": f, "error": msg})
             }
         };
         println!("{line}");
     }
+    eprint!("\n{table}");
     if failures > 0 {
         bail!("{failures} of {} relations failed", files.len());
     }

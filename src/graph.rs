@@ -217,6 +217,13 @@ impl Graph {
     pub fn mlp_receiver(&self, l: usize) -> usize {
         l * (self.ports_per_layer() + 1) + self.ports_per_layer()
     }
+    /// Senders that exist before the receivers reading from `n_blocks`-long block prefixes: the embedding, then
+    /// per layer its heads and its MLP. Used by interventions to bound their scans.
+    pub fn senders_in_blocks(&self, n_blocks: usize) -> usize {
+        // block 0: input (1); block 2l+1: heads of layer l (H); block 2l+2: MLP of layer l (1)
+        let layers_full = (n_blocks - 1) / 2;
+        1 + layers_full * (self.n_heads + 1) + if (n_blocks - 1) % 2 == 1 { self.n_heads } else { 0 }
+    }
     pub fn logits_receiver(&self) -> usize {
         self.n_layers * (self.ports_per_layer() + 1)
     }

@@ -130,12 +130,24 @@ pub struct EdgeInputs<'a> {
     pub rows: usize,
     /// `ablated − out` per block, computed once per run (`None` until first needed).
     deltas: RefCell<Vec<Option<Tensor>>>,
+    /// The same for live blocks, copy-major `[copies, S_b, rows·T·D]`, for copy-by-copy masks.
+    deltas_per_copy: RefCell<Vec<Option<Tensor>>>,
+    /// Running sums of every delta over blocks `0..=i`, `[copies·rows, T, D]`.
+    cumulative: RefCell<Vec<Option<Tensor>>>,
 }
 
 impl<'a> EdgeInputs<'a> {
     pub fn new(graph: &'a Graph, removed: Vec<&'a [bool]>, ablated: Option<&'a Activations>, rows: usize) -> Self {
         let blocks = 2 + 2 * graph.n_layers;
-        EdgeInputs { graph, removed, ablated, rows, deltas: RefCell::new(vec![None; blocks]) }
+        EdgeInputs {
+            graph,
+            removed,
+            ablated,
+            rows,
+            deltas: RefCell::new(vec![None; blocks]),
+            deltas_per_copy: RefCell::new(vec![None; blocks]),
+            cumulative: RefCell::new(vec![None; blocks]),
+        }
     }
 
     /// `[S_b, R, T, D]` sender deltas of a block: `ablated − out` (for zero ablation just `out`, the sign
@@ -159,18 +171,71 @@ impl<'a> EdgeInputs<'a> {
         Ok(d)
     }
 
+    /// `[copies·rows, T, D]`: the sum of every sender delta of blocks `0..=last` (global block order), prefix
+    /// blocks tiled to every copy. Cached: blocks of a run only ever grow.
+    fn cumulative(&self, blocks: &[Block], acts: &Activations) -> Result<Tensor> {
+        let last = blocks.last().expect("at least the embedding").id();
+        if let Some(c) = &self.cumulative.borrow()[last] {
+            return Ok(c.clone());
+        }
+        let k = self.removed.len();
+        let mut sum: Option<Tensor> = if last == 0 { None } else { Some(self.cumulative(&blocks[..blocks.len() - 1], acts)?) };
+        let b = blocks[blocks.len() - 1];
+        let d = self.delta(b, acts)?.sum(0)?; // [R, T, D]
+        let d = if d.dim(0)? == self.rows && k > 1 { Tensor::cat(&vec![&d; k], 0)? } else { d };
+        sum = Some(match sum {
+            None => d,
+            Some(x) => (x + d)?,
+        });
+        let sum = sum.expect("set above");
+        self.cumulative.borrow_mut()[last] = Some(sum.clone());
+        Ok(sum)
+    }
+
     /// Offsets `[P, copies·rows, T, D]` for the receivers `receivers` (P of them).
+    ///
+    /// `Σ_{s removed} δ_s` (δ = ablated − out). When most edges into these receivers are removed — the usual case
+    /// once a circuit is small — it is computed as `Σ_all δ_s − Σ_{s kept} δ_s`, the first term a cached running
+    /// sum, so the cost follows the kept edges.
+    fn offsets(&self, receivers: &[usize], blocks: &[Block], acts: &Activations) -> Result<Option<Tensor>> {
+        let g = self.graph;
+        let sign = if self.ablated.is_none() { -1f32 } else { 1f32 };
+        let (mut removed_n, mut total_n) = (0usize, 0usize);
+        for removed in &self.removed {
+            for &r in receivers {
+                let into = &g.edges_into[r][..g.senders_in_blocks(blocks.len())];
+                removed_n += into.iter().filter(|&&e| removed[e]).count();
+                total_n += into.len();
+            }
+        }
+        if removed_n == 0 {
+            return Ok(None);
+        }
+        if removed_n * 2 <= total_n {
+            return self.masked_sum(receivers, blocks, acts, true, sign);
+        }
+        let all = (self.cumulative(blocks, acts)? * sign as f64)?; // [k·n, T, D]
+        let p = receivers.len();
+        let (rows, t, d) = all.dims3()?;
+        let base = all.unsqueeze(0)?.broadcast_as((p, rows, t, d))?;
+        Ok(Some(match self.masked_sum(receivers, blocks, acts, false, -sign)? {
+            Some(kept) => (kept + base)?,
+            None => base.contiguous()?,
+        }))
+    }
+
+    /// `Σ value·δ_s` over the senders `s` whose edge into each receiver is removed (`removed = true`) or kept
+    /// (`false`): `[P, copies·rows, T, D]`, `None` when no edge qualifies.
     ///
     /// Per sender block, `mask [P, S_b] @ delta [S_b, ·]`. Blocks whose mask is the same in every copy (all but
     /// the receiver under test, in ACDC) need one matmul: over the block's own rows when it comes from the
     /// cached prefix (`rows` rows, broadcast to every copy at the end), or over all rows when it is live.
     /// Only blocks whose masks differ between copies are done copy by copy.
-    fn offsets(&self, receivers: &[usize], blocks: &[Block], acts: &Activations) -> Result<Option<Tensor>> {
+    fn masked_sum(&self, receivers: &[usize], blocks: &[Block], acts: &Activations, removed_edges: bool, value: f32) -> Result<Option<Tensor>> {
         let g = self.graph;
         let k = self.removed.len();
         let p = receivers.len();
         let n = self.rows;
-        let sign = if self.ablated.is_none() { -1f32 } else { 1f32 };
         // Sums over blocks, by shape: shared by every copy `[P, n·T·D]`, all rows `[P, k·n·T·D]`,
         // copy by copy `[k, P, n·T·D]`.
         let (mut shared, mut full, mut per_copy): (Option<Tensor>, Option<Tensor>, Option<Tensor>) = (None, None, None);
@@ -185,7 +250,7 @@ impl<'a> EdgeInputs<'a> {
         for &b in blocks {
             let senders = b.senders(g);
             let sb = senders.len();
-            // mask[c][i][j] = removed(sender j -> receiver i) in copy c
+            // mask[c][i][j] = value where the edge sender j -> receiver i qualifies in copy c
             let mut mask = vec![0f32; k * p * sb];
             let mut any = false;
             for (c, removed) in self.removed.iter().enumerate() {
@@ -193,8 +258,8 @@ impl<'a> EdgeInputs<'a> {
                     let into = &g.edges_into[r];
                     for (j, s) in senders.clone().enumerate() {
                         // Edges into a receiver are listed in sender order, one per sender before it.
-                        if removed[into[s]] {
-                            mask[(c * p + i) * sb + j] = sign;
+                        if removed[into[s]] == removed_edges {
+                            mask[(c * p + i) * sb + j] = value;
                             any = true;
                         }
                     }
@@ -219,7 +284,15 @@ impl<'a> EdgeInputs<'a> {
                 add(&mut per_copy, m.matmul(&flat)?.reshape((k, p, n * t * d))?)?;
             } else {
                 let m = Tensor::from_vec(mask, (k, p, sb), dev)?;
-                let dl = delta.reshape((sb, k, n * t * d))?.transpose(0, 1)?.contiguous()?; // [k, S_b, n·T·D]
+                let cached = self.deltas_per_copy.borrow()[b.id()].clone();
+                let dl = match cached {
+                    Some(dl) => dl,
+                    None => {
+                        let dl = delta.reshape((sb, k, n * t * d))?.transpose(0, 1)?.contiguous()?; // [k, S_b, n·T·D]
+                        self.deltas_per_copy.borrow_mut()[b.id()] = Some(dl.clone());
+                        dl
+                    }
+                };
                 add(&mut per_copy, m.matmul(&dl)?)?;
             }
         }

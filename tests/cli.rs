@@ -264,3 +264,31 @@ fn data_convert_turns_lre_into_json_lines() {
     assert_eq!(lines[1]["subject"], "Peru");
     assert_eq!(lines[1]["relation"], "country_capital_city");
 }
+
+/// On the real model: a circuit found by exact ablation (hybrid: EAP-IG candidates, then ACDC), evaluated again
+/// from its file, reproduces the metric the run reported.
+#[test]
+fn smollm2_circuit_file_reproduces_its_metric() {
+    use kcirc::discover::setup::{prepare, Settings};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("c.json");
+    let triples = root().join("data/country_capital_city.jsonl");
+    let model_path = smollm2_path();
+    let o = kcirc(&[
+        "discover", "--model", model_path.to_str().unwrap(), "--triples", triples.to_str().unwrap(), "--method", "hybrid",
+        "--candidates", "300", "--examples", "4", "--ablation", "mean", "--threshold", "0.1", "--no-eval", "--out", out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let file = kcirc::circuit::CircuitFile::read(&out).unwrap();
+    assert_eq!(file.method, "hybrid");
+    assert!(file.n_edges > 0 && file.n_edges <= 300, "{}", file.n_edges);
+    let (model, tok) = smollm2();
+    let rel = kcirc::data::read(&triples).unwrap();
+    let s = Settings { examples: 4, ablation: kcirc::intervene::Ablation::Mean, ..Default::default() };
+    let prep = prepare(&model, &tok, &rel, &s).unwrap();
+    assert_eq!(prep.discovery.iter().map(|e| e.triple.clone()).collect::<Vec<_>>(), file.examples);
+    let task = kcirc::discover::Task::new(&model, prep.discovery, s.ablation, None, s.metric).unwrap();
+    let removed = file.removed(&task.graph, &model.cfg).unwrap();
+    let again = task.score(&removed).unwrap();
+    assert!((again - file.metric_circuit).abs() < 1e-4, "file says {}, evaluated again {again}", file.metric_circuit);
+}
