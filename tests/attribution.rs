@@ -5,26 +5,12 @@ mod common;
 use candle_core::Tensor;
 use common::*;
 use indicatif::ProgressBar;
-use kcirc::data::{Example, Triple};
 use kcirc::discover::eap::{edge_scores, receiver_gradients};
 use kcirc::discover::Task;
 use kcirc::intervene::Ablation;
 use kcirc::metric::Metric;
 use kcirc::model::{Activations, Logits, Model, ReceiverInputs};
 
-fn examples(model: &Model, prompts: &[Vec<u32>]) -> Vec<Example> {
-    let logits = model.forward(&model.batch(prompts).unwrap()).unwrap();
-    let top: Vec<u32> = logits.argmax(1).unwrap().to_vec1().unwrap();
-    prompts
-        .iter()
-        .zip(top)
-        .map(|(p, t)| Example {
-            triple: Triple { subject: "s".into(), relation: "r".into(), object: "o".into(), template: "{}".into(), prompt: None },
-            tokens: p.clone(),
-            target: t,
-        })
-        .collect()
-}
 
 /// Adds `delta` to one receiver input: the attention port `port` of `layer` (or its MLP when `port` is None).
 struct Perturb {

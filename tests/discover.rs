@@ -5,27 +5,12 @@ mod common;
 use candle_core::Tensor;
 use common::*;
 use indicatif::ProgressBar;
-use kcirc::data::{Example, Triple};
 use kcirc::discover::acdc::Acdc;
 use kcirc::discover::{Discovery, Task};
 use kcirc::intervene::{Ablation, EdgeInputs};
 use kcirc::metric::Metric;
 use kcirc::model::{Clean, Logits, Model};
 
-/// Examples whose target is the model's own top-1 next token (so the metric has something to lose).
-fn examples(model: &Model, prompts: &[Vec<u32>]) -> Vec<Example> {
-    let logits = model.forward(&model.batch(prompts).unwrap()).unwrap();
-    let top: Vec<u32> = logits.argmax(1).unwrap().to_vec1().unwrap();
-    prompts
-        .iter()
-        .zip(top)
-        .map(|(p, t)| Example {
-            triple: Triple { subject: "s".into(), relation: "r".into(), object: "o".into(), template: "{}".into(), prompt: None },
-            tokens: p.clone(),
-            target: t,
-        })
-        .collect()
-}
 
 /// Same-length corrupted prompts: every token id shifted.
 fn corrupted(prompts: &[Vec<u32>], vocab: usize) -> Vec<Vec<u32>> {

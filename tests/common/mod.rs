@@ -117,3 +117,18 @@ pub fn tiny_llama(seed: u64) -> Model {
     };
     Model { name: "tiny-llama".into(), cfg, weights, device: dev }
 }
+
+/// Examples whose target is the model's own top-1 next token (so the metric has something to lose).
+pub fn examples(model: &Model, prompts: &[Vec<u32>]) -> Vec<kcirc::data::Example> {
+    let logits = model.forward(&model.batch(prompts).unwrap()).unwrap();
+    let top: Vec<u32> = logits.argmax(1).unwrap().to_vec1().unwrap();
+    prompts
+        .iter()
+        .zip(top)
+        .map(|(p, t)| kcirc::data::Example {
+            triple: kcirc::data::Triple { subject: "s".into(), relation: "r".into(), object: "o".into(), template: "{}".into(), prompt: None },
+            tokens: p.clone(),
+            target: t,
+        })
+        .collect()
+}
