@@ -144,6 +144,7 @@ pub fn edge_scores(task: &Task, ig_steps: Option<usize>, progress: &ProgressBar)
     let deltas = Tensor::stack(&deltas, 0)?; // [S, n·T·D]
     // Gradients at the clean input (EAP) or averaged along the ablated → clean embedding path (EAP-IG).
     let clean_embed = clean.embed.clone();
+    drop(clean); // the deltas hold what is needed; free the activations before the backward passes
     let abl_embed = match &task.ablated {
         None => clean_embed.zeros_like()?,
         Some(a) => a.embed.clone(),
