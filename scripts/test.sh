@@ -9,4 +9,13 @@ if [ -z "${CARGO_TARGET_DIR:-}" ] && [ -n "${HOME:-}" ] && mkdir -p "$HOME/.cach
   export CARGO_TARGET_DIR="$HOME/.cache/kcirc-target"
 fi
 bash scripts/fetch-models.sh >/dev/null
-cargo test --release --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+# Library, binary and integration tests (no doc tests: the library has no examples to run).
+set +e
+cargo test --release --locked --lib --bins --tests "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
