@@ -15,7 +15,7 @@ mkdir -p out
 "$kcirc" discover --model "$model" --config configs/cpu.json --out-dir out/circuits \
   --triples data/country_capital_city.jsonl \
   --triples data/country_language.jsonl \
-  --triples data/fruit_inside_color.jsonl \
+  --triples data/task_done_by_tool.jsonl \
   --triples data/adj_antonym.jsonl \
   --triples data/occupation_gender.jsonl \
   "$@" > out/summary.jsonl

@@ -9,7 +9,7 @@ mod commands;
 
 #[derive(Parser)]
 #[command(name = "kcirc", version, about = "Find the knowledge circuit of a transformer language model, and prove it with numbers.")]
-#[command(after_help = "Examples:\n  kcirc predict --model models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt 'The capital city of France is'\n  kcirc graph --model gpt2-medium --json")]
+#[command(after_help = "Examples:\n  kcirc discover --model models/SmolLM2-135M-Instruct.Q4_1.gguf --triples data/country_capital_city.jsonl --out circuit.json\n  kcirc eval --model models/SmolLM2-135M-Instruct.Q4_1.gguf --circuit circuit.json --triples data/country_capital_city.jsonl --min-hit10 0.8\n  kcirc predict --model models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt 'The capital city of France is'\n  kcirc graph --model gpt2-medium --json")]
 pub struct Cli {
     /// Device to run on.
     #[arg(long, global = true, value_enum, default_value_t = DeviceArg::Cpu)]
@@ -35,7 +35,7 @@ pub enum Command {
     /// Top-k next tokens for one or more prompts (one JSON object per prompt and line).
     #[command(after_help = "Example:\n  kcirc predict --model gpt2 --prompt 'The capital city of France is' --top-k 5")]
     Predict(commands::PredictArgs),
-    /// Find the circuit of one relation: exact edge ablation (ACDC) on the discovery triples.
+    /// Find the circuit of a relation (EAP-IG by default; acdc, eap, hybrid) and score it on held-out triples.
     #[command(after_help = "Examples:\n  kcirc discover --model models/SmolLM2-135M-Instruct.Q4_1.gguf --triples data/country_capital_city.jsonl --out circuit.json\n  kcirc discover --model gpt2-medium --triples facts.jsonl --config configs/paper.json --dot circuit.dot")]
     Discover(commands::DiscoverArgs),
     /// Score a circuit on held-out triples: full model vs circuit vs random circuits of the same size.
