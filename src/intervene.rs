@@ -7,7 +7,7 @@
 //! rebuilds every input from scratch, the reference the fast path is tested against.
 use std::cell::RefCell;
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::Graph;
@@ -399,7 +399,3 @@ impl ReceiverInputs for NaiveInputs<'_> {
     }
 }
 
-/// Casts for host-side metric arithmetic.
-pub fn to_f32_rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
-    Ok(t.to_dtype(DType::F32)?.to_vec2::<f32>()?)
-}

@@ -1,5 +1,5 @@
 //! Next-token predictions: the model's top-k at the last prompt position.
-use candle_core::{DType, Tensor};
+use candle_core::DType;
 use serde::Serialize;
 
 use crate::model::Model;
@@ -63,7 +63,3 @@ pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
-/// Logits `[B, V]` as rows (a helper for tests and metrics).
-pub fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
-    Ok(t.to_dtype(DType::F32)?.to_vec2::<f32>()?)
-}

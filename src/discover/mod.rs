@@ -5,7 +5,6 @@ pub mod eap;
 pub mod hybrid;
 pub mod setup;
 
-use candle_core::Tensor;
 use indicatif::ProgressBar;
 
 use crate::data::Example;
@@ -80,11 +79,6 @@ impl<'a> Task<'a> {
         Ok(self.full.score(self.metric, self.model, &hidden)?[0])
     }
 
-    /// Last-position logits `[n, V]` of a circuit.
-    pub fn logits(&self, removed: &[bool]) -> Result<Tensor> {
-        let hook = EdgeInputs::new(&self.graph, vec![removed], self.ablated.as_ref(), self.n_examples());
-        Ok(self.model.run(&self.batch, &hook, None, Logits::Last)?.1)
-    }
 }
 
 /// A discovered circuit: which edges are removed, and the effect measured for the edges that were tested.

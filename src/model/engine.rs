@@ -115,22 +115,6 @@ impl Activations {
         }
     }
 
-    /// Every tensor tiled `k` times along the batch dimension (copy-major, as `Batch::repeat`).
-    pub fn repeat(&self, k: usize) -> Result<Activations> {
-        let tile = |t: &Tensor, dim: usize| -> candle_core::Result<Tensor> {
-            let refs: Vec<&Tensor> = std::iter::repeat(t).take(k).collect();
-            Tensor::cat(&refs, dim)
-        };
-        let tile_all = |v: &[Tensor], dim: usize| v.iter().map(|t| tile(t, dim)).collect::<candle_core::Result<Vec<_>>>();
-        Ok(Activations {
-            embed: tile(&self.embed, 0)?,
-            heads: tile_all(&self.heads, 1)?,
-            mlps: tile_all(&self.mlps, 0)?,
-            resid_pre: tile_all(&self.resid_pre, 0)?,
-            resid_mid: tile_all(&self.resid_mid, 0)?,
-            resid_final: self.resid_final.as_ref().map(|t| tile(t, 0)).transpose()?,
-        })
-    }
 }
 
 /// Decides what each receiver reads. The engine adds the returned offset to the plain residual stream, so
