@@ -93,14 +93,11 @@ fn mean_for(means: &crate::model::Activations, n: usize, t: usize) -> Result<cra
         shape[batch_dim] = n;
         Ok(x.broadcast_as(shape)?.contiguous()?)
     };
-    Ok(crate::model::Activations {
-        embed: fit(&means.embed, 0)?,
-        heads: means.heads.iter().map(|h| fit(h, 1)).collect::<Result<_>>()?,
-        mlps: means.mlps.iter().map(|m| fit(m, 0)).collect::<Result<_>>()?,
-        resid_pre: vec![],
-        resid_mid: vec![],
-        resid_final: None,
-    })
+    Ok(crate::model::Activations::senders(
+        fit(&means.embed, 0)?,
+        means.heads.iter().map(|h| fit(h, 1)).collect::<Result<_>>()?,
+        means.mlps.iter().map(|m| fit(m, 0)).collect::<Result<_>>()?,
+    ))
 }
 
 /// Prompts per work unit of [`circuits_outcomes`] (fixed, so results do not depend on the thread count).

@@ -63,14 +63,11 @@ pub fn mean_values(acts: &Activations, lengths: &[usize]) -> Result<Activations>
         let m = x.broadcast_mul(&w)?.sum_keepdim(batch_dim)?;
         Ok(m.broadcast_as(x.shape())?.contiguous()?)
     };
-    Ok(Activations {
-        embed: mean(&acts.embed, 0)?,
-        heads: acts.heads.iter().map(|h| mean(h, 1)).collect::<Result<_>>()?,
-        mlps: acts.mlps.iter().map(|m| mean(m, 0)).collect::<Result<_>>()?,
-        resid_pre: vec![],
-        resid_mid: vec![],
-        resid_final: None,
-    })
+    Ok(Activations::senders(
+        mean(&acts.embed, 0)?,
+        acts.heads.iter().map(|h| mean(h, 1)).collect::<Result<_>>()?,
+        acts.mlps.iter().map(|m| mean(m, 0)).collect::<Result<_>>()?,
+    ))
 }
 
 /// A block of senders that live in one tensor: the embedding, one layer's heads, or one layer's MLP.
@@ -346,14 +343,6 @@ impl NaiveInputs<'_> {
     /// The input of receiver `r`, `[B, T, D]`, given the senders before it.
     fn input(&self, r: usize, n_senders: usize, n_bias_layers: usize, acts: &Activations) -> Result<Tensor> {
         let g = self.graph;
-        let sender_value = |s: usize, from: &Activations| -> Result<Tensor> {
-            Ok(match g.sender(s) {
-                crate::graph::Node::Input => from.embed.clone(),
-                crate::graph::Node::Head { layer, head } => from.heads[layer].get(head)?,
-                crate::graph::Node::Mlp { layer } => from.mlps[layer].clone(),
-                _ => unreachable!("not a sender"),
-            })
-        };
         let mut x = acts.embed.zeros_like()?;
         for l in 0..n_bias_layers {
             x = x.broadcast_add(&self.model.weights.layers[l].attn.b_o)?;
@@ -361,11 +350,11 @@ impl NaiveInputs<'_> {
         for s in 0..n_senders {
             let e = g.edges_into[r][s];
             let v = if !self.removed[e] {
-                sender_value(s, acts)?
+                acts.sender(g, s)?
             } else {
                 match self.ablated {
                     None => continue,
-                    Some(a) => sender_value(s, a)?,
+                    Some(a) => a.sender(g, s)?,
                 }
             };
             x = (x + v)?;

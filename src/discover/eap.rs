@@ -96,14 +96,7 @@ pub fn receiver_gradients(task: &Task, embed: &Tensor) -> Result<(Vec<Tensor>, V
         mlp: (0..cfg.n_layers).map(|_| zeros(&[n, t, d])).collect::<candle_core::Result<_>>()?,
         logits: zeros(&[n, t, d])?,
     };
-    let start = Activations {
-        embed: embed.clone(),
-        heads: vec![],
-        mlps: vec![],
-        resid_pre: vec![],
-        resid_mid: vec![],
-        resid_final: None,
-    };
+    let start = Activations::senders(embed.clone(), vec![], vec![]);
     let hidden = task.model.run(&task.batch, &probes, Some((Stage::Attn(0), start)), Logits::Hidden)?.1;
     let m = metric_tensor(task, &hidden)?;
     let grads = m.backward()?;
@@ -123,20 +116,12 @@ pub fn edge_scores(task: &Task, ig_steps: Option<usize>, progress: &ProgressBar)
     let model = task.model;
     // Clean sender outputs and their ablated values.
     let clean = model.run(&task.batch, &crate::intervene::RecordHeads, None, Logits::Hidden)?.0;
-    let sender = |a: &Activations, s: usize| -> Result<Tensor> {
-        Ok(match g.sender(s) {
-            crate::graph::Node::Input => a.embed.clone(),
-            crate::graph::Node::Head { layer, head } => a.heads[layer].get(head)?,
-            crate::graph::Node::Mlp { layer } => a.mlps[layer].clone(),
-            _ => unreachable!("not a sender"),
-        })
-    };
     let deltas: Vec<Tensor> = (0..g.n_senders())
         .map(|s| -> Result<Tensor> {
-            let out = sender(&clean, s)?;
+            let out = clean.sender(g, s)?;
             Ok(match &task.ablated {
                 None => out.neg()?,
-                Some(abl) => (sender(abl, s)? - out)?,
+                Some(abl) => (abl.sender(g, s)? - out)?,
             }
             .flatten_all()?)
         })

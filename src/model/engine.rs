@@ -98,6 +98,22 @@ pub struct Activations {
 }
 
 impl Activations {
+    /// Sender outputs only (no residuals recorded): what ablated values and run starts need.
+    pub fn senders(embed: Tensor, heads: Vec<Tensor>, mlps: Vec<Tensor>) -> Activations {
+        Activations { embed, heads, mlps, resid_pre: vec![], resid_mid: vec![], resid_final: None }
+    }
+
+    /// The output of dense sender `s` of `graph` (`input`, a head, an MLP), `[B, T, D]`.
+    pub fn sender(&self, graph: &crate::graph::Graph, s: usize) -> Result<Tensor> {
+        use crate::graph::Node;
+        Ok(match graph.sender(s) {
+            Node::Input => self.embed.clone(),
+            Node::Head { layer, head } => self.heads[layer].get(head)?,
+            Node::Mlp { layer } => self.mlps[layer].clone(),
+            other => return Err(crate::Error::input(format!("{other:?} is not a sender"))),
+        })
+    }
+
     /// The activations a run starting at `stage` can reuse: everything computed before it.
     pub fn prefix(&self, stage: Stage) -> Activations {
         let (n_attn, n_mlp) = match stage {
@@ -281,18 +297,7 @@ impl Model {
                 }
                 (stage, prefix)
             }
-            None => {
-                let embed = self.embed(batch)?;
-                let acts = Activations {
-                    embed,
-                    heads: vec![],
-                    mlps: vec![],
-                    resid_pre: vec![],
-                    resid_mid: vec![],
-                    resid_final: None,
-                };
-                (Stage::Attn(0), acts)
-            }
+            None => (Stage::Attn(0), Activations::senders(self.embed(batch)?, vec![], vec![])),
         };
         let n_layers = self.cfg.n_layers;
         let diff = hook.differentiable();
