@@ -11,7 +11,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::Graph;
-use crate::model::{Activations, Model, ReceiverInputs};
+use crate::model::{Activations, Model, ReceiverInputs, Stage};
 use crate::Result;
 
 /// What a removed edge carries instead of the sender's live output.
@@ -70,6 +70,16 @@ pub fn mean_values(acts: &Activations, lengths: &[usize]) -> Result<Activations>
     ))
 }
 
+/// `Σ_s x[s]` of `x [S, R, T, D]`, `[R, T, D]`: slice by slice (candle's reduction over a leading dimension
+/// is a strided loop several times slower than vector adds).
+fn sum_senders(x: &Tensor) -> Result<Tensor> {
+    let mut sum = x.get(0)?;
+    for s in 1..x.dim(0)? {
+        sum = (sum + x.get(s)?)?;
+    }
+    Ok(sum)
+}
+
 /// A block of senders that live in one tensor: the embedding, one layer's heads, or one layer's MLP.
 #[derive(Debug, Clone, Copy)]
 enum Block {
@@ -116,6 +126,35 @@ impl Block {
     }
 }
 
+/// Sender deltas `ablated − out` of one fixed set of activations, per sender block, with their running sums:
+/// what every candidate batch run from a cached prefix shares, computed once instead of once per batch.
+pub struct PrefixDeltas {
+    /// Per block (global block order), `[S_b, n, T, D]`.
+    deltas: Vec<Tensor>,
+    /// Per block `i`, `Σ_{blocks ≤ i} Σ_s δ_s`, `[n, T, D]`.
+    cumulative: Vec<Tensor>,
+}
+
+impl PrefixDeltas {
+    /// From `acts` (a complete run with heads recorded, `n` rows) and the ablated values (`None`: zero).
+    pub fn new(graph: &Graph, acts: &Activations, ablated: Option<&Activations>) -> Result<Self> {
+        let blocks = Block::before(graph.n_layers, false);
+        let hook = EdgeInputs::new(graph, vec![], ablated, acts.embed.dim(0)?);
+        let mut deltas = Vec::with_capacity(blocks.len());
+        let mut cumulative: Vec<Tensor> = Vec::with_capacity(blocks.len());
+        for b in blocks {
+            let d = hook.delta(b, acts)?;
+            let sum = sum_senders(&d)?;
+            cumulative.push(match cumulative.last() {
+                None => sum,
+                Some(c) => (c + sum)?,
+            });
+            deltas.push(d);
+        }
+        Ok(PrefixDeltas { deltas, cumulative })
+    }
+}
+
 /// The fast edge intervention: `copies` circuits at once, batch rows copy-major (`rows` rows per copy).
 pub struct EdgeInputs<'a> {
     pub graph: &'a Graph,
@@ -125,6 +164,10 @@ pub struct EdgeInputs<'a> {
     pub ablated: Option<&'a Activations>,
     /// Rows per copy.
     pub rows: usize,
+    /// Deltas of the blocks before `live_from`, precomputed (see [`EdgeInputs::from_prefix`]).
+    prefix: Option<&'a PrefixDeltas>,
+    /// Id of the first block this run computes; earlier ones come from `prefix`.
+    live_from: usize,
     /// `ablated − out` per block, computed once per run (`None` until first needed).
     deltas: RefCell<Vec<Option<Tensor>>>,
     /// The same for live blocks, copy-major `[copies, S_b, rows·T·D]`, for copy-by-copy masks.
@@ -141,15 +184,32 @@ impl<'a> EdgeInputs<'a> {
             removed,
             ablated,
             rows,
+            prefix: None,
+            live_from: 0,
             deltas: RefCell::new(vec![None; blocks]),
             deltas_per_copy: RefCell::new(vec![None; blocks]),
             cumulative: RefCell::new(vec![None; blocks]),
         }
     }
 
+    /// For a run restarting at `stage` from the activations `prefix` was computed from: the deltas of every
+    /// block before `stage` are taken from it.
+    pub fn from_prefix(mut self, prefix: &'a PrefixDeltas, stage: Stage) -> Self {
+        self.live_from = match stage {
+            Stage::Attn(l) => Block::Heads(l).id(),
+            Stage::Mlp(l) => Block::Mlp(l).id(),
+            Stage::Logits => prefix.deltas.len(),
+        };
+        self.prefix = Some(prefix);
+        self
+    }
+
     /// `[S_b, R, T, D]` sender deltas of a block: `ablated − out` (for zero ablation just `out`, the sign
     /// going into the mask).
     fn delta(&self, b: Block, acts: &Activations) -> Result<Tensor> {
+        if let (Some(p), true) = (self.prefix, b.id() < self.live_from) {
+            return Ok(p.deltas[b.id()].clone());
+        }
         if let Some(d) = &self.deltas.borrow()[b.id()] {
             return Ok(d.clone());
         }
@@ -176,9 +236,15 @@ impl<'a> EdgeInputs<'a> {
             return Ok(c.clone());
         }
         let k = self.removed.len();
+        if let (Some(p), true) = (self.prefix, last < self.live_from) {
+            let c = &p.cumulative[last];
+            let c = if k > 1 { Tensor::cat(&vec![c; k], 0)? } else { c.clone() };
+            self.cumulative.borrow_mut()[last] = Some(c.clone());
+            return Ok(c);
+        }
         let mut sum: Option<Tensor> = if last == 0 { None } else { Some(self.cumulative(&blocks[..blocks.len() - 1], acts)?) };
         let b = blocks[blocks.len() - 1];
-        let d = self.delta(b, acts)?.sum(0)?; // [R, T, D]
+        let d = sum_senders(&self.delta(b, acts)?)?; // [R, T, D]
         let d = if d.dim(0)? == self.rows && k > 1 { Tensor::cat(&vec![&d; k], 0)? } else { d };
         sum = Some(match sum {
             None => d,

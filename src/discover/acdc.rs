@@ -16,7 +16,7 @@ use indicatif::ProgressBar;
 
 use super::{Circuit, Discovery, Task};
 use crate::graph::{Node, Port};
-use crate::intervene::EdgeInputs;
+use crate::intervene::{EdgeInputs, PrefixDeltas};
 use crate::model::{Activations, Logits, Stage};
 use crate::{Error, Result};
 
@@ -101,6 +101,8 @@ pub struct Evaluator<'t> {
     task: &'t Task<'t>,
     /// Activations under the initial circuit, valid as a prefix for every stage (see the module doc).
     cached: Activations,
+    /// Sender deltas of `cached`, shared by every batch.
+    deltas: PrefixDeltas,
     group: usize,
 }
 
@@ -110,7 +112,8 @@ impl<'t> Evaluator<'t> {
         let hook = EdgeInputs::new(&task.graph, vec![initial], task.ablated.as_ref(), n);
         let (cached, _) = task.model.run(&task.batch, &hook, None, Logits::Hidden)?;
         let group = (GROUP_TOKENS / (n * task.batch.seq_len)).max(1);
-        Ok(Evaluator { task, cached, group })
+        let deltas = PrefixDeltas::new(&task.graph, &cached, task.ablated.as_ref())?;
+        Ok(Evaluator { task, cached, deltas, group })
     }
 
     /// Metric of every circuit in `circuits`, each re-run from `stage` only.
@@ -122,7 +125,7 @@ impl<'t> Evaluator<'t> {
         let out = crate::parallel::map(&groups, |g| -> Result<Vec<f64>> {
             let batch = task.batch.repeat(g.len())?;
             let removed: Vec<&[bool]> = g.iter().map(|c| c.as_slice()).collect();
-            let hook = EdgeInputs::new(&task.graph, removed, task.ablated.as_ref(), n);
+            let hook = EdgeInputs::new(&task.graph, removed, task.ablated.as_ref(), n).from_prefix(&self.deltas, stage);
             let hidden = task.model.run(&batch, &hook, Some((stage, prefix.clone())), Logits::Hidden)?.1;
             task.full.score(task.metric, task.model, &hidden)
         });
