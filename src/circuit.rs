@@ -27,6 +27,20 @@ pub struct ModelShape {
     pub vocab_size: usize,
 }
 
+impl ModelShape {
+    /// Fails unless `cfg` has this shape; `what` names the file (`circuit`, `scores file`) in the message.
+    pub fn check(&self, what: &str, model: &str, cfg: &Config) -> Result<()> {
+        let shape = ModelShape::from(cfg);
+        if shape != *self {
+            return Err(Error::input(format!(
+                "{what} is for model `{model}` ({} layers × {} heads, d_model {}), not this one ({} layers × {} heads, d_model {})",
+                self.n_layers, self.n_heads, self.d_model, shape.n_layers, shape.n_heads, shape.d_model
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl From<&Config> for ModelShape {
     fn from(c: &Config) -> Self {
         ModelShape {
@@ -50,10 +64,10 @@ pub struct EdgeRecord {
     pub effect: Option<f64>,
 }
 
-/// The circuit file.
+/// What a discovery run was, apart from the circuit it found: the circuit file's leading fields, and the header
+/// of a scores file (`kcirc discover --scores`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CircuitFile {
-    pub format: u32,
+pub struct RunInfo {
     pub model: String,
     pub model_shape: ModelShape,
     pub relation: String,
@@ -63,8 +77,17 @@ pub struct CircuitFile {
     pub threshold: f64,
     pub signed: bool,
     pub seed: u64,
-    /// The discovery triples (never scored by `kcirc eval`).
+    /// The discovery triples.
     pub examples: Vec<Triple>,
+}
+
+/// The circuit file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CircuitFile {
+    pub format: u32,
+    /// The run's settings and discovery triples (never scored by `kcirc eval`).
+    #[serde(flatten)]
+    pub run: RunInfo,
     pub metric_full: f64,
     pub metric_circuit: f64,
     pub n_edges_total: usize,
@@ -122,6 +145,21 @@ pub fn edge_records(g: &Graph, c: &Circuit) -> Vec<EdgeRecord> {
 }
 
 impl CircuitFile {
+    /// The file of circuit `c` (on graph `g`) found by `run`; no held-out report yet.
+    pub fn new(run: RunInfo, g: &Graph, c: &Circuit) -> CircuitFile {
+        CircuitFile {
+            format: FORMAT,
+            run,
+            metric_full: 0.0,
+            metric_circuit: c.metric,
+            n_edges_total: g.edges.len(),
+            n_edges: c.n_kept(),
+            nodes: circuit_nodes(g, c),
+            edges: edge_records(g, c),
+            eval: None,
+        }
+    }
+
     pub fn read(path: &Path) -> Result<CircuitFile> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let f: CircuitFile = serde_json::from_str(&text).map_err(|e| Error::input(format!("{}: not a circuit file: {e}", path.display())))?;
@@ -133,13 +171,7 @@ impl CircuitFile {
 
     /// The removed-edge flags of this circuit on `graph`; fails if the circuit belongs to another model.
     pub fn removed(&self, graph: &Graph, cfg: &Config) -> Result<Vec<bool>> {
-        let shape = ModelShape::from(cfg);
-        if shape != self.model_shape {
-            return Err(Error::input(format!(
-                "circuit is for model `{}` ({} layers × {} heads, d_model {}), not this one ({} layers × {} heads, d_model {})",
-                self.model, self.model_shape.n_layers, self.model_shape.n_heads, self.model_shape.d_model, shape.n_layers, shape.n_heads, shape.d_model
-            )));
-        }
+        self.run.model_shape.check("circuit", &self.run.model, cfg)?;
         let mut removed = vec![true; graph.edges.len()];
         for e in &self.edges {
             let id = graph.edge_id(&e.name).ok_or_else(|| Error::input(format!("circuit edge `{}` is not in this model's graph", e.name)))?;

@@ -124,9 +124,11 @@ pub struct DiscoverArgs {
     /// hybrid: EAP-IG candidate edges for exact ablation.
     #[arg(long)]
     pub candidates: Option<usize>,
-    /// Write every edge's score (JSON Lines) for `kcirc select` (eap, eap-ig, hybrid).
-    #[arg(long)]
-    pub scores: Option<std::path::PathBuf>,
+    /// Write every edge's attribution score (JSON Lines with a header) for `kcirc select` (eap, eap-ig; hybrid
+    /// writes its EAP-IG scores). With FILE: there (one relation only). Without: beside the circuit, `--out`'s
+    /// name with `.scores.jsonl`; in a batch run `<out-dir>/<relation>.scores.jsonl` for every relation.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    pub scores: Option<Option<std::path::PathBuf>>,
     /// τ: prune an edge whose removal changes the metric by less than this.
     #[arg(long, allow_negative_numbers = true)]
     pub threshold: Option<f64>,
@@ -146,6 +148,13 @@ pub struct DiscoverArgs {
     /// Keep facts the full model does not know (rank ≥ k) instead of dropping them.
     #[arg(long)]
     pub no_filter: bool,
+    #[command(flatten)]
+    pub output: CircuitOutput,
+}
+
+/// Where a circuit goes, and its held-out evaluation (`discover`, `select`).
+#[derive(Args)]
+pub struct CircuitOutput {
     /// Write the circuit here (JSON) instead of stdout.
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
@@ -239,11 +248,26 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
         }
         files.extend(found);
     }
+    if a.scores.is_some() && s.method == "acdc" {
+        bail!("--scores needs an attribution method (eap, eap-ig, hybrid): acdc computes no edge scores");
+    }
     let dev = device(cli.device)?;
     if files.len() == 1 {
+        let scores = match &a.scores {
+            Some(Some(p)) => Some(p.clone()),
+            Some(None) => match &a.output.out {
+                Some(out) => Some(out.with_extension("scores.jsonl")),
+                None => bail!("--scores without a file name writes beside the circuit: give --out too (or --scores FILE)"),
+            },
+            None => None,
+        };
         let relation = kcirc::data::read(&files[0])?;
         let (model, tok) = kcirc::model::load(&a.model, &dev)?;
-        return discover_one(cli, a, &s, &model, &tok, &relation, a.out.as_deref(), a.dot.as_deref()).map(|_| ());
+        let out = Outputs { circuit: a.output.out.as_deref(), dot: a.output.dot.as_deref(), scores: scores.as_deref() };
+        return discover_one(cli, a, &s, &model, &tok, &relation, out).map(|_| ());
+    }
+    if let Some(Some(p)) = &a.scores {
+        bail!("--scores {}: a batch run writes one scores file per relation, `<out-dir>/<relation>.scores.jsonl`: give --scores without a file name", p.display());
     }
     // Batch: one circuit per relation; a failing relation is reported and the others go on.
     let out_dir = a.out_dir.clone().ok_or_else(|| anyhow::anyhow!("several relations need --out-dir for their circuits"))?;
@@ -254,8 +278,10 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
     for f in &files {
         let result = kcirc::data::read(f).map_err(anyhow::Error::from).and_then(|relation| {
             let out = out_dir.join(format!("{}.json", relation.name));
-            let dot = a.dot.as_ref().map(|_| out_dir.join(format!("{}.dot", relation.name)));
-            discover_one(cli, a, &s, &model, &tok, &relation, Some(&out), dot.as_deref())
+            let dot = a.output.dot.as_ref().map(|_| out_dir.join(format!("{}.dot", relation.name)));
+            let scores = a.scores.as_ref().map(|_| scores_path(&out_dir, &relation.name));
+            let out = Outputs { circuit: Some(&out), dot: dot.as_deref(), scores: scores.as_deref() };
+            discover_one(cli, a, &s, &model, &tok, &relation, out)
         });
         let line = match result {
             Ok(file) => {
@@ -263,7 +289,7 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
                 let num = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.3}"));
                 table += &format!(
                     "{:<30} {:>6} {:>8.2}% {:>8} {:>8} {:>8} {:>9}\n",
-                    file.relation,
+                    file.run.relation,
                     file.n_edges,
                     100.0 * file.n_edges as f64 / file.n_edges_total as f64,
                     num(&ev["full"]["hit_at_k"]),
@@ -271,12 +297,16 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
                     num(&ev["random"]["mean"]["hit_at_k"]),
                     num(&ev["faithfulness"])
                 );
-                serde_json::json!({
-                    "relation": file.relation, "circuit": out_dir.join(format!("{}.json", file.relation)),
+                let mut line = serde_json::json!({
+                    "relation": file.run.relation, "circuit": out_dir.join(format!("{}.json", file.run.relation)),
                     "n_edges": file.n_edges, "n_edges_total": file.n_edges_total,
                     "n_triples": ev["n_triples"], "full_hit_at_k": ev["full"]["hit_at_k"], "circuit_hit_at_k": ev["circuit"]["hit_at_k"],
                     "random_hit_at_k": ev["random"]["mean"]["hit_at_k"], "faithfulness": ev["faithfulness"],
-                })
+                });
+                if a.scores.is_some() {
+                    line["scores"] = serde_json::json!(scores_path(&out_dir, &file.run.relation));
+                }
+                line
             }
             Err(e) => {
                 failures += 1;
@@ -295,8 +325,19 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
     Ok(())
 }
 
+/// A batch run's scores file of `relation`.
+fn scores_path(out_dir: &std::path::Path, relation: &str) -> std::path::PathBuf {
+    out_dir.join(format!("{relation}.scores.jsonl"))
+}
+
+/// Where one relation's results go: the circuit (stdout when `None`), its DOT and its edge scores.
+struct Outputs<'p> {
+    circuit: Option<&'p std::path::Path>,
+    dot: Option<&'p std::path::Path>,
+    scores: Option<&'p std::path::Path>,
+}
+
 /// Discovers (and, unless `--no-eval`, evaluates) the circuit of one relation; writes it to `out` or stdout.
-#[allow(clippy::too_many_arguments)]
 fn discover_one(
     cli: &Cli,
     a: &DiscoverArgs,
@@ -304,17 +345,20 @@ fn discover_one(
     model: &kcirc::model::Model,
     tok: &kcirc::tokenizer::Tokenizer,
     relation: &kcirc::data::Relation,
-    out: Option<&std::path::Path>,
-    dot: Option<&std::path::Path>,
+    out: Outputs,
 ) -> Result<kcirc::circuit::CircuitFile> {
-    use kcirc::circuit::{circuit_nodes, edge_records, to_dot, write_atomic, CircuitFile, ModelShape, FORMAT};
+    use kcirc::circuit::{CircuitFile, ModelShape, RunInfo};
     use kcirc::discover::{setup::prepare, Task};
     let method = s.method()?;
-    let (model, tok) = (model, tok);
     let t0 = std::time::Instant::now();
     let prep = prepare(model, tok, relation, s)?;
+    let no_partner = if prep.dropped_no_partner > 0 {
+        format!(", {} without a same-length partner for resample ablation skipped", prep.dropped_no_partner)
+    } else {
+        String::new()
+    };
     eprintln!(
-        "kcirc: {} · {} facts, {} known (rank < {}), {} for discovery, {} held out",
+        "kcirc: {} · {} facts, {} known (rank < {}), {} for discovery, {} held out{no_partner}",
         relation.name,
         prep.total,
         prep.total - prep.dropped_unknown,
@@ -322,13 +366,11 @@ fn discover_one(
         prep.discovery.len(),
         prep.test.len()
     );
-    let task = Task::new(model, prep.discovery.clone(), s.ablation, prep.corrupted.clone(), s.metric)?;
+    let task = Task::new(model, prep.discovery.clone(), s.ablation, prep.corrupted_prompts(), s.metric)?;
     let pb = progress_bar(cli);
-    let circuit = method.discover(&task, &pb)?;
+    let (circuit, scores) = method.discover_scored(&task, &pb)?;
     pb.finish_and_clear();
-    let g = &task.graph;
-    let file = CircuitFile {
-        format: FORMAT,
+    let run = RunInfo {
         model: a.model.clone(),
         model_shape: ModelShape::from(&model.cfg),
         relation: relation.name.clone(),
@@ -339,18 +381,37 @@ fn discover_one(
         signed: s.signed,
         seed: s.seed,
         examples: prep.discovery.iter().map(|e| e.triple.clone()).collect(),
-        metric_full: 0.0,
-        metric_circuit: circuit.metric,
-        n_edges_total: g.edges.len(),
-        n_edges: circuit.n_kept(),
-        nodes: circuit_nodes(g, &circuit),
-        edges: edge_records(g, &circuit),
-        eval: None,
     };
-    let mut file = file;
-    if !a.no_eval && !prep.test.is_empty() {
-        let opts = kcirc::eval::EvalOptions { k: s.k, random: a.random, seed: s.seed, filter_known: s.filter_known };
-        let report = kcirc::eval::evaluate(model, tok, &file, relation, &opts)?;
+    let mut file = CircuitFile::new(run.clone(), &task.graph, &circuit);
+    let held_out = (!a.output.no_eval && !prep.test.is_empty()).then_some(relation);
+    let opts = kcirc::eval::EvalOptions { k: s.k, random: a.output.random, seed: s.seed, filter_known: s.filter_known };
+    finish(&mut file, model, tok, held_out, &opts, out.circuit, out.dot, t0)?;
+    if let Some(p) = out.scores {
+        let scores = scores.ok_or_else(|| anyhow::anyhow!("--scores: method {} computes no edge scores", method.name()))?;
+        let corrupted = prep.corrupted.as_ref().map(|c| c.iter().map(|e| e.triple.clone()).collect());
+        let header = kcirc::scores::Header::new(run, &scores, corrupted, s.k, s.filter_known);
+        kcirc::scores::write(p, &header, &task.graph, &scores.scores)?;
+    }
+    Ok(file)
+}
+
+/// The end of `discover` and `select`: scores `file` on the held-out facts of `relation` when one is given
+/// (report into the file, table on stderr), says what was kept, and writes the circuit to `out` (or stdout)
+/// and its DOT.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    file: &mut kcirc::circuit::CircuitFile,
+    model: &kcirc::model::Model,
+    tok: &kcirc::tokenizer::Tokenizer,
+    relation: Option<&kcirc::data::Relation>,
+    opts: &kcirc::eval::EvalOptions,
+    out: Option<&std::path::Path>,
+    dot: Option<&std::path::Path>,
+    t0: std::time::Instant,
+) -> Result<()> {
+    use kcirc::circuit::{to_dot, write_atomic};
+    if let Some(relation) = relation {
+        let report = kcirc::eval::evaluate(model, tok, file, relation, opts)?;
         eprint!("{}", report_table(&report));
         file.eval = Some(serde_json::to_value(&report)?);
     }
@@ -360,7 +421,7 @@ fn discover_one(
         file.n_edges_total,
         100.0 * file.n_edges as f64 / file.n_edges_total as f64,
         file.nodes.len(),
-        s.metric,
+        file.run.metric,
         file.metric_circuit,
         t0.elapsed().as_secs_f64()
     );
@@ -370,19 +431,60 @@ fn discover_one(
         None => println!("{json}"),
     }
     if let Some(p) = dot {
-        write_atomic(p, &to_dot(&file))?;
+        write_atomic(p, &to_dot(file))?;
     }
-    if let Some(p) = &a.scores {
-        let mut text = String::new();
-        for (e, edge) in g.edges.iter().enumerate() {
-            if let Some(score) = circuit.effect[e] {
-                text += &serde_json::to_string(&serde_json::json!({"name": edge.name, "score": score}))?;
-                text.push('\n');
-            }
+    Ok(())
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("selection").required(true).args(["top_n", "score_threshold"])))]
+pub struct SelectArgs {
+    /// Edge scores written by `kcirc discover --scores`.
+    #[arg(long)]
+    pub scores: std::path::PathBuf,
+    /// The model the scores were computed on: hub id, local folder or .gguf file.
+    #[arg(long)]
+    pub model: String,
+    /// Keep the top-n edges by |score|.
+    #[arg(long)]
+    pub top_n: Option<usize>,
+    /// Keep edges with |score| at least this.
+    #[arg(long, allow_negative_numbers = true)]
+    pub score_threshold: Option<f64>,
+    /// The relation's triples, for the held-out evaluation (without them it is skipped).
+    #[arg(long)]
+    pub triples: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub output: CircuitOutput,
+}
+
+pub fn select(cli: &Cli, a: &SelectArgs) -> Result<()> {
+    use kcirc::discover::eap::Selection;
+    let t0 = std::time::Instant::now();
+    let selection = match (a.top_n, a.score_threshold) {
+        (Some(0), _) => bail!("--top-n must be at least 1"),
+        (Some(n), _) => Selection::TopN(n),
+        (None, Some(x)) if !x.is_finite() || x < 0.0 => bail!("--score-threshold must be a finite number ≥ 0"),
+        (None, Some(x)) => Selection::Threshold(x),
+        (None, None) => bail!("give --top-n or --score-threshold"),
+    };
+    let file = kcirc::scores::ScoresFile::read(&a.scores)?;
+    // The graph check needs only the model's config: a scores file from another model fails before loading.
+    let cfg = kcirc::model::load_config(&a.model)?;
+    let scores = file.scores(&Graph::new(&cfg), &cfg)?;
+    let relation = match (&a.triples, a.output.no_eval) {
+        (Some(p), false) => Some(kcirc::data::read(p)?),
+        (None, false) => {
+            eprintln!("kcirc: no --triples: held-out evaluation skipped");
+            None
         }
-        write_atomic(p, &text)?;
-    }
-    Ok(file)
+        (_, true) => None,
+    };
+    let (model, tok) = kcirc::model::load(&a.model, &device(cli.device)?)?;
+    let h = &file.header;
+    let mut circuit = kcirc::scores::select_circuit(h, &scores, &model, &tok, &a.model, selection)?;
+    let opts = kcirc::eval::EvalOptions { k: h.k, random: a.output.random, seed: h.run.seed, filter_known: h.filter_known };
+    finish(&mut circuit, &model, &tok, relation.as_ref(), &opts, a.output.out.as_deref(), a.output.dot.as_deref(), t0)
 }
 
 /// A short human-readable table of a held-out report (stderr).
@@ -390,8 +492,12 @@ pub fn report_table(r: &kcirc::eval::Report) -> String {
     let row = |name: &str, m: &kcirc::eval::Metrics| {
         format!("  {name:<10} {:>7.3} {:>7.3} {:>7.3} {:>9.3} {:>8.4}\n", m.hit_at_1, m.hit_at_k, m.mrr, m.target_logit, m.target_prob)
     };
+    let no_partner = match r.n_dropped_no_partner {
+        0 => String::new(),
+        n => format!(", {n} without a same-length partner for resample ablation dropped"),
+    };
     let mut s = format!(
-        "held-out: {} triples of {} ({} used for discovery, {} unknown to the model dropped)\n  {:<10} {:>7} {:>7} {:>7} {:>9} {:>8}\n",
+        "held-out: {} triples of {} ({} used for discovery, {} unknown to the model dropped{no_partner})\n  {:<10} {:>7} {:>7} {:>7} {:>9} {:>8}\n",
         r.n_triples, r.relation, r.n_skipped_discovery, r.n_dropped_unknown, "", "Hit@1", format!("Hit@{}", r.k), "MRR", "logit", "prob"
     );
     s += &row("full", &r.full);
@@ -453,7 +559,7 @@ pub fn eval(cli: &Cli, a: &EvalArgs) -> Result<()> {
     let relation = kcirc::data::read(&a.triples)?;
     let dev = device(cli.device)?;
     let (model, tok) = kcirc::model::load(&a.model, &dev)?;
-    let opts = kcirc::eval::EvalOptions { k: a.k, random: a.random, seed: a.seed.unwrap_or(circuit.seed), filter_known: !a.no_filter };
+    let opts = kcirc::eval::EvalOptions { k: a.k, random: a.random, seed: a.seed.unwrap_or(circuit.run.seed), filter_known: !a.no_filter };
     let report = kcirc::eval::evaluate(&model, &tok, &circuit, &relation, &opts)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     if !cli.quiet {

@@ -155,6 +155,10 @@ pub struct Report {
     pub n_skipped_discovery: usize,
     /// Held-out triples dropped because the full model does not know them (rank ≥ k).
     pub n_dropped_unknown: usize,
+    /// Held-out triples dropped under resample ablation because no other fact has a prompt of their token
+    /// length to corrupt them with.
+    #[serde(default)]
+    pub n_dropped_no_partner: usize,
     pub full: Metrics,
     pub circuit: Metrics,
     pub random: RandomBaseline,
@@ -215,7 +219,7 @@ pub fn evaluate(
     use crate::Error;
     let graph = crate::graph::Graph::new(&model.cfg);
     let removed = circuit.removed(&graph, &model.cfg)?;
-    let discovery: Vec<Example> = circuit.examples.iter().map(|t| example(t, tok)).collect::<Result<_>>()?;
+    let discovery: Vec<Example> = circuit.run.examples.iter().map(|t| example(t, tok)).collect::<Result<_>>()?;
     let all: Vec<Example> = relation
         .triples
         .iter()
@@ -225,7 +229,7 @@ pub fn evaluate(
     let seen = |e: &Example| discovery.iter().any(|d| d.tokens == e.tokens && d.target == e.target);
     let held: Vec<Example> = all.iter().filter(|e| !seen(e)).cloned().collect();
     let n_skipped = all.len() - held.len();
-    let test: Vec<Example> = if opts.filter_known {
+    let mut test: Vec<Example> = if opts.filter_known {
         let o = full_model_outcomes(model, &held)?;
         held.into_iter().zip(o).filter(|(_, o)| o.rank < opts.k).map(|(e, _)| e).collect()
     } else {
@@ -235,7 +239,8 @@ pub fn evaluate(
     if test.is_empty() {
         return Err(Error::input(format!("relation `{}`: no held-out triples to evaluate on", relation.name)));
     }
-    let ablation = match circuit.ablation {
+    let mut n_no_partner = 0;
+    let ablation = match circuit.run.ablation {
         crate::intervene::Ablation::Zero => AblationSource::Zero,
         crate::intervene::Ablation::Mean => {
             let prompts: Vec<Vec<u32>> = discovery.iter().map(|e| e.tokens.clone()).collect();
@@ -244,7 +249,20 @@ pub fn evaluate(
             AblationSource::Mean(crate::intervene::mean_values(&acts, &batch.lengths)?)
         }
         crate::intervene::Ablation::Resample => {
-            AblationSource::Resample(crate::discover::setup::corrupt(&test, &all, circuit.seed)?)
+            // A fact no other fact can corrupt (no same-length prompt) is dropped and counted.
+            let partners = crate::discover::setup::partners(&test, &all, circuit.run.seed);
+            let (kept, corrupt): (Vec<Example>, Vec<Vec<u32>>) =
+                test.iter().zip(partners).filter_map(|(e, p)| p.map(|p| (e.clone(), p.tokens.clone()))).unzip();
+            n_no_partner = test.len() - kept.len();
+            if kept.is_empty() {
+                return Err(Error::input(format!(
+                    "relation `{}`: none of the {} held-out triples has a same-length partner for resample ablation",
+                    relation.name,
+                    test.len()
+                )));
+            }
+            test = kept;
+            AblationSource::Resample(corrupt)
         }
     };
     let n_kept = removed.iter().filter(|r| !**r).count();
@@ -273,6 +291,7 @@ pub fn evaluate(
         n_triples: test.len(),
         n_skipped_discovery: n_skipped,
         n_dropped_unknown: n_dropped,
+        n_dropped_no_partner: n_no_partner,
         full,
         circuit: circ,
         random: RandomBaseline { runs: opts.random, mean, sd },

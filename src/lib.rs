@@ -14,6 +14,7 @@ pub mod metric;
 pub mod model;
 pub mod parallel;
 pub mod predict;
+pub mod scores;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -38,6 +38,10 @@ pub enum Command {
     /// Find the circuit of a relation (EAP-IG by default; acdc, eap, hybrid) and score it on held-out triples.
     #[command(after_help = "Examples:\n  kcirc discover --model models/SmolLM2-135M-Instruct.Q4_1.gguf --triples data/country_capital_city.jsonl --out circuit.json\n  kcirc discover --model gpt2-medium --triples facts.jsonl --config configs/paper.json --dot circuit.dot")]
     Discover(commands::DiscoverArgs),
+    /// Build a circuit from the edge scores of `kcirc discover --scores`: top-n or score threshold, without
+    /// computing the scores again (the same circuit an attribution run with that selection keeps).
+    #[command(after_help = "Examples:\n  kcirc discover --model gpt2 --triples facts.jsonl --method eap-ig --scores scores.jsonl --out c.json\n  kcirc select --model gpt2 --scores scores.jsonl --top-n 500 --triples facts.jsonl --out c500.json")]
+    Select(commands::SelectArgs),
     /// Score a circuit on held-out triples: full model vs circuit vs random circuits of the same size.
     #[command(after_help = "Examples:\n  kcirc eval --model gpt2-medium --circuit circuit.json --triples test.jsonl --min-hit10 0.8\n\nExit codes: 0 every gate holds, 1 a gate failed (named on stderr), 2 bad input.")]
     Eval(commands::EvalArgs),
@@ -63,6 +67,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Predict(a) => commands::predict(&cli, a),
         Command::Graph(a) => commands::graph(a),
         Command::Discover(a) => commands::discover(&cli, a),
+        Command::Select(a) => commands::select(&cli, a),
         Command::Eval(a) => commands::eval(&cli, a),
         Command::Data(a) => commands::data(a),
     }

@@ -280,15 +280,257 @@ fn smollm2_circuit_file_reproduces_its_metric() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let file = kcirc::circuit::CircuitFile::read(&out).unwrap();
-    assert_eq!(file.method, "hybrid");
+    assert_eq!(file.run.method, "hybrid");
     assert!(file.n_edges > 0 && file.n_edges <= 300, "{}", file.n_edges);
     let (model, tok) = smollm2();
     let rel = kcirc::data::read(&triples).unwrap();
     let s = Settings { examples: 4, ablation: kcirc::intervene::Ablation::Mean, ..Default::default() };
     let prep = prepare(&model, &tok, &rel, &s).unwrap();
-    assert_eq!(prep.discovery.iter().map(|e| e.triple.clone()).collect::<Vec<_>>(), file.examples);
+    assert_eq!(prep.discovery.iter().map(|e| e.triple.clone()).collect::<Vec<_>>(), file.run.examples);
     let task = kcirc::discover::Task::new(&model, prep.discovery, s.ablation, None, s.metric).unwrap();
     let removed = file.removed(&task.graph, &model.cfg).unwrap();
     let again = task.score(&removed).unwrap();
     assert!((again - file.metric_circuit).abs() < 1e-4, "file says {}, evaluated again {again}", file.metric_circuit);
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// Names of a circuit file's kept edges.
+fn edge_names(c: &serde_json::Value) -> Vec<String> {
+    c["edges"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_string()).collect()
+}
+
+/// A scores file's lines: the header and the edge lines.
+fn read_scores(p: &Path) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let text = std::fs::read_to_string(p).unwrap();
+    let mut lines = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap());
+    let header = lines.next().unwrap();
+    (header, lines.collect())
+}
+
+/// `kcirc select` on the tiny GPT-2, with the relation for its held-out evaluation.
+fn tiny_select(scores: &Path, out: &Path, extra: &[&str]) -> Output {
+    let model = fixture("gpt2-tiny");
+    let triples = root().join("data/country_capital_city.jsonl");
+    let mut args = vec!["select", "--model", model.to_str().unwrap(), "--scores", scores.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    if !extra.contains(&"--no-eval") && !extra.contains(&"--triples") {
+        args.extend_from_slice(&["--triples", triples.to_str().unwrap(), "--random", "2"]);
+    }
+    args.extend_from_slice(extra);
+    kcirc(&args)
+}
+
+#[test]
+fn select_rebuilds_the_circuit_discover_kept_from_its_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, a, b) = (dir.path().join("s.jsonl"), dir.path().join("a.json"), dir.path().join("b.json"));
+    let o = tiny_discover(dir.path(), "a.json", &["--method", "eap-ig", "--top-n", "40", "--scores", s.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The scores file: a header with the run's settings, then one line per edge of the graph.
+    let (header, lines) = read_scores(&s);
+    assert_eq!(header["kcirc_scores"], 1);
+    assert_eq!(header["relation"], "country_capital_city");
+    assert_eq!(header["method"], "eap-ig");
+    assert_eq!(header["ablation"], "zero");
+    assert_eq!(header["ig_steps"], 5);
+    assert_eq!(header["n_edges_total"], 110);
+    assert_eq!(lines.len(), 110);
+    let names: std::collections::BTreeSet<&str> = lines.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 110, "every edge once");
+    assert_eq!(lines[0]["sender"], "input");
+    let c = read_json(&a);
+    assert_eq!(header["examples"], c["examples"]);
+    // select with the same top-n: the same edges; with the same relation and random circuits, the same file.
+    let o = tiny_select(&s, &b, &["--top-n", "40"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (ca, cb) = (read_json(&a), read_json(&b));
+    assert!(!edge_names(&ca).is_empty());
+    assert_eq!(edge_names(&ca), edge_names(&cb));
+    assert_eq!(std::fs::read_to_string(&a).unwrap(), std::fs::read_to_string(&b).unwrap());
+    // Without triples: the same circuit, no held-out report, and stderr says so.
+    let model = fixture("gpt2-tiny");
+    let c2 = dir.path().join("c.json");
+    let o = kcirc(&["select", "--model", model.to_str().unwrap(), "--scores", s.to_str().unwrap(), "--top-n", "40", "--out", c2.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("evaluation skipped"), "{}", stderr(&o));
+    let cc = read_json(&c2);
+    assert_eq!(edge_names(&cc), edge_names(&ca));
+    assert_eq!(cc["metric_circuit"], ca["metric_circuit"]);
+    assert!(cc.get("eval").is_none());
+    // A score threshold (mean ablation this time): select agrees with discover run with the same threshold.
+    let sm = dir.path().join("sm.jsonl");
+    let o = tiny_discover(dir.path(), "m0.json", &["--method", "eap-ig", "--ablation", "mean", "--scores", sm.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut abs: Vec<f64> = read_scores(&sm).1.iter().map(|l| l["score"].as_f64().unwrap().abs()).collect();
+    abs.sort_by(|x, y| y.total_cmp(x));
+    let x = format!("{}", abs[29]);
+    let o = tiny_discover(dir.path(), "m1.json", &["--method", "eap-ig", "--ablation", "mean", "--score-threshold", &x, "--no-eval"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = tiny_select(&sm, &dir.path().join("m2.json"), &["--score-threshold", &x, "--no-eval"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (m1, m2) = (read_json(&dir.path().join("m1.json")), read_json(&dir.path().join("m2.json")));
+    assert!(!edge_names(&m1).is_empty());
+    assert_eq!(edge_names(&m1), edge_names(&m2));
+    assert_eq!(std::fs::read_to_string(dir.path().join("m1.json")).unwrap(), std::fs::read_to_string(dir.path().join("m2.json")).unwrap());
+    assert!(edge_names(&m1).len() <= 30, "at most the 30 edges with |score| ≥ the 30th largest (ties aside)");
+    // Hybrid writes its EAP-IG scores: selecting its candidate count gives the candidate set, which holds every
+    // edge exact ablation kept.
+    let sh = dir.path().join("sh.jsonl");
+    let o = tiny_discover(dir.path(), "h.json", &["--method", "hybrid", "--candidates", "30", "--no-eval", "--scores", sh.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read_scores(&sh).0["method"], "eap-ig");
+    let o = tiny_select(&sh, &dir.path().join("cand.json"), &["--top-n", "30", "--no-eval"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cand = edge_names(&read_json(&dir.path().join("cand.json")));
+    let kept = edge_names(&read_json(&dir.path().join("h.json")));
+    assert!(!kept.is_empty() && kept.iter().all(|e| cand.contains(e)), "{kept:?} ⊄ {cand:?}");
+}
+
+#[test]
+fn select_refuses_malformed_scores_and_other_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().join("s.jsonl");
+    let o = tiny_discover(dir.path(), "a.json", &["--method", "eap", "--no-eval", "--scores", s.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&s).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let join = |ls: &[&str]| ls.join("\n") + "\n";
+    let mut garbled = lines.clone();
+    garbled[2] = "{not json";
+    let mut renamed = lines.clone();
+    let bogus = lines[5].replacen("\"name\":\"", "\"name\":\"x", 1);
+    renamed[5] = &bogus;
+    let cases = [
+        (join(&garbled), "line 3"),
+        (join(&lines[1..]), "line 1: no kcirc scores header"),
+        (join(&lines[..lines.len() - 1]), "1 of 110 edges have no score"),
+        (join(&renamed), "line 6: edge `xinput"),
+        (join(&[lines[0], lines[1], lines[1]]), "line 3: edge `input->a0.h0<q>` scored twice"),
+        (String::new(), "empty scores file"),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let bad = dir.path().join(format!("bad{i}.jsonl"));
+        std::fs::write(&bad, text).unwrap();
+        let out = dir.path().join(format!("o{i}.json"));
+        assert_input_error(&tiny_select(&bad, &out, &["--top-n", "10"]), needle);
+        assert!(!out.exists());
+    }
+    // A scores file of the tiny GPT-2 against GPT-2 small's graph (config only: refused before any weights load).
+    let out = dir.path().join("other.json");
+    let o = kcirc(&["select", "--model", fixture("configs/gpt2").to_str().unwrap(), "--scores", s.to_str().unwrap(), "--top-n", "10", "--out", out.to_str().unwrap()]);
+    assert_input_error(&o, "not this one (12 layers");
+    assert!(!out.exists());
+    // Bad selections and a method without scores.
+    let out = dir.path().join("sel.json");
+    assert_input_error(&tiny_select(&s, &out, &["--top-n", "0"]), "--top-n");
+    assert_input_error(&tiny_select(&s, &out, &["--score-threshold", "-1"]), "--score-threshold");
+    assert_eq!(tiny_select(&s, &out, &["--top-n", "3", "--score-threshold", "1"]).status.code(), Some(2));
+    assert!(!out.exists());
+    let o = tiny_discover(dir.path(), "x.json", &["--scores", dir.path().join("x.jsonl").to_str().unwrap()]);
+    assert_input_error(&o, "acdc computes no edge scores");
+    assert!(!dir.path().join("x.json").exists());
+}
+
+#[test]
+fn batch_discovery_writes_one_scores_file_per_relation() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("gpt2-tiny");
+    let out_dir = dir.path().join("circuits");
+    let rels = ["country_capital_city", "country_language"];
+    let files: Vec<String> = rels.iter().map(|r| root().join(format!("data/{r}.jsonl")).to_str().unwrap().to_string()).collect();
+    let mut args = vec!["discover", "--model", model.to_str().unwrap(), "--method", "eap-ig", "--top-n", "10", "--ablation", "zero", "--examples", "3"];
+    args.extend_from_slice(&["--no-filter", "--random", "1", "--out-dir", out_dir.to_str().unwrap(), "--triples", &files[0], "--triples", &files[1]]);
+    // A file name makes no sense for several relations.
+    let mut named = args.clone();
+    named.extend_from_slice(&["--scores", "s.jsonl"]);
+    assert_input_error(&kcirc(&named), "one scores file per relation");
+    assert!(!out_dir.exists());
+    args.push("--scores");
+    let o = kcirc(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(summary.len(), 2);
+    let mut examples = vec![];
+    for (r, line) in rels.iter().zip(&summary) {
+        let p = out_dir.join(format!("{r}.scores.jsonl"));
+        assert_eq!(line["scores"], p.to_str().unwrap());
+        let (header, scores) = read_scores(&p);
+        assert_eq!(header["relation"], *r);
+        assert_eq!(scores.len(), 110);
+        assert_eq!(header["examples"], read_json(&out_dir.join(format!("{r}.json")))["examples"]);
+        examples.push(header["examples"].clone());
+    }
+    assert_ne!(examples[0], examples[1]);
+    // Each one rebuilds its relation's circuit.
+    let b = dir.path().join("b.json");
+    let o = kcirc(&[
+        "select", "--model", model.to_str().unwrap(), "--scores", out_dir.join("country_language.scores.jsonl").to_str().unwrap(),
+        "--top-n", "10", "--triples", &files[1], "--random", "1", "--out", b.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&b).unwrap(), std::fs::read_to_string(out_dir.join("country_language.json")).unwrap());
+    // Single relation, --scores without a file: beside --out.
+    let o = tiny_discover(dir.path(), "one.json", &["--method", "eap", "--no-eval", "--scores"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read_scores(&dir.path().join("one.scores.jsonl")).0["method"], "eap");
+}
+
+/// [`capitals_with_a_long_subject`] as a JSON Lines file.
+fn capitals_file(dir: &Path) -> String {
+    let text: String = capitals_with_a_long_subject().triples.iter().map(|t| serde_json::to_string(t).unwrap() + "\n").collect();
+    write(dir, "capitals.jsonl", &text)
+}
+
+#[test]
+fn resample_ablation_drops_and_counts_facts_without_a_same_length_partner() {
+    let dir = tempfile::tempdir().unwrap();
+    let triples = capitals_file(dir.path());
+    let model = fixture("gpt2-tiny");
+    let (a, s) = (dir.path().join("a.json"), dir.path().join("s.jsonl"));
+    let o = kcirc(&[
+        "discover", "--model", model.to_str().unwrap(), "--triples", &triples, "--method", "eap-ig", "--top-n", "30", "--ablation",
+        "resample", "--examples", "3", "--no-filter", "--random", "2", "--out", a.to_str().unwrap(), "--scores", s.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("1 without a same-length partner for resample ablation skipped"), "{err}");
+    assert!(err.contains("1 without a same-length partner for resample ablation dropped"), "{err}");
+    let c = read_json(&a);
+    assert_eq!(c["eval"]["n_dropped_no_partner"], 1);
+    assert_eq!(c["eval"]["n_skipped_discovery"], 3);
+    assert_eq!(c["eval"]["n_triples"], 11 - 3 - 1);
+    assert!(c["examples"].as_array().unwrap().iter().all(|e| e["subject"] != "Bosnia and Herzegovina"));
+    // The scores header carries each discovery example's partner, so select measures the same circuit again.
+    let (header, _) = read_scores(&s);
+    let partners = header["corrupted"].as_array().unwrap();
+    assert_eq!(partners.len(), 3);
+    for (e, p) in c["examples"].as_array().unwrap().iter().zip(partners) {
+        assert_ne!(e["subject"], p["subject"]);
+        assert_ne!(p["subject"], "Bosnia and Herzegovina");
+    }
+    let b = dir.path().join("b.json");
+    let o = kcirc(&[
+        "select", "--model", model.to_str().unwrap(), "--scores", s.to_str().unwrap(), "--top-n", "30", "--triples", &triples,
+        "--random", "2", "--out", b.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&a).unwrap(), std::fs::read_to_string(&b).unwrap());
+    // kcirc eval agrees; when the only held-out fact has no partner, nothing is left to score: an error.
+    let ev = |t: &str| kcirc(&["eval", "--model", model.to_str().unwrap(), "--circuit", a.to_str().unwrap(), "--triples", t, "--no-filter", "--random", "2"]);
+    let o = ev(&triples);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap(), c["eval"]);
+    let text = std::fs::read_to_string(&triples).unwrap();
+    let subjects: Vec<&str> = c["examples"].as_array().unwrap().iter().map(|e| e["subject"].as_str().unwrap()).collect();
+    let only: String = text.lines().filter(|l| l.contains("Bosnia") || subjects.iter().any(|s| l.contains(&format!("\"{s}\"")))).map(|l| format!("{l}\n")).collect();
+    assert_eq!(only.lines().count(), 4);
+    assert_input_error(&ev(&write(dir.path(), "only.jsonl", &only)), "none of the 1 held-out triples has a same-length partner");
+    // Discovery needs partners too: asking for all 11 facts leaves 10 with one, fewer than asked.
+    let o = kcirc(&[
+        "discover", "--model", model.to_str().unwrap(), "--triples", &triples, "--method", "eap", "--ablation", "resample",
+        "--examples", "11", "--no-filter", "--no-eval", "--out", dir.path().join("x.json").to_str().unwrap(),
+    ]);
+    assert_input_error(&o, "1 of them without a same-length partner");
 }

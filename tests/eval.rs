@@ -3,7 +3,7 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::*;
-use kcirc::circuit::{CircuitFile, ModelShape, FORMAT};
+use kcirc::circuit::{CircuitFile, ModelShape, RunInfo};
 use kcirc::data::{self, Relation};
 use kcirc::discover::setup::{prepare, Settings};
 use kcirc::eval::{outcomes, random_edges, EvalOptions, Metrics};
@@ -68,8 +68,7 @@ fn split_is_deterministic_and_disjoint() {
 fn circuit_file(model: &kcirc::model::Model, removed: &[bool], examples: Vec<kcirc::data::Triple>, ablation: Ablation) -> CircuitFile {
     let g = kcirc::graph::Graph::new(&model.cfg);
     let c = kcirc::discover::Circuit { removed: removed.to_vec(), effect: vec![None; removed.len()], metric: 0.0 };
-    CircuitFile {
-        format: FORMAT,
+    let run = RunInfo {
         model: "tiny".into(),
         model_shape: ModelShape::from(&model.cfg),
         relation: "r".into(),
@@ -80,14 +79,8 @@ fn circuit_file(model: &kcirc::model::Model, removed: &[bool], examples: Vec<kci
         signed: false,
         seed: 0,
         examples,
-        metric_full: 0.0,
-        metric_circuit: 0.0,
-        n_edges_total: removed.len(),
-        n_edges: c.n_kept(),
-        nodes: kcirc::circuit::circuit_nodes(&g, &c),
-        edges: kcirc::circuit::edge_records(&g, &c),
-        eval: None,
-    }
+    };
+    CircuitFile::new(run, &g, &c)
 }
 
 #[test]
@@ -127,4 +120,53 @@ fn circuit_from_another_model_is_refused() {
     let opts = EvalOptions { k: 10, random: 1, seed: 0, filter_known: false };
     let err = kcirc::eval::evaluate(&model, &tok, &file, &capitals(), &opts).unwrap_err();
     assert!(err.to_string().contains("not this one"), "{err}");
+}
+
+#[test]
+fn facts_without_a_resample_partner_are_skipped_in_discovery_and_dropped_in_eval() {
+    use kcirc::discover::setup::partners;
+    let (model, tok) = tiny_gpt2();
+    let rel = capitals_with_a_long_subject();
+    let all: Vec<_> = rel.triples.iter().map(|t| data::example(t, &tok).unwrap()).collect();
+    assert_eq!(all[10].tokens.len(), 13);
+    assert!(all[..10].iter().all(|e| e.tokens.len() == 8));
+    let p = partners(&all, &all, 0);
+    assert!(p[10].is_none());
+    for (e, q) in all[..10].iter().zip(&p[..10]) {
+        let q = q.expect("a partner");
+        assert_eq!(q.tokens.len(), e.tokens.len());
+        assert_ne!(q.triple.subject, e.triple.subject);
+        assert_ne!(q.target, e.target);
+    }
+    // Discovery: the partnerless fact is skipped (even when every other fact is needed) and counted.
+    let s = Settings { examples: 10, filter_known: false, ablation: Ablation::Resample, ..Default::default() };
+    let prep = prepare(&model, &tok, &rel, &s).unwrap();
+    assert_eq!(prep.discovery.len(), 10);
+    assert!(prep.test.is_empty());
+    assert_eq!(prep.dropped_no_partner, 1);
+    assert!(prep.discovery.iter().all(|e| e.triple.subject != "Bosnia and Herzegovina"));
+    let corrupted = prep.corrupted.as_ref().unwrap();
+    assert!(prep.discovery.iter().zip(corrupted).all(|(e, c)| c.tokens.len() == e.tokens.len() && c.triple.subject != e.triple.subject));
+    // Other ablations need no partner: nothing skipped.
+    let prep_mean = prepare(&model, &tok, &rel, &Settings { ablation: Ablation::Mean, ..s.clone() }).unwrap();
+    assert_eq!(prep_mean.dropped_no_partner, 0);
+    assert_eq!(prep_mean.test.len(), 1);
+    let err = prepare(&model, &tok, &rel, &Settings { examples: 11, ..s.clone() }).err().unwrap();
+    assert!(err.to_string().contains("1 of them without a same-length partner"), "{err}");
+    // Evaluation: the held-out partnerless fact is dropped and counted; the rest are scored.
+    let s3 = Settings { examples: 3, ..s.clone() };
+    let prep = prepare(&model, &tok, &rel, &s3).unwrap();
+    let n = kcirc::graph::Graph::new(&model.cfg).edges.len();
+    let examples: Vec<_> = prep.discovery.iter().map(|e| e.triple.clone()).collect();
+    let file = circuit_file(&model, &vec![false; n], examples.clone(), Ablation::Resample);
+    let opts = EvalOptions { k: 10, random: 2, seed: 0, filter_known: false };
+    let r = kcirc::eval::evaluate(&model, &tok, &file, &rel, &opts).unwrap();
+    assert_eq!(r.n_dropped_no_partner, 1);
+    assert_eq!(r.n_skipped_discovery, 3);
+    assert_eq!(r.n_triples, 7);
+    assert_eq!(r.circuit, r.full, "the full model as a circuit");
+    // Under mean ablation the same fact is scored.
+    let file = circuit_file(&model, &vec![false; n], examples, Ablation::Mean);
+    let r = kcirc::eval::evaluate(&model, &tok, &file, &rel, &opts).unwrap();
+    assert_eq!((r.n_dropped_no_partner, r.n_triples), (0, 8));
 }

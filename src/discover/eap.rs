@@ -25,6 +25,16 @@ pub enum Selection {
     Fraction(f64),
 }
 
+/// Attribution scores of every edge (graph order) and the attribution that computed them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeScores {
+    /// `eap` or `eap-ig`.
+    pub method: &'static str,
+    /// EAP-IG interpolation steps (`None` for EAP).
+    pub ig_steps: Option<usize>,
+    pub scores: Vec<f64>,
+}
+
 /// EAP (`ig_steps = None`) or EAP-IG.
 #[derive(Debug, Clone)]
 pub struct Eap {
@@ -238,15 +248,26 @@ pub fn select(g: &Graph, scores: &[f64], selection: Selection) -> Result<Vec<boo
     Ok(removed)
 }
 
+/// The circuit an attribution run keeps: `selection` over `scores` (unconnected edges pruned), every edge's
+/// score as its effect, and its metric measured on `task`. `kcirc select` rebuilds discovery's circuit with it.
+pub fn selected_circuit(task: &Task, scores: &[f64], selection: Selection) -> Result<Circuit> {
+    let removed = select(&task.graph, scores, selection)?;
+    let metric = task.score(&removed)?;
+    Ok(Circuit { removed, effect: scores.iter().copied().map(Some).collect(), metric })
+}
+
 impl Discovery for Eap {
     fn name(&self) -> &'static str {
         if self.ig_steps.is_some() { "eap-ig" } else { "eap" }
     }
 
     fn discover(&self, task: &Task, progress: &ProgressBar) -> Result<Circuit> {
+        Ok(self.discover_scored(task, progress)?.0)
+    }
+
+    fn discover_scored(&self, task: &Task, progress: &ProgressBar) -> Result<(Circuit, Option<EdgeScores>)> {
         let scores = edge_scores(task, self.ig_steps, progress)?;
-        let removed = select(&task.graph, &scores, self.selection)?;
-        let metric = task.score(&removed)?;
-        Ok(Circuit { removed, effect: scores.into_iter().map(Some).collect(), metric })
+        let circuit = selected_circuit(task, &scores, self.selection)?;
+        Ok((circuit, Some(EdgeScores { method: self.name(), ig_steps: self.ig_steps, scores })))
     }
 }

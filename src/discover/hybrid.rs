@@ -4,7 +4,7 @@
 use indicatif::ProgressBar;
 
 use super::acdc::Acdc;
-use super::eap::{select, edge_scores, Selection};
+use super::eap::{edge_scores, select, EdgeScores, Selection};
 use super::{Circuit, Discovery, Task};
 use crate::Result;
 
@@ -22,6 +22,10 @@ impl Discovery for Hybrid {
     }
 
     fn discover(&self, task: &Task, progress: &ProgressBar) -> Result<Circuit> {
+        Ok(self.discover_scored(task, progress)?.0)
+    }
+
+    fn discover_scored(&self, task: &Task, progress: &ProgressBar) -> Result<(Circuit, Option<EdgeScores>)> {
         progress.set_message("EAP-IG scores");
         let scores = edge_scores(task, Some(self.ig_steps), progress)?;
         let candidates = select(&task.graph, &scores, Selection::TopN(self.candidates))?;
@@ -34,6 +38,6 @@ impl Discovery for Hybrid {
                 circuit.effect[e] = Some(*s);
             }
         }
-        Ok(circuit)
+        Ok((circuit, Some(EdgeScores { method: "eap-ig", ig_steps: Some(self.ig_steps), scores })))
     }
 }

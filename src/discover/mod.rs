@@ -111,4 +111,9 @@ pub trait Discovery {
     fn name(&self) -> &'static str;
     /// Finds the circuit of `task`. `progress` is advanced as edges are decided.
     fn discover(&self, task: &Task, progress: &ProgressBar) -> Result<Circuit>;
+    /// [`discover`](Self::discover), also returning the attribution scores of every edge when the method
+    /// computes them (`eap`, `eap-ig`, and `hybrid`'s EAP-IG candidate scores); `None` for exact ablation.
+    fn discover_scored(&self, task: &Task, progress: &ProgressBar) -> Result<(Circuit, Option<eap::EdgeScores>)> {
+        Ok((self.discover(task, progress)?, None))
+    }
 }

@@ -113,17 +113,29 @@ impl Settings {
 /// The prepared data of one relation.
 pub struct Prepared {
     pub discovery: Vec<Example>,
-    /// Held-out examples (every known fact not used for discovery).
+    /// Held-out examples (every known fact not used for discovery; under resample ablation, every one with a
+    /// corruption partner).
     pub test: Vec<Example>,
-    /// Per discovery example, a same-length corrupted prompt (resample ablation only).
-    pub corrupted: Option<Vec<Vec<u32>>>,
+    /// Per discovery example, its corruption partner: a fact with a same-length prompt (resample ablation only).
+    pub corrupted: Option<Vec<Example>>,
     /// Facts dropped because the full model does not know them (rank ≥ k).
     pub dropped_unknown: usize,
+    /// Known facts skipped because no other fact has a prompt of their token length (resample ablation only).
+    pub dropped_no_partner: usize,
     pub total: usize,
 }
 
+impl Prepared {
+    /// The corrupted prompts of the discovery examples, as [`super::Task::new`] takes them.
+    pub fn corrupted_prompts(&self) -> Option<Vec<Vec<u32>>> {
+        self.corrupted.as_ref().map(|c| c.iter().map(|e| e.tokens.clone()).collect())
+    }
+}
+
 /// Tokenises `rel`, keeps known facts (unless disabled), shuffles by seed and takes the first
-/// `settings.examples` for discovery; the rest are held out.
+/// `settings.examples` for discovery; the rest are held out. Under resample ablation a fact without a
+/// corruption partner (see [`partners`]) can be neither discovery example nor held out: it is skipped and
+/// counted, and the discovery examples are the first `settings.examples` facts that have one.
 pub fn prepare(model: &Model, tok: &Tokenizer, rel: &Relation, settings: &Settings) -> Result<Prepared> {
     let all: Vec<Example> = rel
         .triples
@@ -137,12 +149,27 @@ pub fn prepare(model: &Model, tok: &Tokenizer, rel: &Relation, settings: &Settin
         vec![true; all.len()]
     };
     let dropped_unknown = known.iter().filter(|k| !**k).count();
-    let order: Vec<usize> = data::shuffled(all.len(), settings.seed).into_iter().filter(|&i| known[i]).collect();
+    let mut order: Vec<usize> = data::shuffled(all.len(), settings.seed).into_iter().filter(|&i| known[i]).collect();
+    let n_known = order.len();
+    let partner = match settings.ablation {
+        Ablation::Resample => {
+            let p = partners(&all, &all, settings.seed);
+            order.retain(|&i| p[i].is_some());
+            Some(p)
+        }
+        _ => None,
+    };
+    let dropped_no_partner = n_known - order.len();
     if order.len() < settings.examples {
+        let why = if dropped_no_partner > 0 {
+            format!(", {dropped_no_partner} of them without a same-length partner for resample ablation")
+        } else {
+            String::new()
+        };
         return Err(Error::input(format!(
-            "relation `{}`: {} of {} facts are known to the model (rank < {}), fewer than the {} discovery examples asked for",
+            "relation `{}`: {} of {} facts are known to the model (rank < {}){why}, fewer than the {} discovery examples asked for",
             rel.name,
-            order.len(),
+            n_known,
             all.len(),
             settings.k,
             settings.examples
@@ -150,26 +177,21 @@ pub fn prepare(model: &Model, tok: &Tokenizer, rel: &Relation, settings: &Settin
     }
     let discovery: Vec<Example> = order[..settings.examples].iter().map(|&i| all[i].clone()).collect();
     let test: Vec<Example> = order[settings.examples..].iter().map(|&i| all[i].clone()).collect();
-    let corrupted = match settings.ablation {
-        Ablation::Resample => Some(corrupt(&discovery, &all, settings.seed)?),
-        _ => None,
-    };
-    Ok(Prepared { discovery, test, corrupted, dropped_unknown, total: all.len() })
+    let corrupted = partner.map(|p| order[..settings.examples].iter().map(|&i| p[i].expect("kept above").clone()).collect());
+    Ok(Prepared { discovery, test, corrupted, dropped_unknown, dropped_no_partner, total: all.len() })
 }
 
-/// For each example, the prompt of another fact of the relation with the same template, a different subject
-/// and target, and the same token length (chosen in the seed's order).
-pub fn corrupt(examples: &[Example], pool: &[Example], seed: u64) -> Result<Vec<Vec<u32>>> {
+/// For each example, its corruption partner for resample ablation: another fact of `pool` with the same
+/// template, a different subject and target, and the same prompt token length (the first in the seed's
+/// order), or `None` when no fact qualifies.
+pub fn partners<'p>(examples: &[Example], pool: &'p [Example], seed: u64) -> Vec<Option<&'p Example>> {
     let order = data::shuffled(pool.len(), seed ^ 0x5EED_C0DE);
     examples
         .iter()
         .map(|e| {
-            order
-                .iter()
-                .map(|&i| &pool[i])
-                .find(|c| c.tokens.len() == e.tokens.len() && c.triple.subject != e.triple.subject && c.target != e.target && c.triple.template == e.triple.template)
-                .map(|c| c.tokens.clone())
-                .ok_or_else(|| Error::input(format!("resample ablation: no other subject with the token length of {:?}", e.triple.subject)))
+            order.iter().map(|&i| &pool[i]).find(|c| {
+                c.tokens.len() == e.tokens.len() && c.triple.subject != e.triple.subject && c.target != e.target && c.triple.template == e.triple.template
+            })
         })
         .collect()
 }

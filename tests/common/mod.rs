@@ -132,3 +132,17 @@ pub fn examples(model: &Model, prompts: &[Vec<u32>]) -> Vec<kcirc::data::Example
         })
         .collect()
 }
+
+/// Ten capitals whose prompts all have 8 tokens on GPT-2's tokenizer (objects with distinct first tokens), and
+/// one, Bosnia and Herzegovina (13 tokens), that no other fact can stand in for under resample ablation.
+pub fn capitals_with_a_long_subject() -> kcirc::data::Relation {
+    let facts = [
+        ("France", "Paris"), ("Spain", "Madrid"), ("Italy", "Rome"), ("Japan", "Tokyo"), ("China", "Beijing"),
+        ("Canada", "Ottawa"), ("Germany", "Berlin"), ("Russia", "Moscow"), ("Peru", "Lima"), ("Egypt", "Cairo"),
+        ("Bosnia and Herzegovina", "Sarajevo"),
+    ];
+    let t = |(s, o): (&str, &str)| kcirc::data::Triple {
+        subject: s.into(), relation: "capitals".into(), object: o.into(), template: "The capital of {} is the city of".into(), prompt: None,
+    };
+    kcirc::data::Relation { name: "capitals".into(), triples: facts.into_iter().map(t).collect() }
+}

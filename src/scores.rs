@@ -1,0 +1,150 @@
+//! The edge-score file: what `kcirc discover --scores` writes and `kcirc select` reads. JSON Lines: a header
+//! object first, `{"kcirc_scores": 1, "model", "model_shape", "relation", "method", "ablation", "metric",
+//! "threshold", "signed", "seed", "examples", "ig_steps", "corrupted", "k", "filter_known", "n_edges_total"}`
+//! (the circuit file's run fields, `method` being the attribution that computed the scores: `eap` or
+//! `eap-ig`, which `hybrid` also writes), then one `{"name", "sender", "receiver", "score"}` line per edge of
+//! the graph, in graph order.
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::circuit::{write_atomic, CircuitFile, RunInfo};
+use crate::data::Triple;
+use crate::discover::eap::{selected_circuit, EdgeScores, Selection};
+use crate::discover::Task;
+use crate::graph::Graph;
+use crate::model::{Config, Model};
+use crate::tokenizer::Tokenizer;
+use crate::{Error, Result};
+
+/// Version of the scores file layout (the header's `kcirc_scores`).
+pub const SCORES_FORMAT: u32 = 1;
+
+/// First line of a scores file: everything needed to rebuild the circuit an attribution run keeps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    /// Layout version; the key marks the file as a kcirc scores file.
+    pub kcirc_scores: u32,
+    #[serde(flatten)]
+    pub run: RunInfo,
+    /// EAP-IG interpolation steps (`null` for EAP).
+    pub ig_steps: Option<usize>,
+    /// Per discovery example, its corruption partner (resample ablation only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupted: Option<Vec<Triple>>,
+    /// k of the known-fact filter and of the held-out Hit@k.
+    pub k: usize,
+    /// Whether the held-out evaluation keeps only facts the full model knows.
+    pub filter_known: bool,
+    pub n_edges_total: usize,
+}
+
+impl Header {
+    /// The header of `scores`, computed by the run `run` (whose `method` becomes the attribution's).
+    pub fn new(run: RunInfo, scores: &EdgeScores, corrupted: Option<Vec<Triple>>, k: usize, filter_known: bool) -> Header {
+        let run = RunInfo { method: scores.method.to_string(), ..run };
+        Header { kcirc_scores: SCORES_FORMAT, run, ig_steps: scores.ig_steps, corrupted, k, filter_known, n_edges_total: scores.scores.len() }
+    }
+}
+
+/// One edge's line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreLine {
+    pub name: String,
+    pub sender: String,
+    pub receiver: String,
+    pub score: f64,
+}
+
+/// A scores file as read: the header and each edge line with its line number.
+#[derive(Debug, Clone)]
+pub struct ScoresFile {
+    pub path: PathBuf,
+    pub header: Header,
+    pub lines: Vec<(usize, ScoreLine)>,
+}
+
+/// Writes `scores` (one per edge of `g`, graph order) under `header`, atomically.
+pub fn write(path: &Path, header: &Header, g: &Graph, scores: &[f64]) -> Result<()> {
+    fn line<T: Serialize>(path: &Path, v: &T) -> Result<String> {
+        serde_json::to_string(v).map(|s| s + "\n").map_err(|e| Error::input(format!("{}: {e}", path.display())))
+    }
+    let mut text = line(path, header)?;
+    for (edge, &score) in g.edges.iter().zip(scores) {
+        let name = edge.name.clone();
+        text += &line(path, &ScoreLine { name, sender: g.sender_name(edge.sender), receiver: g.receiver_name(edge.receiver), score })?;
+    }
+    write_atomic(path, &text)
+}
+
+impl ScoresFile {
+    /// Reads and parses a scores file; an error names the file and the line at fault.
+    pub fn read(path: &Path) -> Result<ScoresFile> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let at = |line: usize, msg: String| Error::input(format!("{}: line {line}: {msg}", path.display()));
+        let mut rows = text.lines().enumerate().map(|(i, l)| (i + 1, l)).filter(|(_, l)| !l.trim().is_empty());
+        let (n, first) = rows.next().ok_or_else(|| Error::input(format!("{}: empty scores file", path.display())))?;
+        let value: serde_json::Value = serde_json::from_str(first).map_err(|e| at(n, format!("not JSON: {e}")))?;
+        match value.get("kcirc_scores") {
+            None => return Err(at(n, "no kcirc scores header (a file from an older kcirc? run `kcirc discover --scores` again)".into())),
+            Some(v) if v.as_u64() != Some(SCORES_FORMAT as u64) => {
+                return Err(at(n, format!("scores format {v} (this kcirc reads {SCORES_FORMAT})")));
+            }
+            Some(_) => {}
+        }
+        let header: Header = serde_json::from_value(value).map_err(|e| at(n, format!("bad header: {e}")))?;
+        let lines = rows
+            .map(|(n, l)| serde_json::from_str::<ScoreLine>(l).map(|s| (n, s)).map_err(|e| at(n, format!("not an edge score: {e}"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ScoresFile { path: path.to_path_buf(), header, lines })
+    }
+
+    /// Every edge's score in graph order; fails unless the file belongs to this model (shape, edge count,
+    /// every edge scored exactly once under its name, sender and receiver).
+    pub fn scores(&self, g: &Graph, cfg: &Config) -> Result<Vec<f64>> {
+        let h = &self.header;
+        let file = self.path.display();
+        h.run.model_shape.check(&format!("{file}: scores file"), &h.run.model, cfg)?;
+        if h.n_edges_total != g.edges.len() {
+            return Err(Error::input(format!("{file}: scores for {} edges, this model's graph has {}", h.n_edges_total, g.edges.len())));
+        }
+        let mut scores: Vec<Option<f64>> = vec![None; g.edges.len()];
+        for (n, s) in &self.lines {
+            let at = |msg: String| Error::input(format!("{file}: line {n}: {msg}"));
+            let id = g.edge_id(&s.name).ok_or_else(|| at(format!("edge `{}` is not in this model's graph", s.name)))?;
+            let edge = &g.edges[id];
+            if g.sender_name(edge.sender) != s.sender || g.receiver_name(edge.receiver) != s.receiver {
+                return Err(at(format!("edge `{}` does not run from `{}` to `{}`", s.name, s.sender, s.receiver)));
+            }
+            if scores[id].replace(s.score).is_some() {
+                return Err(at(format!("edge `{}` scored twice", s.name)));
+            }
+        }
+        if let Some(first) = scores.iter().position(Option::is_none) {
+            let missing = scores.iter().filter(|s| s.is_none()).count();
+            return Err(Error::input(format!(
+                "{file}: {missing} of {} edges have no score (first: `{}`)",
+                g.edges.len(),
+                g.edges[first].name
+            )));
+        }
+        Ok(scores.into_iter().flatten().collect())
+    }
+}
+
+/// The circuit file an attribution run with `selection` would have written (before its held-out report):
+/// the same edges, chosen by [`crate::discover::eap::select`] over `scores`, and the circuit's metric measured
+/// again on the header's discovery examples. `model_name` is recorded as the circuit's model.
+pub fn select_circuit(header: &Header, scores: &[f64], model: &Model, tok: &Tokenizer, model_name: &str, selection: Selection) -> Result<CircuitFile> {
+    let tokenize = |ts: &[Triple]| -> Result<Vec<crate::data::Example>> { ts.iter().map(|t| crate::data::example(t, tok)).collect() };
+    let examples = tokenize(&header.run.examples)?;
+    let corrupted = match &header.corrupted {
+        Some(c) => Some(tokenize(c)?.into_iter().map(|e| e.tokens).collect()),
+        None => None,
+    };
+    let task = Task::new(model, examples, header.run.ablation, corrupted, header.run.metric)?;
+    let circuit = selected_circuit(&task, scores, selection)?;
+    let run = RunInfo { model: model_name.to_string(), ..header.run.clone() };
+    Ok(CircuitFile::new(run, &task.graph, &circuit))
+}
