@@ -461,10 +461,9 @@ pub struct SelectArgs {
 pub fn select(cli: &Cli, a: &SelectArgs) -> Result<()> {
     use kcirc::discover::eap::Selection;
     let t0 = std::time::Instant::now();
+    // Values are checked by `eap::select`, which every selection goes through.
     let selection = match (a.top_n, a.score_threshold) {
-        (Some(0), _) => bail!("--top-n must be at least 1"),
         (Some(n), _) => Selection::TopN(n),
-        (None, Some(x)) if !x.is_finite() || x < 0.0 => bail!("--score-threshold must be a finite number ≥ 0"),
         (None, Some(x)) => Selection::Threshold(x),
         (None, None) => bail!("give --top-n or --score-threshold"),
     };

@@ -140,18 +140,10 @@ impl PrefixDeltas {
     pub fn new(graph: &Graph, acts: &Activations, ablated: Option<&Activations>) -> Result<Self> {
         let blocks = Block::before(graph.n_layers, false);
         let hook = EdgeInputs::new(graph, vec![], ablated, acts.embed.dim(0)?);
-        let mut deltas = Vec::with_capacity(blocks.len());
-        let mut cumulative: Vec<Tensor> = Vec::with_capacity(blocks.len());
-        for b in blocks {
-            let d = hook.delta(b, acts)?;
-            let sum = sum_senders(&d)?;
-            cumulative.push(match cumulative.last() {
-                None => sum,
-                Some(c) => (c + sum)?,
-            });
-            deltas.push(d);
-        }
-        Ok(PrefixDeltas { deltas, cumulative })
+        // The running sum over every block fills each block's delta and sum on the way.
+        hook.cumulative(&blocks, acts)?;
+        let take = |v: RefCell<Vec<Option<Tensor>>>| -> Vec<Tensor> { v.into_inner().into_iter().take(blocks.len()).flatten().collect() };
+        Ok(PrefixDeltas { deltas: take(hook.deltas), cumulative: take(hook.cumulative) })
     }
 }
 
@@ -237,20 +229,14 @@ impl<'a> EdgeInputs<'a> {
         }
         let k = self.removed.len();
         if let (Some(p), true) = (self.prefix, last < self.live_from) {
-            let c = &p.cumulative[last];
-            let c = if k > 1 { Tensor::cat(&vec![c; k], 0)? } else { c.clone() };
+            let c = crate::model::engine::fit_rows(&p.cumulative[last], k.max(1) * self.rows)?;
             self.cumulative.borrow_mut()[last] = Some(c.clone());
             return Ok(c);
         }
-        let mut sum: Option<Tensor> = if last == 0 { None } else { Some(self.cumulative(&blocks[..blocks.len() - 1], acts)?) };
-        let b = blocks[blocks.len() - 1];
+        let (&b, earlier) = blocks.split_last().expect("at least the embedding");
         let d = sum_senders(&self.delta(b, acts)?)?; // [R, T, D]
-        let d = if d.dim(0)? == self.rows && k > 1 { Tensor::cat(&vec![&d; k], 0)? } else { d };
-        sum = Some(match sum {
-            None => d,
-            Some(x) => (x + d)?,
-        });
-        let sum = sum.expect("set above");
+        let d = crate::model::engine::fit_rows(&d, k.max(1) * self.rows)?;
+        let sum = if earlier.is_empty() { d } else { (self.cumulative(earlier, acts)? + d)? };
         self.cumulative.borrow_mut()[last] = Some(sum.clone());
         Ok(sum)
     }

@@ -69,6 +69,11 @@ fn fast_equals_naive(model: &Model, prompts: &[Vec<u32>]) {
     }
 }
 
+/// Prompts of three lengths (left padding exercised) for the random Llama.
+fn llama_prompts() -> Vec<Vec<u32>> {
+    vec![vec![5, 17, 33, 2, 90], vec![8, 8, 41, 60, 11, 72, 3], vec![1, 2, 3]]
+}
+
 fn gpt2_prompts(tok: &kcirc::tokenizer::Tokenizer) -> Vec<Vec<u32>> {
     ["The capital city of France is", "Hi there", "In 1969, 3 astronauts went"].iter().map(|p| tok.encode(p).unwrap()).collect()
 }
@@ -82,7 +87,7 @@ fn acdc_fast_path_equals_naive_gpt2() {
 #[test]
 fn acdc_fast_path_equals_naive_llama_gqa() {
     let model = tiny_llama(1);
-    let prompts = vec![vec![5, 17, 33, 2, 90], vec![8, 8, 41, 60, 11, 72, 3], vec![1, 2, 3]];
+    let prompts = llama_prompts();
     fast_equals_naive(&model, &prompts);
 }
 
@@ -174,6 +179,6 @@ fn batched_circuits_equal_naive_gpt2() {
 #[test]
 fn batched_circuits_equal_naive_llama_gqa() {
     let model = tiny_llama(3);
-    let prompts = vec![vec![5, 17, 33, 2, 90], vec![8, 8, 41, 60, 11, 72, 3], vec![1, 2, 3]];
+    let prompts = llama_prompts();
     batched_circuits_equal_naive(&model, &prompts);
 }

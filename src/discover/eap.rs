@@ -218,6 +218,9 @@ pub fn prune_unconnected(g: &Graph, removed: &mut [bool]) {
 
 /// The removed-edge flags of a selection over `scores`, unconnected edges pruned.
 pub fn select(g: &Graph, scores: &[f64], selection: Selection) -> Result<Vec<bool>> {
+    if let Selection::TopN(0) = selection {
+        return Err(Error::input("--top-n must be at least 1"));
+    }
     let mut removed = vec![true; scores.len()];
     let selection = match selection {
         Selection::Fraction(f) => Selection::TopN((f * scores.len() as f64).round() as usize),

@@ -480,7 +480,7 @@ impl Model {
 }
 
 /// `t` (`[n, ...]`) tiled copy-major to `rows` rows (a multiple of n); `t` itself when it has them already.
-fn fit_rows(t: &Tensor, rows: usize) -> Result<Tensor> {
+pub(crate) fn fit_rows(t: &Tensor, rows: usize) -> Result<Tensor> {
     let n = t.dim(0)?;
     if n == rows {
         return Ok(t.clone());
