@@ -3,7 +3,8 @@
 //! `steps` points on the straight path from the ablated to the clean input embedding.
 //!
 //! Gradients come from candle's autograd: a zero `Var` is added to every receiver's input (the engine's
-//! receiver offsets), and the run swaps fused kernels for differentiable compositions.
+//! receiver offsets), and the run swaps fused kernels for differentiable compositions and weight matmuls for ones
+//! that backpropagate to their input only (no weight gradients: the backward costs ~2.2× a forward, not 3.5×).
 use candle_core::{Tensor, Var};
 use indicatif::ProgressBar;
 use petgraph::visit::{Dfs, EdgeFiltered, Reversed};
@@ -43,7 +44,7 @@ pub struct Eap {
 }
 
 /// Zero-valued gradient probes on every receiver input.
-struct Probes {
+pub struct Probes {
     attn: Vec<Var>,
     mlp: Vec<Var>,
     logits: Var,
@@ -51,7 +52,7 @@ struct Probes {
 
 impl ReceiverInputs for Probes {
     fn needs_heads(&self) -> bool {
-        true
+        false // probes read no sender output: the gradients flow through the blocks' summed outputs
     }
     fn differentiable(&self) -> bool {
         true
@@ -93,9 +94,9 @@ fn metric_tensor(task: &Task, hidden: &Tensor) -> Result<Tensor> {
     })
 }
 
-/// Gradients of the metric with respect to every receiver input, for a run starting from `embed` (`[n, T, D]`):
-/// per layer `[P, n, T, D]` (attention ports), per layer `[n, T, D]` (MLP), and `[n, T, D]` (logits).
-pub fn receiver_gradients(task: &Task, embed: &Tensor) -> Result<(Vec<Tensor>, Vec<Tensor>, Tensor)> {
+/// The differentiable forward from `embed` (`[n, T, D]`): zero gradient probes on every receiver input and the
+/// metric as a scalar tensor whose backward reaches them.
+pub fn probed_forward(task: &Task, embed: &Tensor) -> Result<(Probes, Tensor)> {
     let cfg = &task.model.cfg;
     let (n, t, d) = embed.dims3()?;
     let p = cfg.n_heads + 2 * cfg.n_kv_heads;
@@ -109,6 +110,13 @@ pub fn receiver_gradients(task: &Task, embed: &Tensor) -> Result<(Vec<Tensor>, V
     let start = Activations::senders(embed.clone(), vec![], vec![]);
     let hidden = task.model.run(&task.batch, &probes, Some((Stage::Attn(0), start)), Logits::Hidden)?.1;
     let m = metric_tensor(task, &hidden)?;
+    Ok((probes, m))
+}
+
+/// Gradients of the metric with respect to every receiver input, for a run starting from `embed` (`[n, T, D]`):
+/// per layer `[P, n, T, D]` (attention ports), per layer `[n, T, D]` (MLP), and `[n, T, D]` (logits).
+pub fn receiver_gradients(task: &Task, embed: &Tensor) -> Result<(Vec<Tensor>, Vec<Tensor>, Tensor)> {
+    let (probes, m) = probed_forward(task, embed)?;
     let grads = m.backward()?;
     let grad = |v: &Var| -> Result<Tensor> {
         Ok(grads.get(v.as_tensor()).cloned().unwrap_or(v.as_tensor().zeros_like()?))

@@ -8,7 +8,7 @@
 //! - the attention ports of a layer are ordered: H query inputs, K key inputs, K value inputs.
 use candle_core::{DType, Device, Tensor, D};
 
-use super::ops::matmul;
+use super::ops::{matmul, matmul_input_grad};
 use super::weights::{Mlp, Norm, Weights};
 use super::{Config, MlpKind, NormKind, Positional};
 use crate::Result;
@@ -322,7 +322,7 @@ impl Model {
             if let Some(off) = hook.mlp(l, &acts)? {
                 x = (x + off)?;
             }
-            let out = self.mlp(&layer.mlp, &norm_with(&x, &layer.ln2, &self.cfg, diff)?)?;
+            let out = self.mlp(&layer.mlp, &norm_with(&x, &layer.ln2, &self.cfg, diff)?, diff)?;
             acts.mlps.push(out);
         }
         if start != Stage::Logits {
@@ -406,7 +406,7 @@ impl Model {
             None => {
                 // Fast path: one fused projection of the shared residual.
                 let x = norm_with(&resid.reshape((b * t, d))?, &layer.ln1, cfg, diff)?;
-                let qkv = matmul(&x, &a.w_qkv)?.broadcast_add(&a.b_qkv)?; // [B·T, P·dh]
+                let qkv = linear(&x, &a.w_qkv, diff)?.broadcast_add(&a.b_qkv)?; // [B·T, P·dh]
                 let qkv = qkv.reshape((b * t, h + 2 * kv, dh))?.transpose(0, 1)?.contiguous()?; // [P, B·T, dh]
                 (qkv.narrow(0, 0, h)?, qkv.narrow(0, h, kv)?, qkv.narrow(0, h + kv, kv)?)
             }
@@ -414,9 +414,9 @@ impl Model {
                 // Every port reads its own input: batched per-head projections (same FLOPs as the fused one).
                 let x = off.broadcast_add(&resid.unsqueeze(0)?)?; // [P, B, T, D]
                 let x = norm_with(&x, &layer.ln1, cfg, diff)?.reshape((h + 2 * kv, b * t, d))?;
-                let q = matmul(&x.narrow(0, 0, h)?, &a.w_q)?.broadcast_add(&a.b_q)?;
-                let k = matmul(&x.narrow(0, h, kv)?, &a.w_k)?.broadcast_add(&a.b_k)?;
-                let v = matmul(&x.narrow(0, h + kv, kv)?, &a.w_v)?;
+                let q = linear(&x.narrow(0, 0, h)?, &a.w_q, diff)?.broadcast_add(&a.b_q)?;
+                let k = linear(&x.narrow(0, h, kv)?, &a.w_k, diff)?.broadcast_add(&a.b_k)?;
+                let v = linear(&x.narrow(0, h + kv, kv)?, &a.w_v, diff)?;
                 (q, k, v)
             }
         };
@@ -448,7 +448,7 @@ impl Model {
             .reshape((h, b * t, dh))?;
         // The block's output as one matmul over all heads: one accumulation chain, like the reference.
         let z_all = z.transpose(0, 1)?.reshape((b * t, h * dh))?;
-        let mid = matmul(&z_all, &a.w_o.reshape((h * dh, d))?)?.broadcast_add(&a.b_o)?.reshape((b, t, d))?;
+        let mid = linear(&z_all, &a.w_o.reshape((h * dh, d))?, diff)?.broadcast_add(&a.b_o)?.reshape((b, t, d))?;
         let heads = match record_heads {
             true => Some(z.matmul(&a.w_o)?.reshape((h, b, t, d))?), // [H, B, T, D]
             false => None,
@@ -457,18 +457,18 @@ impl Model {
     }
 
     /// One MLP on its normalised input `[B, T, D]`; returns `[B, T, D]` (output bias included).
-    fn mlp(&self, mlp: &Mlp, x: &Tensor) -> Result<Tensor> {
+    fn mlp(&self, mlp: &Mlp, x: &Tensor, diff: bool) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let x = x.reshape((b * t, d))?;
         let y = match mlp {
             Mlp::GeluTanh { w_in, b_in, w_out, b_out } => {
-                matmul(&matmul(&x, w_in)?.broadcast_add(b_in)?.gelu()?, w_out)?.broadcast_add(b_out)?
+                linear(&linear(&x, w_in, diff)?.broadcast_add(b_in)?.gelu()?, w_out, diff)?.broadcast_add(b_out)?
             }
             Mlp::SwiGlu { w_gate_up, w_down } => {
                 let f = self.cfg.d_mlp;
-                let gu = matmul(&x, w_gate_up)?;
+                let gu = linear(&x, w_gate_up, diff)?;
                 let gate = candle_nn::ops::silu(&gu.narrow(1, 0, f)?)?;
-                matmul(&(gate * gu.narrow(1, f, f)?)?, w_down)?
+                linear(&(gate * gu.narrow(1, f, f)?)?, w_down, diff)?
             }
         };
         debug_assert!(matches!(
@@ -476,6 +476,14 @@ impl Model {
             (Mlp::GeluTanh { .. }, MlpKind::GeluTanh) | (Mlp::SwiGlu { .. }, MlpKind::SwiGlu)
         ));
         Ok(y.reshape((b, t, d))?)
+    }
+}
+
+/// `x @ w` (shapes as [`matmul`]); in a differentiable run, one whose backward forms no weight gradient.
+fn linear(x: &Tensor, w: &Tensor, diff: bool) -> Result<Tensor> {
+    match diff {
+        true => matmul_input_grad(x, w),
+        false => matmul(x, w),
     }
 }
 

@@ -105,3 +105,96 @@ pub fn normalize(x: &Tensor, eps: f64, center: bool) -> Result<Tensor> {
     let inv = (c.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
     Ok(c.broadcast_mul(&inv)?.to_dtype(x.dtype())?)
 }
+
+/// The identity on a precomputed product `y = x @ w` whose backward passes the gradient to `x` only
+/// (`grad @ wᵀ`). candle's own matmul backward also forms the weight gradient `xᵀ @ grad` (as many FLOPs again,
+/// plus its accumulation), which attribution never reads.
+struct InputGradOnly {
+    /// `[..., K, N]`, the weight (not tracked).
+    w: Tensor,
+    /// `[..., M, N]`, contiguous from offset 0: the product computed without tracking.
+    y: Tensor,
+}
+
+impl InputGradOnly {
+    fn product<S: candle_core::backend::BackendStorage>(
+        &self,
+        pick: impl Fn(&candle_core::Storage) -> Option<&S>,
+    ) -> candle_core::Result<(S, candle_core::Shape)> {
+        let (storage, layout) = self.y.storage_and_layout();
+        let s = pick(&storage).ok_or_else(|| candle_core::Error::Msg("input-grad matmul: device mismatch".into()))?;
+        Ok((s.try_clone(layout)?, layout.shape().clone()))
+    }
+}
+
+impl candle_core::CustomOp1 for InputGradOnly {
+    fn name(&self) -> &'static str {
+        "kcirc-input-grad-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        self.product(|s| match s {
+            candle_core::Storage::Cpu(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, candle_core::Shape)> {
+        self.product(|s| match s {
+            candle_core::Storage::Cuda(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.broadcast_matmul(&self.w.t()?)?))
+    }
+}
+
+/// `x [..., M, K] @ w [..., K, N] -> [..., M, N]` as [`matmul`], for the differentiable run: backpropagation
+/// through it yields the gradient of `x` only (see [`InputGradOnly`]).
+pub fn matmul_input_grad(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let y = matmul(&x.detach(), w)?;
+    let y = match y.layout().is_contiguous() && y.layout().start_offset() == 0 {
+        true => y,
+        false => (y.zeros_like()? + &y)?, // a fresh contiguous buffer
+    };
+    Ok(x.apply_op1(InputGradOnly { w: w.clone(), y })?)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    /// The fast path's value and input gradient equal candle's own matmul backward, for plain `[M, K] @ [K, N]`
+    /// (K long enough to be chunked) and per-head batched `[H, M, K] @ [H, K, N]` weights.
+    #[test]
+    fn input_grad_matmul_equals_autograd() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        for (xs, ws) in [(vec![6, 576], vec![576, 7]), (vec![3, 5, 8], vec![3, 8, 4])] {
+            let n = xs.iter().product::<usize>();
+            let x = Var::from_tensor(&Tensor::arange(0f32, n as f32, &dev)?.affine(0.37, -1.0)?.sin()?.reshape(xs)?)?;
+            let m = ws.iter().product::<usize>();
+            let w = Tensor::arange(0f32, m as f32, &dev)?.affine(0.11, 0.5)?.cos()?.reshape(ws)?;
+            // A non-linear read-out so the incoming gradient differs per element.
+            let loss = |y: &Tensor| y.sqr()?.sum_all();
+            let naive = super::matmul(x.as_tensor(), &w).unwrap();
+            let fast = super::matmul_input_grad(x.as_tensor(), &w).unwrap();
+            assert_eq!(naive.flatten_all()?.to_vec1::<f32>()?, fast.flatten_all()?.to_vec1::<f32>()?);
+            let g_naive = loss(&naive)?.backward()?.get(x.as_tensor()).unwrap().flatten_all()?.to_vec1::<f32>()?;
+            let g_fast = loss(&fast)?.backward()?.get(x.as_tensor()).unwrap().flatten_all()?.to_vec1::<f32>()?;
+            for (a, b) in g_naive.iter().zip(&g_fast) {
+                assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{a} vs {b}");
+            }
+        }
+        Ok(())
+    }
+}
