@@ -162,8 +162,11 @@ pub struct EdgeInputs<'a> {
     live_from: usize,
     /// `ablated − out` per block, computed once per run (`None` until first needed).
     deltas: RefCell<Vec<Option<Tensor>>>,
-    /// The same for live blocks, copy-major `[copies, S_b, rows·T·D]`, for copy-by-copy masks.
-    deltas_per_copy: RefCell<Vec<Option<Tensor>>>,
+    /// Live blocks' deltas copied into one sender-major buffer `[S_live, copies·rows, T, D]` (senders from the
+    /// first live block's on, zeros where no block was copied) and which blocks it holds: when several blocks'
+    /// masks differ between copies (eval's unrelated circuits), they take one batched matmul over a contiguous
+    /// sender range instead of one matmul and one accumulator pass each. Allocated only when that happens.
+    stacked: RefCell<Option<(Tensor, Vec<bool>)>>,
     /// Running sums of every delta over blocks `0..=i`, `[copies·rows, T, D]`.
     cumulative: RefCell<Vec<Option<Tensor>>>,
 }
@@ -179,7 +182,7 @@ impl<'a> EdgeInputs<'a> {
             prefix: None,
             live_from: 0,
             deltas: RefCell::new(vec![None; blocks]),
-            deltas_per_copy: RefCell::new(vec![None; blocks]),
+            stacked: RefCell::new(None),
             cumulative: RefCell::new(vec![None; blocks]),
         }
     }
@@ -216,8 +219,57 @@ impl<'a> EdgeInputs<'a> {
                 a.broadcast_sub(&out.reshape((s, k, self.rows, t, d))?)?.reshape((s, r, t, d))?
             }
         };
+        // Several unrelated circuits (no cached prefix, more than one copy): every live block's mask will differ
+        // between copies, so its deltas live in `stacked` from the start (a view, no second copy).
+        let d = match self.prefix.is_none() && self.removed.len() > 1 {
+            true => self.stack(b, d.contiguous()?)?,
+            false => d,
+        };
         self.deltas.borrow_mut()[b.id()] = Some(d.clone());
         Ok(d)
+    }
+
+    /// Copies a live block's deltas `d [S_b, R, T, D]` (contiguous) into `stacked` (allocating it on first use)
+    /// and returns the view of them there.
+    fn stack(&self, b: Block, d: Tensor) -> Result<Tensor> {
+        let first = self.first_live_sender();
+        let mut stacked = self.stacked.borrow_mut();
+        let (buf, held) = match stacked.as_mut() {
+            Some(s) => s,
+            None => {
+                let (_, r, t, dm) = d.dims4()?;
+                let buf = Tensor::zeros((self.graph.n_senders() - first, r, t, dm), d.dtype(), d.device())?;
+                stacked.insert((buf, vec![false; self.deltas.borrow().len()]))
+            }
+        };
+        let senders = b.senders(self.graph);
+        buf.slice_set(&d, 0, senders.start - first)?;
+        held[b.id()] = true;
+        Ok(buf.narrow(0, senders.start - first, senders.len())?)
+    }
+
+    /// First sender of the first live block (whose deltas `stacked` holds from row 0).
+    fn first_live_sender(&self) -> usize {
+        let g = self.graph;
+        match self.live_from {
+            0 => 0,
+            id if id % 2 == 1 => g.head_sender((id - 1) / 2, 0),
+            id => g.mlp_sender((id - 2) / 2),
+        }
+    }
+
+    /// `[w, copies·rows, T, D]`: the deltas of live senders `lo..lo + w` from `stacked`, after copying in
+    /// those of `blocks` (live blocks in that range) it does not hold yet.
+    fn stacked_range(&self, blocks: &[Block], lo: usize, w: usize, acts: &Activations) -> Result<Tensor> {
+        for &b in blocks {
+            let d = self.delta(b, acts)?; // [S_b, R, T, D]
+            if !self.stacked.borrow().as_ref().is_some_and(|(_, held)| held[b.id()]) {
+                self.stack(b, d.contiguous()?)?;
+            }
+        }
+        let stacked = self.stacked.borrow();
+        let (buf, _) = stacked.as_ref().expect("filled above");
+        Ok(buf.narrow(0, lo - self.first_live_sender(), w)?)
     }
 
     /// `[copies·rows, T, D]`: the sum of every sender delta of blocks `0..=last` (global block order), prefix
@@ -296,6 +348,8 @@ impl<'a> EdgeInputs<'a> {
             Ok(())
         };
         let mut dims = None;
+        // Live blocks whose masks differ between copies: (sender range, mask [k, P, S_b]).
+        let mut live_masks: Vec<(Block, Vec<f32>)> = vec![];
         for &b in blocks {
             let senders = b.senders(g);
             let sb = senders.len();
@@ -332,21 +386,34 @@ impl<'a> EdgeInputs<'a> {
                 let m = Tensor::from_vec(mask, (k * p, sb), dev)?;
                 add(&mut per_copy, m.matmul(&flat)?.reshape((k, p, n * t * d))?)?;
             } else {
-                let m = Tensor::from_vec(mask, (k, p, sb), dev)?;
-                let cached = self.deltas_per_copy.borrow()[b.id()].clone();
-                let dl = match cached {
-                    Some(dl) => dl,
-                    None => {
-                        let dl = delta.reshape((sb, k, n * t * d))?.transpose(0, 1)?.contiguous()?; // [k, S_b, n·T·D]
-                        self.deltas_per_copy.borrow_mut()[b.id()] = Some(dl.clone());
-                        dl
-                    }
-                };
-                add(&mut per_copy, m.matmul(&dl)?)?;
+                // Live and copy-specific: gathered, done in one matmul below.
+                live_masks.push((b, mask));
             }
         }
         let Some((t, d)) = dims else { return Ok(None) };
         let ntd = n * t * d;
+        if let (Some(&(b_lo, _)), Some(&(b_hi, _))) = (live_masks.first(), live_masks.last()) {
+            // mask [k, P, w] over the senders of the first to the last such block, zero for the senders between
+            // them handled above.
+            let (lo, hi) = (b_lo.senders(g).start, b_hi.senders(g).end);
+            let w = hi - lo;
+            let mut mask = vec![0f32; k * p * w];
+            for (b, m) in &live_masks {
+                let range = b.senders(g);
+                let sb = range.len();
+                for ci in 0..k * p {
+                    mask[ci * w + range.start - lo..][..sb].copy_from_slice(&m[ci * sb..(ci + 1) * sb]);
+                }
+            }
+            let deltas = match live_masks.len() {
+                1 => self.delta(b_lo, acts)?,
+                _ => self.stacked_range(&live_masks.iter().map(|m| m.0).collect::<Vec<_>>(), lo, w, acts)?,
+            };
+            // [w, k·n, T, D] -> [k, w, n·T·D], a strided view (batch stride n·T·D, row stride k·n·T·D)
+            let dl = deltas.reshape((w, k, ntd))?.transpose(0, 1)?;
+            let m = Tensor::from_vec(mask, (k, p, w), deltas.device())?;
+            add(&mut per_copy, m.matmul(&dl)?)?;
+        }
         let mut total = full.map(|f| f.reshape((p, k, ntd))).transpose()?;
         if let Some(pc) = per_copy {
             add(&mut total, pc.transpose(0, 1)?)?;

@@ -7,9 +7,9 @@ use common::*;
 use indicatif::ProgressBar;
 use kcirc::discover::acdc::Acdc;
 use kcirc::discover::{Discovery, Task};
-use kcirc::intervene::{Ablation, EdgeInputs};
+use kcirc::intervene::{Ablation, EdgeInputs, PrefixDeltas, RecordHeads};
 use kcirc::metric::Metric;
-use kcirc::model::{Clean, Logits, Model};
+use kcirc::model::{Clean, Logits, Model, Stage};
 
 
 /// Same-length corrupted prompts: every token id shifted.
@@ -158,12 +158,36 @@ fn batched_circuits_equal_naive(model: &Model, prompts: &[Vec<u32>]) {
     for ablation in [Ablation::Zero, Ablation::Mean, Ablation::Resample] {
         let t = task(model, prompts, ablation, Metric::Logit);
         let refs: Vec<&[bool]> = circuits.iter().map(|c| c.as_slice()).collect();
-        let hook = EdgeInputs::new(&t.graph, refs, t.ablated.as_ref(), t.n_examples());
-        let hidden = model.run(&t.batch.repeat(circuits.len()).unwrap(), &hook, None, Logits::Hidden).unwrap().1;
+        let batch = t.batch.repeat(circuits.len()).unwrap();
+        let hook = EdgeInputs::new(&t.graph, refs.clone(), t.ablated.as_ref(), t.n_examples());
+        let hidden = model.run(&batch, &hook, None, Logits::Hidden).unwrap().1;
         let batched = t.full.score(t.metric, model, &hidden).unwrap();
         for (c, removed) in circuits.iter().enumerate() {
             let naive = t.score_naive(removed).unwrap();
             assert!((batched[c] - naive).abs() < 1e-4, "{ablation} circuit {c}: batched {} naive {naive}", batched[c]);
+        }
+        // The same from a cached clean prefix (embedding and layer 0's heads, so every edge into layer 0's heads
+        // kept): the copy-specific live blocks after it take the lazily stacked path.
+        let g = &t.graph;
+        let layer0: Vec<usize> = (0..g.ports_per_layer()).flat_map(|p| g.edges_into[g.attn_receiver(0, p)].clone()).collect();
+        let later: Vec<Vec<bool>> = circuits
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                layer0.iter().for_each(|&e| c[e] = false);
+                c
+            })
+            .collect();
+        let clean = model.run(&t.batch, &RecordHeads, None, Logits::Hidden).unwrap().0;
+        let deltas = PrefixDeltas::new(g, &clean, t.ablated.as_ref()).unwrap();
+        let stage = Stage::Mlp(0);
+        let refs: Vec<&[bool]> = later.iter().map(|c| c.as_slice()).collect();
+        let hook = EdgeInputs::new(g, refs, t.ablated.as_ref(), t.n_examples()).from_prefix(&deltas, stage);
+        let hidden = model.run(&batch, &hook, Some((stage, clean.prefix(stage))), Logits::Hidden).unwrap().1;
+        let from_prefix = t.full.score(t.metric, model, &hidden).unwrap();
+        for (c, removed) in later.iter().enumerate() {
+            let naive = t.score_naive(removed).unwrap();
+            assert!((from_prefix[c] - naive).abs() < 1e-4, "{ablation} circuit {c}: from prefix {} naive {naive}", from_prefix[c]);
         }
         // The circuits differ, so a mix-up between copies would show.
         assert!((batched[0] - batched[2]).abs() > 1e-3);
