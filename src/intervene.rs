@@ -348,7 +348,7 @@ impl<'a> EdgeInputs<'a> {
             Ok(())
         };
         let mut dims = None;
-        // Live blocks whose masks differ between copies: (sender range, mask [k, P, S_b]).
+        // Live blocks whose masks differ between copies: (block, mask [k, P, S_b]).
         let mut live_masks: Vec<(Block, Vec<f32>)> = vec![];
         for &b in blocks {
             let senders = b.senders(g);
