@@ -413,6 +413,9 @@ fn finish(
     if let Some(relation) = relation {
         let report = kcirc::eval::evaluate(model, tok, file, relation, opts)?;
         eprint!("{}", report_table(&report));
+        if let Some(note) = chance_note(&report) {
+            eprintln!("{note}");
+        }
         file.eval = Some(serde_json::to_value(&report)?);
     }
     eprintln!(
@@ -514,6 +517,16 @@ pub fn report_table(r: &kcirc::eval::Report) -> String {
     s
 }
 
+/// A warning when the test facts have at most k distinct answers, so that Hit@k cannot tell circuit from chance.
+fn chance_note(r: &kcirc::eval::Report) -> Option<String> {
+    (r.n_distinct_targets <= r.k).then(|| {
+        format!(
+            "kcirc: note: only {} distinct answers among the test facts of {} (≤ k = {}): Hit@{} cannot separate the circuit from chance; read Hit@1, MRR and faithfulness",
+            r.n_distinct_targets, r.relation, r.k, r.k
+        )
+    })
+}
+
 #[derive(Args)]
 pub struct EvalArgs {
     /// Model the circuit was discovered on: hub id, local folder or .gguf file.
@@ -563,6 +576,9 @@ pub fn eval(cli: &Cli, a: &EvalArgs) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(&report)?);
     if !cli.quiet {
         eprint!("{}", report_table(&report));
+    }
+    if let Some(note) = chance_note(&report) {
+        eprintln!("{note}");
     }
     let mut failed = vec![];
     if let Some(x) = a.min_hit10 {

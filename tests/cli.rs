@@ -201,6 +201,14 @@ fn discover_writes_a_circuit_that_eval_reads_back() {
     assert!(stderr(&o).contains("faithfulness"), "{}", stderr(&o));
     let o = kcirc(&["eval", "--model", model.to_str().unwrap(), "--circuit", dir.path().join("c.json").to_str().unwrap(), "--triples", triples.to_str().unwrap(), "--no-filter", "--random", "1", "--min-faithfulness", "-1000"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("cannot separate"), "{}", stderr(&o));
+    // With k at least the number of distinct answers, Hit@k says nothing: the report says so.
+    let distinct = r["n_distinct_targets"].as_u64().unwrap();
+    assert!(distinct > 10, "{distinct}");
+    let k = distinct.to_string();
+    let o = kcirc(&["eval", "--model", model.to_str().unwrap(), "--circuit", dir.path().join("c.json").to_str().unwrap(), "--triples", triples.to_str().unwrap(), "--no-filter", "--random", "1", "--k", &k]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("only {distinct} distinct answers")), "{}", stderr(&o));
 }
 
 #[test]

@@ -98,6 +98,11 @@ fn full_circuit_is_fully_faithful_and_faithfulness_is_the_logit_ratio() {
         let r = kcirc::eval::evaluate(&model, &tok, &file, &rel, &opts).unwrap();
         assert_eq!(r.n_skipped_discovery, 3);
         assert_eq!(r.n_triples, rel.triples.len() - 3);
+        // Every capital is a different city, but two may share a first token.
+        let held: std::collections::BTreeSet<u32> =
+            prep.test.iter().map(|e| e.target).collect();
+        assert_eq!(r.n_distinct_targets, held.len());
+        assert!(held.len() > 10, "{}", held.len());
         assert_eq!(r.circuit, r.full, "{ablation}");
         assert!((r.faithfulness - 1.0).abs() < 1e-9, "{ablation}: {}", r.faithfulness);
         // A half circuit: faithfulness is (circuit − empty) / (full − empty) of the mean target logit.
