@@ -517,12 +517,12 @@ pub fn report_table(r: &kcirc::eval::Report) -> String {
     s
 }
 
-/// A warning when the test facts have at most k distinct answers, so that Hit@k cannot tell circuit from chance.
+/// A warning when the relation has at most k distinct answers, so that Hit@k cannot tell circuit from chance.
 fn chance_note(r: &kcirc::eval::Report) -> Option<String> {
     (r.n_distinct_targets <= r.k).then(|| {
         format!(
-            "kcirc: note: only {} distinct answers among the test facts of {} (≤ k = {}): Hit@{} cannot separate the circuit from chance; read Hit@1, MRR and faithfulness",
-            r.n_distinct_targets, r.relation, r.k, r.k
+            "kcirc: note: {} has only {} distinct answers (≤ k = {}): Hit@{} cannot separate the circuit from chance; read Hit@1, MRR and faithfulness",
+            r.relation, r.n_distinct_targets, r.k, r.k
         )
     })
 }

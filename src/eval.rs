@@ -159,8 +159,8 @@ pub struct Report {
     /// length to corrupt them with.
     #[serde(default)]
     pub n_dropped_no_partner: usize,
-    /// Distinct target tokens among the test triples. At most `k` of them and Hit@k cannot tell a circuit from
-    /// chance: any output that keeps the relation's answers ranks them all in the top k.
+    /// Distinct target tokens among all the relation's facts. At most `k` of them and Hit@k cannot tell a
+    /// circuit from chance: any output that keeps the relation's answers ranks them all in the top k.
     #[serde(default)]
     pub n_distinct_targets: usize,
     pub full: Metrics,
@@ -296,7 +296,7 @@ pub fn evaluate(
         n_skipped_discovery: n_skipped,
         n_dropped_unknown: n_dropped,
         n_dropped_no_partner: n_no_partner,
-        n_distinct_targets: test.iter().map(|e| e.target).collect::<std::collections::BTreeSet<_>>().len(),
+        n_distinct_targets: all.iter().map(|e| e.target).collect::<std::collections::BTreeSet<_>>().len(),
         full,
         circuit: circ,
         random: RandomBaseline { runs: opts.random, mean, sd },
