@@ -1,7 +1,8 @@
 //! Attribution cost on SmolLM2-135M: one plain forward pass of the discovery batch, the differentiable forward
 //! with gradient probes on every receiver input, and the backward pass that yields every receiver's input
-//! gradient (`eap::receiver_gradients`, forward + backward). Prints the backward / forward ratios the README
-//! quotes. `cargo bench --bench attribution` (needs scripts/fetch-models.sh); `BENCH_EXAMPLES` (default 20).
+//! gradient (`eap::receiver_gradients`, forward + backward), and EAP-IG's scoring of every edge (5 steps). Prints
+//! the backward / forward ratios and the EAP-IG time the README quotes. `cargo bench --bench attribution` (needs
+//! scripts/fetch-models.sh); `BENCH_EXAMPLES` (default 20).
 use std::time::Instant;
 
 use candle_core::Device;
@@ -44,11 +45,16 @@ fn main() {
         eap::receiver_gradients(&task, &embed).unwrap();
     });
     let backward = gradients - probed;
+    let t0 = Instant::now();
+    let scores = eap::edge_scores(&task, Some(5), &indicatif::ProgressBar::hidden()).unwrap();
+    let eap_ig = t0.elapsed().as_secs_f64();
+    assert_eq!(scores.len(), task.graph.edges.len());
     println!(
-        "{{\"bench\":\"attribution\",\"examples\":{n},\"tokens\":{},\"forward_s\":{forward:.4},\"probed_forward_s\":{probed:.4},\"backward_s\":{backward:.4},\"backward_over_forward\":{:.2},\"backward_over_probed_forward\":{:.2},\"threads\":{}}}",
+        "{{\"bench\":\"attribution\",\"examples\":{n},\"tokens\":{},\"forward_s\":{forward:.4},\"probed_forward_s\":{probed:.4},\"backward_s\":{backward:.4},\"backward_over_forward\":{:.2},\"backward_over_probed_forward\":{:.2},\"eap_ig_5_steps_all_edges_s\":{eap_ig:.2},\"edges\":{},\"threads\":{}}}",
         task.batch.size() * task.batch.tokens.dim(1).unwrap(),
         backward / forward,
         backward / probed,
+        scores.len(),
         kcirc::parallel::threads()
     );
 }

@@ -100,8 +100,31 @@ fn mean_for(means: &crate::model::Activations, n: usize, t: usize) -> Result<cra
     ))
 }
 
-/// Prompts per work unit of [`circuits_outcomes`] (fixed, so results do not depend on the thread count).
-const EVAL_CHUNK: usize = 8;
+/// Padded tokens per work unit of [`circuits_outcomes`]: a unit's memory (every sender's delta per copy, every
+/// layer's activations) grows with prompts × padded length, so long prompts go fewer to a unit. Units depend only
+/// on the inputs, never on the thread count.
+const EVAL_TOKENS: usize = 64;
+
+/// Consecutive runs of example indices whose count × longest prompt stays within [`EVAL_TOKENS`] (at least one
+/// example each).
+fn token_chunks(examples: &[Example]) -> Vec<Vec<usize>> {
+    let mut chunks: Vec<Vec<usize>> = vec![];
+    let mut longest = 0;
+    for (i, e) in examples.iter().enumerate() {
+        let len = e.tokens.len().max(1);
+        match chunks.last_mut() {
+            Some(c) if (c.len() + 1) * longest.max(len) <= EVAL_TOKENS => {
+                c.push(i);
+                longest = longest.max(len);
+            }
+            _ => {
+                chunks.push(vec![i]);
+                longest = len;
+            }
+        }
+    }
+    chunks
+}
 
 /// Outcomes of several circuits (each a removed-edge flag vector; `None` = the full model) on `examples`,
 /// removed edges filled in by `ablation`. Returns one outcome list per circuit.
@@ -113,8 +136,7 @@ pub fn circuits_outcomes(
     ablation: &AblationSource,
 ) -> Result<Vec<Vec<Outcome>>> {
     use crate::intervene::{EdgeInputs, RecordHeads};
-    let idx: Vec<usize> = (0..examples.len()).collect();
-    let chunks: Vec<&[usize]> = idx.chunks(EVAL_CHUNK).collect();
+    let chunks = token_chunks(examples);
     let per_chunk = crate::parallel::map(&chunks, |c| -> Result<Vec<Vec<Outcome>>> {
         let prompts: Vec<Vec<u32>> = c.iter().map(|&i| examples[i].tokens.clone()).collect();
         let targets: Vec<u32> = c.iter().map(|&i| examples[i].target).collect();
@@ -306,4 +328,27 @@ pub fn evaluate(
         n_edges_total: removed.len(),
         n_nodes: circuit.nodes.len(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Triple;
+
+    fn ex(len: usize) -> Example {
+        let triple = Triple { subject: String::new(), relation: String::new(), object: String::new(), template: String::new(), prompt: None };
+        Example { triple, tokens: vec![1; len], target: 0 }
+    }
+
+    /// Units keep count × longest prompt within the token budget, in order, every example exactly once.
+    #[test]
+    fn token_chunks_respect_the_budget() {
+        let lens = [10, 10, 30, 5, 64, 100, 3, 3];
+        let examples: Vec<Example> = lens.iter().map(|&l| ex(l)).collect();
+        assert_eq!(token_chunks(&examples), vec![vec![0, 1], vec![2, 3], vec![4], vec![5], vec![6, 7]]);
+        let short: Vec<Example> = (0..30).map(|_| ex(3)).collect();
+        let c = token_chunks(&short);
+        assert_eq!(c.iter().map(|c| c.len()).collect::<Vec<_>>(), vec![21, 9]);
+        assert_eq!(c.concat(), (0..30).collect::<Vec<_>>());
+    }
 }
