@@ -3,8 +3,9 @@
 //! `steps` points on the straight path from the ablated to the clean input embedding.
 //!
 //! Gradients come from candle's autograd: a zero `Var` is added to every receiver's input (the engine's
-//! receiver offsets), and the run swaps fused kernels for differentiable compositions and weight matmuls for ones
-//! that backpropagate to their input only (no weight gradients: the backward costs ~2.2× a forward, not 3.5×).
+//! receiver offsets). The differentiable run swaps the fused softmax for a composition, and uses custom ops with
+//! hand-written backwards for the normalisation and the weight matmuls (input gradient only, no weight
+//! gradients): the backward costs ~2.1× a forward, not 3.5×.
 use candle_core::{Tensor, Var};
 use indicatif::ProgressBar;
 use petgraph::visit::{Dfs, EdgeFiltered, Reversed};

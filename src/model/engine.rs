@@ -508,8 +508,7 @@ fn norm_with(x: &Tensor, n: &Norm, cfg: &Config, diff: bool) -> Result<Tensor> {
     // The checkpoint's eps is an f32 (GGUF stores it so, PyTorch adds it in f32).
     let eps = cfg.norm_eps as f32 as f64;
     let normed = if diff {
-        let c = if center { x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)? } else { x.clone() };
-        c.broadcast_div(&(c.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?)?
+        super::ops::normalize_differentiable(x, eps, center)?
     } else {
         super::ops::normalize(x, eps, center)?
     };

@@ -91,6 +91,32 @@ impl candle_core::CustomOp1 for Normalize {
         };
         Ok((out, layout.shape().clone()))
     }
+
+    /// `dx = (g − mean(g) − y·mean(g·y)) / σ` (LayerNorm) or `(g − y·mean(g·y)) / σ` (RMSNorm), with `y` the
+    /// output and `σ` the row's `sqrt(var + eps)`, recomputed from `x`: nothing beyond the output is kept
+    /// from the forward pass.
+    fn bwd(&self, x: &Tensor, y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let c = if self.center { x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)? } else { x.clone() };
+        let sigma = (c.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
+        let gy = (g * y)?.mean_keepdim(D::Minus1)?;
+        let mut dx = g.broadcast_sub(&y.broadcast_mul(&gy)?)?;
+        if self.center {
+            dx = dx.broadcast_sub(&g.mean_keepdim(D::Minus1)?)?;
+        }
+        Ok(Some(dx.broadcast_div(&sigma)?))
+    }
+}
+
+/// [`normalize`] for the differentiable run (CPU): the same kernel, with a hand-written backward instead of
+/// autograd through a composition of basic ops (which keeps several `[..., D]` intermediates per call alive
+/// until the backward pass).
+pub fn normalize_differentiable(x: &Tensor, eps: f64, center: bool) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    if !x.device().is_cpu() {
+        let c = if center { x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)? } else { x.clone() };
+        return Ok(c.broadcast_div(&(c.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?)?);
+    }
+    Ok(x.apply_op1(Normalize { eps, center })?)
 }
 
 /// Normalises `x [..., D]` over its last dimension (no gain or bias; see [`Normalize`]).
