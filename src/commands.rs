@@ -503,7 +503,7 @@ pub fn report_table(r: &kcirc::eval::Report) -> String {
         r.n_triples, r.relation, r.n_skipped_discovery, r.n_dropped_unknown, "", "Hit@1", format!("Hit@{}", r.k), "MRR", "logit", "prob"
     );
     s += &row("full", &r.full);
-    s += &row(&format!("circuit"), &r.circuit);
+    s += &row("circuit", &r.circuit);
     s += &row(&format!("random×{}", r.random.runs), &r.random.mean);
     s += &row("empty", &r.empty);
     s += &format!(

@@ -17,7 +17,7 @@ fn check_against_reference(model: &Model, tok: &Tokenizer, dir: &str) -> f32 {
     let mut worst = 0f32;
     for (i, (text, ids)) in r.prompts.iter().enumerate() {
         assert_eq!(&tok.encode(text).unwrap(), ids, "token ids of {text:?}");
-        let batch = model.batch(&[ids.clone()]).unwrap();
+        let batch = model.batch(std::slice::from_ref(ids)).unwrap();
         let (_, all) = model.run(&batch, &Clean, None, Logits::All).unwrap(); // [1, T, V]
         let all = all.squeeze(0).unwrap();
         let t = ids.len();
@@ -73,7 +73,7 @@ fn padded_batch_equals_alone(model: &Model, tok: &Tokenizer) {
     let ids: Vec<Vec<u32>> = prompts.iter().map(|p| tok.encode(p).unwrap()).collect();
     let together = model.forward(&model.batch(&ids).unwrap()).unwrap();
     for (i, one) in ids.iter().enumerate() {
-        let alone = model.forward(&model.batch(&[one.clone()]).unwrap()).unwrap();
+        let alone = model.forward(&model.batch(std::slice::from_ref(one)).unwrap()).unwrap();
         let d = max_abs_diff(&alone.squeeze(0).unwrap(), &together.get(i).unwrap());
         assert!(d <= 1e-4, "prompt {i}: batched vs alone differ by {d}");
     }

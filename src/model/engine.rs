@@ -307,7 +307,7 @@ impl Model {
         };
         for l in first_layer..n_layers {
             let layer = &self.weights.layers[l];
-            if !(start == Stage::Mlp(l)) {
+            if start != Stage::Mlp(l) {
                 let resid = match l {
                     0 => acts.embed.clone(),
                     _ => (&acts.resid_mid[l - 1] + &acts.mlps[l - 1])?,
