@@ -107,9 +107,9 @@ impl candle_core::CustomOp1 for Normalize {
     }
 }
 
-/// [`normalize`] for the differentiable run (CPU): the same kernel, with a hand-written backward instead of
-/// autograd through a composition of basic ops (which keeps several `[..., D]` intermediates per call alive
-/// until the backward pass).
+/// [`normalize`] of `x [..., D]` for the differentiable run: on CPU the same kernel with a hand-written backward
+/// instead of autograd through a composition of basic ops (which keeps several `[..., D]` intermediates per call
+/// alive until the backward pass); elsewhere that composition.
 pub fn normalize_differentiable(x: &Tensor, eps: f64, center: bool) -> Result<Tensor> {
     let x = x.contiguous()?;
     if !x.device().is_cpu() {
