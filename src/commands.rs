@@ -412,10 +412,7 @@ fn finish(
     use kcirc::circuit::{to_dot, write_atomic};
     if let Some(relation) = relation {
         let report = kcirc::eval::evaluate(model, tok, file, relation, opts)?;
-        eprint!("{}", report_table(&report));
-        if let Some(note) = chance_note(&report) {
-            eprintln!("{note}");
-        }
+        eprint_report(&report, true);
         file.eval = Some(serde_json::to_value(&report)?);
     }
     eprintln!(
@@ -517,14 +514,18 @@ pub fn report_table(r: &kcirc::eval::Report) -> String {
     s
 }
 
-/// A warning when the relation has at most k distinct answers, so that Hit@k cannot tell circuit from chance.
-fn chance_note(r: &kcirc::eval::Report) -> Option<String> {
-    (r.n_distinct_targets <= r.k).then(|| {
-        format!(
+/// The held-out report on stderr: the table (when `table`), and always a warning when the relation has at most
+/// k distinct answers, so that Hit@k cannot tell circuit from chance.
+fn eprint_report(r: &kcirc::eval::Report, table: bool) {
+    if table {
+        eprint!("{}", report_table(r));
+    }
+    if r.n_distinct_targets <= r.k {
+        eprintln!(
             "kcirc: note: {} has only {} distinct answers (≤ k = {}): Hit@{} cannot separate the circuit from chance; read Hit@1, MRR and faithfulness",
             r.relation, r.n_distinct_targets, r.k, r.k
-        )
-    })
+        );
+    }
 }
 
 #[derive(Args)]
@@ -574,12 +575,7 @@ pub fn eval(cli: &Cli, a: &EvalArgs) -> Result<()> {
     let opts = kcirc::eval::EvalOptions { k: a.k, random: a.random, seed: a.seed.unwrap_or(circuit.run.seed), filter_known: !a.no_filter };
     let report = kcirc::eval::evaluate(&model, &tok, &circuit, &relation, &opts)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
-    if !cli.quiet {
-        eprint!("{}", report_table(&report));
-    }
-    if let Some(note) = chance_note(&report) {
-        eprintln!("{note}");
-    }
+    eprint_report(&report, !cli.quiet);
     let mut failed = vec![];
     if let Some(x) = a.min_hit10 {
         // Hit@10 is the circuit's Hit@k with k = 10.

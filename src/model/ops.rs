@@ -96,8 +96,7 @@ impl candle_core::CustomOp1 for Normalize {
     /// output and `σ` the row's `sqrt(var + eps)`, recomputed from `x`: nothing beyond the output is kept
     /// from the forward pass.
     fn bwd(&self, x: &Tensor, y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let c = if self.center { x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)? } else { x.clone() };
-        let sigma = (c.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
+        let (_, sigma) = centered_and_scale(x, self.eps, self.center)?;
         let gy = (g * y)?.mean_keepdim(D::Minus1)?;
         let mut dx = g.broadcast_sub(&y.broadcast_mul(&gy)?)?;
         if self.center {
@@ -107,14 +106,22 @@ impl candle_core::CustomOp1 for Normalize {
     }
 }
 
+/// Rows of `x [..., D]` centred (LayerNorm) or as they are (RMSNorm), and their scale `sqrt(mean(c²) + eps)`
+/// `[..., 1]`, from basic ops: the normalisation off CPU and in its backward.
+fn centered_and_scale(x: &Tensor, eps: f64, center: bool) -> candle_core::Result<(Tensor, Tensor)> {
+    let c = if center { x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)? } else { x.clone() };
+    let scale = (c.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
+    Ok((c, scale))
+}
+
 /// [`normalize`] of `x [..., D]` for the differentiable run: on CPU the same kernel with a hand-written backward
 /// instead of autograd through a composition of basic ops (which keeps several `[..., D]` intermediates per call
 /// alive until the backward pass); elsewhere that composition.
 pub fn normalize_differentiable(x: &Tensor, eps: f64, center: bool) -> Result<Tensor> {
     let x = x.contiguous()?;
     if !x.device().is_cpu() {
-        let c = if center { x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)? } else { x.clone() };
-        return Ok(c.broadcast_div(&(c.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?)?);
+        let (c, scale) = centered_and_scale(&x, eps, center)?;
+        return Ok(c.broadcast_div(&scale)?);
     }
     Ok(x.apply_op1(Normalize { eps, center })?)
 }
@@ -126,10 +133,8 @@ pub fn normalize(x: &Tensor, eps: f64, center: bool) -> Result<Tensor> {
         return Ok(x.apply_op1_no_bwd(&Normalize { eps, center })?);
     }
     // Other devices: the same arithmetic from basic ops.
-    let x64 = x.to_dtype(candle_core::DType::F64)?;
-    let c = if center { x64.broadcast_sub(&x64.mean_keepdim(D::Minus1)?)? } else { x64 };
-    let inv = (c.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
-    Ok(c.broadcast_mul(&inv)?.to_dtype(x.dtype())?)
+    let (c, scale) = centered_and_scale(&x.to_dtype(candle_core::DType::F64)?, eps, center)?;
+    Ok(c.broadcast_mul(&scale.recip()?)?.to_dtype(x.dtype())?)
 }
 
 /// The identity on a precomputed product `y = x @ w` whose backward passes the gradient to `x` only
