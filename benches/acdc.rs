@@ -4,7 +4,6 @@
 use std::time::Instant;
 
 use candle_core::Device;
-use indicatif::ProgressBar;
 use kcirc::data::{example, read};
 use kcirc::discover::{acdc::Acdc, Discovery, Task};
 use kcirc::intervene::Ablation;
@@ -29,7 +28,7 @@ fn bench(name: &str, model: &Model, tok: &Tokenizer, examples: usize, from_layer
         .collect();
     let acdc = Acdc { initially_removed: Some(initially.clone()), ..Acdc::new(threshold, false).unwrap() };
     let t0 = Instant::now();
-    let c = acdc.discover(&task, &ProgressBar::hidden()).unwrap();
+    let c = acdc.discover(&task, &kcirc::progress::Silent).unwrap();
     let fast_s = t0.elapsed().as_secs_f64();
     let tested = c.effect.iter().filter(|e| e.is_some()).count();
     let fast_rate = tested as f64 / fast_s;

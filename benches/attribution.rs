@@ -46,7 +46,7 @@ fn main() {
     });
     let backward = gradients - probed;
     let t0 = Instant::now();
-    let scores = eap::edge_scores(&task, Some(5), &indicatif::ProgressBar::hidden()).unwrap();
+    let scores = eap::edge_scores(&task, Some(5), &kcirc::progress::Silent).unwrap();
     let eap_ig = t0.elapsed().as_secs_f64();
     assert_eq!(scores.len(), task.graph.edges.len());
     println!(

@@ -5,16 +5,18 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::Triple;
-use crate::discover::Circuit;
-use crate::graph::{Graph, Node};
+use crate::data::{Source, Triple};
+use crate::discover::{Circuit, Task};
+use crate::graph::{Graph, Node, Selection};
 use crate::intervene::Ablation;
 use crate::metric::Metric;
 use crate::model::Config;
 use crate::{Error, Result};
 
-/// Version of the circuit file layout.
-pub const FORMAT: u32 = 1;
+/// Version of the circuit file layout. 2 added the run's every parameter (`triples`, `ig_steps`, `selection`,
+/// `candidates`, `k`, `filter_known`, `n_examples`, `kcirc_version`; `threshold`/`signed` only where they
+/// apply) and `metric_empty`; version 1 files still read.
+pub const FORMAT: u32 = 2;
 
 /// The model a circuit belongs to, enough to refuse a circuit from another model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,21 +66,57 @@ pub struct EdgeRecord {
     pub effect: Option<f64>,
 }
 
-/// What a discovery run was, apart from the circuit it found: the circuit file's leading fields, and the header
-/// of a scores file (`kcirc discover --scores`).
+/// What a discovery run was, apart from the circuit it found: every setting that made it (so `kcirc discover
+/// --rerun` can make it again, byte for byte) and the discovery triples. The circuit file's leading fields, and
+/// the header of a scores file (`kcirc discover --scores`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
     pub model: String,
     pub model_shape: ModelShape,
     pub relation: String,
+    /// The relation file the facts came from (path as given and content digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triples: Option<Source>,
     pub method: String,
     pub ablation: Ablation,
     pub metric: Metric,
-    pub threshold: f64,
-    pub signed: bool,
+    /// ACDC's τ (acdc, hybrid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// ACDC's sign rule: `Δ < τ` when true, `|Δ| < τ` when false (acdc, hybrid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<bool>,
+    /// EAP-IG interpolation steps (eap-ig, hybrid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ig_steps: Option<usize>,
+    /// Which edges attribution kept (eap, eap-ig).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<Selection>,
+    /// EAP-IG candidate edges handed to exact ablation (hybrid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<usize>,
     pub seed: u64,
+    /// k of the known-fact filter and of the held-out Hit@k.
+    #[serde(default = "default_k")]
+    pub k: usize,
+    /// Whether only facts the full model knows (rank < k) were used.
+    #[serde(default = "default_true")]
+    pub filter_known: bool,
+    /// Discovery examples asked for (the length of `examples`).
+    #[serde(default)]
+    pub n_examples: usize,
+    /// The kcirc that made the file.
+    #[serde(default)]
+    pub kcirc_version: String,
     /// The discovery triples.
     pub examples: Vec<Triple>,
+}
+
+fn default_k() -> usize {
+    10
+}
+fn default_true() -> bool {
+    true
 }
 
 /// The circuit file.
@@ -88,7 +126,11 @@ pub struct CircuitFile {
     /// The run's settings and discovery triples (never scored by `kcirc eval`).
     #[serde(flatten)]
     pub run: RunInfo,
+    /// The metric of the full model on the discovery examples (0 by definition; measured).
     pub metric_full: f64,
+    /// The metric with every edge removed: the scale `metric_circuit` is read against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric_empty: Option<f64>,
     pub metric_circuit: f64,
     pub n_edges_total: usize,
     pub n_edges: usize,
@@ -145,12 +187,14 @@ pub fn edge_records(g: &Graph, c: &Circuit) -> Vec<EdgeRecord> {
 }
 
 impl CircuitFile {
-    /// The file of circuit `c` (on graph `g`) found by `run`; no held-out report yet.
+    /// The file of circuit `c` (on graph `g`) found by `run`; no held-out report yet, the full model's metric
+    /// taken as 0 and the empty circuit's unknown (see [`CircuitFile::measured`]).
     pub fn new(run: RunInfo, g: &Graph, c: &Circuit) -> CircuitFile {
         CircuitFile {
             format: FORMAT,
             run,
             metric_full: 0.0,
+            metric_empty: None,
             metric_circuit: c.metric,
             n_edges_total: g.edges.len(),
             n_edges: c.n_kept(),
@@ -160,13 +204,32 @@ impl CircuitFile {
         }
     }
 
+    /// [`CircuitFile::new`] with the full model's and the empty circuit's metric measured on `task`.
+    pub fn measured(run: RunInfo, task: &Task, c: &Circuit) -> Result<CircuitFile> {
+        let mut f = CircuitFile::new(run, &task.graph, c);
+        let n = task.graph.edges.len();
+        f.metric_full = task.score(&vec![false; n])?;
+        f.metric_empty = Some(task.score(&vec![true; n])?);
+        Ok(f)
+    }
+
     pub fn read(path: &Path) -> Result<CircuitFile> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let f: CircuitFile = serde_json::from_str(&text).map_err(|e| Error::input(format!("{}: not a circuit file: {e}", path.display())))?;
-        if f.format != FORMAT {
-            return Err(Error::input(format!("{}: circuit format {} (this kcirc reads {FORMAT})", path.display(), f.format)));
+        CircuitFile::parse(&text, &path.display().to_string())
+    }
+
+    /// A circuit file's text, read from `label`: format 1 or 2; a newer format is refused by name.
+    pub fn parse(text: &str, label: &str) -> Result<CircuitFile> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::input(format!("{label}: not JSON: {e}")))?;
+        match value.get("format").and_then(serde_json::Value::as_u64) {
+            None => return Err(Error::input(format!("{label}: not a circuit file (no `format`)"))),
+            Some(v) if v > FORMAT as u64 => {
+                return Err(Error::input(format!("{label}: circuit format {v} is newer than this kcirc reads (1 to {FORMAT}): upgrade kcirc")))
+            }
+            Some(0) => return Err(Error::input(format!("{label}: circuit format 0 is not a kcirc format"))),
+            Some(_) => {}
         }
-        Ok(f)
+        serde_json::from_value(value).map_err(|e| Error::input(format!("{label}: not a circuit file: {e}")))
     }
 
     /// The removed-edge flags of this circuit on `graph`; fails if the circuit belongs to another model.
@@ -182,7 +245,7 @@ impl CircuitFile {
 
     /// JSON text (pretty, stable field order).
     pub fn to_json(&self) -> Result<String> {
-        serde_json::to_string_pretty(self).map_err(|e| Error::input(e.to_string()))
+        serde_json::to_string_pretty(self).map_err(|e| Error::bug(e.to_string()))
     }
 }
 

@@ -1,12 +1,15 @@
-//! One function per subcommand: wiring between flags and the library, nothing more.
+//! One function per subcommand: flags turned into library calls, results printed. Nothing else.
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use candle_core::Device;
 use clap::{Args, ValueEnum};
 
 use crate::{Cli, DeviceArg};
-use kcirc::graph::Graph;
+use kcirc::graph::{Graph, Selection};
+use kcirc::pipeline::{self, Outputs, Settings, SummaryLine};
+use kcirc::progress::Progress;
 
 pub fn device(d: DeviceArg) -> Result<Device> {
     match d {
@@ -20,10 +23,107 @@ pub fn device(d: DeviceArg) -> Result<Device> {
     }
 }
 
+/// The progress bar on stderr (hidden with `--quiet` or when stderr is not a terminal), run information lines
+/// (hidden with `--quiet`) and warnings (always shown).
+pub struct Bar {
+    bar: indicatif::ProgressBar,
+    quiet: bool,
+}
+
+impl Bar {
+    pub fn new(cli: &Cli, unit: &str) -> Bar {
+        use std::io::IsTerminal;
+        if cli.quiet || !std::io::stderr().is_terminal() {
+            return Bar { bar: indicatif::ProgressBar::hidden(), quiet: cli.quiet };
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        let template = format!("{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {unit} · {{msg}} · ETA {{eta}}");
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(&template).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()).progress_chars("=> "),
+        );
+        Bar { bar, quiet: false }
+    }
+
+    fn line(&self, line: &str) {
+        self.bar.suspend(|| {
+            for l in line.lines() {
+                eprintln!("kcirc: {l}");
+            }
+        });
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, total: u64) {
+        self.bar.set_length(total);
+        self.bar.set_position(0);
+    }
+    fn advance(&self, n: u64) {
+        self.bar.inc(n);
+    }
+    fn message(&self, msg: &str) {
+        self.bar.set_message(msg.to_string());
+    }
+    fn info(&self, line: &str) {
+        if !self.quiet {
+            self.line(line);
+        }
+    }
+    fn warn(&self, line: &str) {
+        self.line(&format!("note: {line}"));
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 pub enum Format {
     Json,
     Text,
+}
+
+/// `--metric`: see [`kcirc::metric::Metric`].
+#[derive(Clone, Copy, ValueEnum)]
+pub enum MetricArg {
+    /// Target-logit drop (the paper's).
+    Logit,
+    /// Target negative log-likelihood increase.
+    Nll,
+    /// KL divergence of the next-token distribution from the full model's.
+    Kl,
+}
+
+impl From<MetricArg> for kcirc::metric::Metric {
+    fn from(m: MetricArg) -> Self {
+        match m {
+            MetricArg::Logit => Self::Logit,
+            MetricArg::Nll => Self::Nll,
+            MetricArg::Kl => Self::Kl,
+        }
+    }
+}
+
+/// `--ablation`: see [`kcirc::intervene::Ablation`].
+#[derive(Clone, Copy, ValueEnum)]
+pub enum AblationArg {
+    /// Removed edges carry nothing (the paper's setting).
+    Zero,
+    /// The sender's mean output over the discovery prompts.
+    Mean,
+    /// The sender's output on another fact's prompt of the same length.
+    Resample,
+}
+
+impl From<AblationArg> for kcirc::intervene::Ablation {
+    fn from(a: AblationArg) -> Self {
+        match a {
+            AblationArg::Zero => Self::Zero,
+            AblationArg::Mean => Self::Mean,
+            AblationArg::Resample => Self::Resample,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -91,25 +191,36 @@ pub fn graph(a: &GraphArgs) -> Result<()> {
     Ok(())
 }
 
+/// Discovery flags that `--rerun` takes from the circuit file instead.
+const SETTING_FLAGS: [&str; 14] = [
+    "config", "method", "top_n", "score_threshold", "ig_steps", "candidates", "threshold", "signed", "metric", "ablation", "examples", "seed",
+    "no_filter", "relations",
+];
+
 #[derive(Args)]
 pub struct DiscoverArgs {
-    /// Model: hub id, local folder or .gguf file.
-    #[arg(long)]
-    pub model: String,
+    /// Model: hub id, local folder or .gguf file. With --rerun, defaults to the circuit file's model.
+    #[arg(long, required_unless_present = "rerun")]
+    pub model: Option<String>,
     /// Triples: JSON Lines (subject, relation, object, template) or an LRE relation file. Repeat for several
-    /// relations (one circuit each, into --out-dir).
-    #[arg(long, required_unless_present = "relations")]
-    pub triples: Vec<std::path::PathBuf>,
+    /// relations (one circuit each, into --out-dir). With --rerun, where the relation file is now.
+    #[arg(long, required_unless_present_any = ["relations", "rerun"])]
+    pub triples: Vec<PathBuf>,
     /// Every relation file (*.json, *.jsonl) in this folder, one circuit each, into --out-dir.
     #[arg(long)]
-    pub relations: Option<std::path::PathBuf>,
+    pub relations: Option<PathBuf>,
+    /// Make a circuit file again from the settings it records (the relation file it names, or --triples): the
+    /// same inputs give the same file, byte for byte.
+    #[arg(long, value_name = "CIRCUIT", conflicts_with_all = SETTING_FLAGS)]
+    pub rerun: Option<PathBuf>,
     /// Folder for the circuits of a batch run (`<relation>.json`); a JSON Lines summary goes to stdout.
     #[arg(long)]
-    pub out_dir: Option<std::path::PathBuf>,
+    pub out_dir: Option<PathBuf>,
     /// A preset of discovery settings (JSON; configs/paper.json, configs/cpu.json); flags override it.
     #[arg(long)]
-    pub config: Option<std::path::PathBuf>,
-    /// Discovery method: acdc (exact), eap, eap-ig (attribution), hybrid (EAP-IG candidates, exact ablation).
+    pub config: Option<PathBuf>,
+    /// Discovery method: acdc (exact), eap, eap-ig (attribution, the default), hybrid (EAP-IG candidates, exact
+    /// ablation).
     #[arg(long)]
     pub method: Option<String>,
     /// eap/eap-ig: keep the top-n edges by |score|.
@@ -128,7 +239,7 @@ pub struct DiscoverArgs {
     /// writes its EAP-IG scores). With FILE: there (one relation only). Without: beside the circuit, `--out`'s
     /// name with `.scores.jsonl`; in a batch run `<out-dir>/<relation>.scores.jsonl` for every relation.
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
-    pub scores: Option<Option<std::path::PathBuf>>,
+    pub scores: Option<Option<PathBuf>>,
     /// τ: prune an edge whose removal changes the metric by less than this.
     #[arg(long, allow_negative_numbers = true)]
     pub threshold: Option<f64>,
@@ -136,9 +247,9 @@ pub struct DiscoverArgs {
     #[arg(long)]
     pub signed: bool,
     #[arg(long, value_enum)]
-    pub metric: Option<kcirc::metric::Metric>,
+    pub metric: Option<MetricArg>,
     #[arg(long, value_enum)]
-    pub ablation: Option<kcirc::intervene::Ablation>,
+    pub ablation: Option<AblationArg>,
     /// Number of discovery triples.
     #[arg(long)]
     pub examples: Option<usize>,
@@ -157,10 +268,10 @@ pub struct DiscoverArgs {
 pub struct CircuitOutput {
     /// Write the circuit here (JSON) instead of stdout.
     #[arg(long)]
-    pub out: Option<std::path::PathBuf>,
+    pub out: Option<PathBuf>,
     /// Also write the circuit as Graphviz DOT.
     #[arg(long)]
-    pub dot: Option<std::path::PathBuf>,
+    pub dot: Option<PathBuf>,
     /// Skip the held-out evaluation.
     #[arg(long)]
     pub no_eval: bool,
@@ -171,10 +282,10 @@ pub struct CircuitOutput {
 
 impl DiscoverArgs {
     /// The preset, overridden by explicit flags.
-    pub fn settings(&self) -> Result<kcirc::discover::setup::Settings> {
+    pub fn settings(&self) -> Result<Settings> {
         let mut s = match &self.config {
-            Some(p) => kcirc::discover::setup::Settings::from_file(p)?,
-            None => Default::default(),
+            Some(p) => Settings::from_file(p)?,
+            None => Settings::default(),
         };
         if let Some(m) = &self.method {
             s.method = m.clone();
@@ -186,10 +297,10 @@ impl DiscoverArgs {
             s.signed = true;
         }
         if let Some(m) = self.metric {
-            s.metric = m;
+            s.metric = m.into();
         }
         if let Some(a) = self.ablation {
-            s.ablation = a;
+            s.ablation = a.into();
         }
         if let Some(n) = self.examples {
             s.examples = n;
@@ -212,45 +323,53 @@ impl DiscoverArgs {
         if let Some(c) = self.candidates {
             s.candidates = c;
         }
-        s.validate()?;
+        // The library names settings as preset files do; say which flag was wrong.
+        s.validate().map_err(|e| anyhow::anyhow!("{}", flag_names(&e.to_string())))?;
         Ok(s)
+    }
+
+    /// The relation files to discover on: every `--triples`, then the `--relations` folder's files, sorted.
+    fn files(&self) -> Result<Vec<PathBuf>> {
+        let mut files = self.triples.clone();
+        if let Some(dir) = &self.relations {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "json" || x == "jsonl"))
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                bail!("{}: no relation files (*.json, *.jsonl)", dir.display());
+            }
+            files.extend(found);
+        }
+        Ok(files)
     }
 }
 
-/// A progress bar on stderr, hidden with `--quiet` or when stderr is not a terminal.
-pub fn progress_bar(cli: &Cli) -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    if cli.quiet || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
+/// `top_n must…` → `--top-n must…`: a settings message in terms of the flags.
+fn flag_names(msg: &str) -> String {
+    let mut out = msg.to_string();
+    for name in ["score_threshold", "top_fraction", "top_n", "ig_steps", "candidates", "threshold", "examples", "k", "method"] {
+        if out.starts_with(name) && out[name.len()..].starts_with(' ') {
+            out = format!("--{}{}", name.replace('_', "-"), &out[name.len()..]);
+            break;
+        }
     }
-    let pb = indicatif::ProgressBar::new(0);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} edges · {msg} · ETA {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    pb
+    out
 }
 
 pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
-    let s = a.settings()?;
-    s.method()?; // validate before loading anything
-    let mut files = a.triples.clone();
-    if let Some(dir) = &a.relations {
-        let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json" || x == "jsonl"))
-            .collect();
-        found.sort();
-        if found.is_empty() {
-            bail!("{}: no relation files (*.json, *.jsonl)", dir.display());
-        }
-        files.extend(found);
+    if let Some(circuit) = &a.rerun {
+        return rerun(cli, a, circuit);
     }
+    let s = a.settings()?;
+    let files = a.files()?;
     if a.scores.is_some() && s.method == "acdc" {
         bail!("--scores needs an attribution method (eap, eap-ig, hybrid): acdc computes no edge scores");
     }
+    let model_name = a.model.clone().unwrap_or_default();
+    let eval = (!a.output.no_eval).then_some(kcirc::eval::EvalOptions { k: s.k, random: a.output.random, seed: s.seed, filter_known: s.filter_known });
     let dev = device(cli.device)?;
     if files.len() == 1 {
         let scores = match &a.scores {
@@ -262,178 +381,90 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
             None => None,
         };
         let relation = kcirc::data::read(&files[0])?;
-        let (model, tok) = kcirc::model::load(&a.model, &dev)?;
-        let out = Outputs { circuit: a.output.out.as_deref(), dot: a.output.dot.as_deref(), scores: scores.as_deref() };
-        return discover_one(cli, a, &s, &model, &tok, &relation, out).map(|_| ());
+        let (model, tok) = kcirc::model::load(&model_name, &dev)?;
+        let out = Outputs { circuit: a.output.out.clone(), dot: a.output.dot.clone(), scores };
+        return discover_one(cli, &model, &tok, &model_name, &relation, &s, eval.as_ref(), &out);
     }
     if let Some(Some(p)) = &a.scores {
         bail!("--scores {}: a batch run writes one scores file per relation, `<out-dir>/<relation>.scores.jsonl`: give --scores without a file name", p.display());
     }
-    // Batch: one circuit per relation; a failing relation is reported and the others go on.
     let out_dir = a.out_dir.clone().ok_or_else(|| anyhow::anyhow!("several relations need --out-dir for their circuits"))?;
-    std::fs::create_dir_all(&out_dir).map_err(|e| anyhow::anyhow!("{}: {e}", out_dir.display()))?;
-    let (model, tok) = kcirc::model::load(&a.model, &dev)?;
-    let mut failures = 0;
-    let mut table = String::from("relation                       edges    %edges  full@10  circ@10  rand@10  faithful\n");
-    for f in &files {
-        let result = kcirc::data::read(f).map_err(anyhow::Error::from).and_then(|relation| {
-            let out = out_dir.join(format!("{}.json", relation.name));
-            let dot = a.output.dot.as_ref().map(|_| out_dir.join(format!("{}.dot", relation.name)));
-            let scores = a.scores.as_ref().map(|_| scores_path(&out_dir, &relation.name));
-            let out = Outputs { circuit: Some(&out), dot: dot.as_deref(), scores: scores.as_deref() };
-            discover_one(cli, a, &s, &model, &tok, &relation, out)
-        });
-        let line = match result {
-            Ok(file) => {
-                let ev = file.eval.clone().unwrap_or(serde_json::Value::Null);
-                let num = |v: &serde_json::Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.3}"));
-                table += &format!(
-                    "{:<30} {:>6} {:>8.2}% {:>8} {:>8} {:>8} {:>9}\n",
-                    file.run.relation,
-                    file.n_edges,
-                    100.0 * file.n_edges as f64 / file.n_edges_total as f64,
-                    num(&ev["full"]["hit_at_k"]),
-                    num(&ev["circuit"]["hit_at_k"]),
-                    num(&ev["random"]["mean"]["hit_at_k"]),
-                    num(&ev["faithfulness"])
-                );
-                let mut line = serde_json::json!({
-                    "relation": file.run.relation, "circuit": out_dir.join(format!("{}.json", file.run.relation)),
-                    "n_edges": file.n_edges, "n_edges_total": file.n_edges_total,
-                    "n_triples": ev["n_triples"], "full_hit_at_k": ev["full"]["hit_at_k"], "circuit_hit_at_k": ev["circuit"]["hit_at_k"],
-                    "random_hit_at_k": ev["random"]["mean"]["hit_at_k"], "faithfulness": ev["faithfulness"],
-                });
-                if a.scores.is_some() {
-                    line["scores"] = serde_json::json!(scores_path(&out_dir, &file.run.relation));
-                }
-                line
-            }
-            Err(e) => {
-                failures += 1;
-                let msg = format!("{e:#}").lines().next().unwrap_or("").to_string();
-                eprintln!("kcirc: error: {}: {msg}", f.display());
-                table += &format!("{:<30} failed: {msg}\n", f.file_stem().and_then(|x| x.to_str()).unwrap_or("?"));
-                serde_json::json!({"file": f, "error": msg})
-            }
-        };
-        println!("{line}");
+    let (model, tok) = kcirc::model::load(&model_name, &dev)?;
+    let outputs = pipeline::BatchOutputs { out_dir, dot: a.output.dot.is_some(), scores: a.scores.is_some() };
+    let bar = Bar::new(cli, "edges");
+    let mut print = |line: &SummaryLine| {
+        if let SummaryLine::Failed { file, error } = line {
+            bar.line(&format!("error: {}: {error}", file.display()));
+        }
+        println!("{}", serde_json::to_string(line).unwrap_or_default());
+    };
+    let lines = pipeline::discover_batch(&model, &tok, &model_name, &files, &s, eval.as_ref(), &outputs, &bar, &mut print)?;
+    bar.finish();
+    let mut table = String::from(SummaryLine::TABLE_HEADER);
+    for l in &lines {
+        table += "\n";
+        table += &l.table_row();
     }
-    eprint!("\n{table}");
+    bar.info(&table);
+    let failures = lines.iter().filter(|l| matches!(l, SummaryLine::Failed { .. })).count();
     if failures > 0 {
         bail!("{failures} of {} relations failed", files.len());
     }
     Ok(())
 }
 
-/// A batch run's scores file of `relation`.
-fn scores_path(out_dir: &std::path::Path, relation: &str) -> std::path::PathBuf {
-    out_dir.join(format!("{relation}.scores.jsonl"))
-}
-
-/// Where one relation's results go: the circuit (stdout when `None`), its DOT and its edge scores.
-struct Outputs<'p> {
-    circuit: Option<&'p std::path::Path>,
-    dot: Option<&'p std::path::Path>,
-    scores: Option<&'p std::path::Path>,
-}
-
-/// Discovers (and, unless `--no-eval`, evaluates) the circuit of one relation; writes it to `out` or stdout.
+/// One relation: discover, evaluate, write (the circuit to stdout without `--out`).
+#[allow(clippy::too_many_arguments)]
 fn discover_one(
     cli: &Cli,
-    a: &DiscoverArgs,
-    s: &kcirc::discover::setup::Settings,
     model: &kcirc::model::Model,
     tok: &kcirc::tokenizer::Tokenizer,
+    model_name: &str,
     relation: &kcirc::data::Relation,
-    out: Outputs,
-) -> Result<kcirc::circuit::CircuitFile> {
-    use kcirc::circuit::{CircuitFile, ModelShape, RunInfo};
-    use kcirc::discover::{setup::prepare, Task};
-    let method = s.method()?;
-    let t0 = std::time::Instant::now();
-    let prep = prepare(model, tok, relation, s)?;
-    let no_partner = if prep.dropped_no_partner > 0 {
-        format!(", {} without a same-length partner for resample ablation skipped", prep.dropped_no_partner)
-    } else {
-        String::new()
-    };
-    eprintln!(
-        "kcirc: {} · {} facts, {} known (rank < {}), {} for discovery, {} held out{no_partner}",
-        relation.name,
-        prep.total,
-        prep.total - prep.dropped_unknown,
-        s.k,
-        prep.discovery.len(),
-        prep.test.len()
-    );
-    let task = Task::new(model, prep.discovery.clone(), s.ablation, prep.corrupted_prompts(), s.metric)?;
-    let pb = progress_bar(cli);
-    let (circuit, scores) = method.discover_scored(&task, &pb)?;
-    pb.finish_and_clear();
-    let run = RunInfo {
-        model: a.model.clone(),
-        model_shape: ModelShape::from(&model.cfg),
-        relation: relation.name.clone(),
-        method: method.name().into(),
-        ablation: s.ablation,
-        metric: s.metric,
-        threshold: s.threshold,
-        signed: s.signed,
-        seed: s.seed,
-        examples: prep.discovery.iter().map(|e| e.triple.clone()).collect(),
-    };
-    let mut file = CircuitFile::new(run.clone(), &task.graph, &circuit);
-    let held_out = (!a.output.no_eval && !prep.test.is_empty()).then_some(relation);
-    let opts = kcirc::eval::EvalOptions { k: s.k, random: a.output.random, seed: s.seed, filter_known: s.filter_known };
-    finish(&mut file, model, tok, held_out, &opts, out.circuit, out.dot, t0)?;
-    if let Some(p) = out.scores {
-        let scores = scores.ok_or_else(|| anyhow::anyhow!("--scores: method {} computes no edge scores", method.name()))?;
-        let corrupted = prep.corrupted.as_ref().map(|c| c.iter().map(|e| e.triple.clone()).collect());
-        let header = kcirc::scores::Header::new(run, &scores, corrupted, s.k, s.filter_known);
-        kcirc::scores::write(p, &header, &task.graph, &scores.scores)?;
-    }
-    Ok(file)
-}
-
-/// The end of `discover` and `select`: scores `file` on the held-out facts of `relation` when one is given
-/// (report into the file, table on stderr), says what was kept, and writes the circuit to `out` (or stdout)
-/// and its DOT.
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    file: &mut kcirc::circuit::CircuitFile,
-    model: &kcirc::model::Model,
-    tok: &kcirc::tokenizer::Tokenizer,
-    relation: Option<&kcirc::data::Relation>,
-    opts: &kcirc::eval::EvalOptions,
-    out: Option<&std::path::Path>,
-    dot: Option<&std::path::Path>,
-    t0: std::time::Instant,
+    s: &Settings,
+    eval: Option<&kcirc::eval::EvalOptions>,
+    out: &Outputs,
 ) -> Result<()> {
-    use kcirc::circuit::{to_dot, write_atomic};
-    if let Some(relation) = relation {
-        let report = kcirc::eval::evaluate(model, tok, file, relation, opts)?;
-        eprint_report(&report, true);
-        file.eval = Some(serde_json::to_value(&report)?);
-    }
-    eprintln!(
-        "kcirc: kept {} of {} edges ({:.2}%), {} nodes, {} {:.4} (full model 0) in {:.1}s",
-        file.n_edges,
-        file.n_edges_total,
-        100.0 * file.n_edges as f64 / file.n_edges_total as f64,
-        file.nodes.len(),
-        file.run.metric,
-        file.metric_circuit,
-        t0.elapsed().as_secs_f64()
-    );
-    let json = file.to_json()?;
-    match out {
-        Some(p) => write_atomic(p, &(json + "\n"))?,
-        None => println!("{json}"),
-    }
-    if let Some(p) = dot {
-        write_atomic(p, &to_dot(file))?;
+    let t0 = std::time::Instant::now();
+    let bar = Bar::new(cli, "edges");
+    let d = pipeline::discover(model, tok, model_name, relation, s, eval, &bar)?;
+    bar.finish();
+    bar.info(&format!("{} in {:.1}s", pipeline::kept_line(&d.file), t0.elapsed().as_secs_f64()));
+    pipeline::write(&d, out)?;
+    if out.circuit.is_none() {
+        println!("{}", d.file.to_json()?);
     }
     Ok(())
+}
+
+/// `discover --rerun FILE`: the settings, discovery examples' split and evaluation the file records.
+fn rerun(cli: &Cli, a: &DiscoverArgs, circuit: &Path) -> Result<()> {
+    let old = kcirc::circuit::CircuitFile::read(circuit)?;
+    let run = &old.run;
+    let s = Settings::from_run(run)?;
+    let path = match (a.triples.as_slice(), &run.triples) {
+        ([one], _) => one.clone(),
+        ([], Some(src)) if src.path != "-" => PathBuf::from(&src.path),
+        ([], _) => bail!("{}: the circuit file names no relation file to read again: give --triples", circuit.display()),
+        _ => bail!("--rerun takes one --triples"),
+    };
+    let relation = kcirc::data::read(&path)?;
+    if let (Some(was), Some(now)) = (&run.triples, &relation.source) {
+        if was.digest != now.digest {
+            bail!("{}: the relation file has changed since {} was made ({} then, {} now)", path.display(), circuit.display(), was.digest, now.digest);
+        }
+    }
+    let model_name = a.model.clone().unwrap_or_else(|| run.model.clone());
+    let eval = match &old.eval {
+        Some(e) if !a.output.no_eval => {
+            let random = e["random"]["runs"].as_u64().ok_or_else(|| anyhow::anyhow!("{}: eval report without random.runs", circuit.display()))?;
+            Some(kcirc::eval::EvalOptions { k: s.k, random: random as usize, seed: s.seed, filter_known: s.filter_known })
+        }
+        _ => None,
+    };
+    let (model, tok) = kcirc::model::load(&model_name, &device(cli.device)?)?;
+    let out = Outputs { circuit: a.output.out.clone(), dot: a.output.dot.clone(), scores: a.scores.clone().flatten() };
+    discover_one(cli, &model, &tok, &model_name, &relation, &s, eval.as_ref(), &out)
 }
 
 #[derive(Args)]
@@ -441,7 +472,7 @@ fn finish(
 pub struct SelectArgs {
     /// Edge scores written by `kcirc discover --scores`.
     #[arg(long)]
-    pub scores: std::path::PathBuf,
+    pub scores: PathBuf,
     /// The model the scores were computed on: hub id, local folder or .gguf file.
     #[arg(long)]
     pub model: String,
@@ -453,79 +484,45 @@ pub struct SelectArgs {
     pub score_threshold: Option<f64>,
     /// The relation's triples, for the held-out evaluation (without them it is skipped).
     #[arg(long)]
-    pub triples: Option<std::path::PathBuf>,
+    pub triples: Option<PathBuf>,
     #[command(flatten)]
     pub output: CircuitOutput,
 }
 
 pub fn select(cli: &Cli, a: &SelectArgs) -> Result<()> {
-    use kcirc::discover::eap::Selection;
     let t0 = std::time::Instant::now();
-    // Values are checked by `eap::select`, which every selection goes through.
     let selection = match (a.top_n, a.score_threshold) {
+        (Some(0), _) => bail!("--top-n must be at least 1"),
         (Some(n), _) => Selection::TopN(n),
+        (None, Some(x)) if !x.is_finite() || x < 0.0 => bail!("--score-threshold must be a finite number ≥ 0, got {x}"),
         (None, Some(x)) => Selection::Threshold(x),
         (None, None) => bail!("give --top-n or --score-threshold"),
     };
     let file = kcirc::scores::ScoresFile::read(&a.scores)?;
     // The graph check needs only the model's config: a scores file from another model fails before loading.
     let cfg = kcirc::model::load_config(&a.model)?;
-    let scores = file.scores(&Graph::new(&cfg), &cfg)?;
+    file.scores(&Graph::new(&cfg), &cfg)?;
+    let bar = Bar::new(cli, "edges");
     let relation = match (&a.triples, a.output.no_eval) {
         (Some(p), false) => Some(kcirc::data::read(p)?),
         (None, false) => {
-            eprintln!("kcirc: no --triples: held-out evaluation skipped");
+            bar.warn("no --triples: held-out evaluation skipped");
             None
         }
         (_, true) => None,
     };
     let (model, tok) = kcirc::model::load(&a.model, &device(cli.device)?)?;
-    let h = &file.header;
-    let mut circuit = kcirc::scores::select_circuit(h, &scores, &model, &tok, &a.model, selection)?;
-    let opts = kcirc::eval::EvalOptions { k: h.k, random: a.output.random, seed: h.run.seed, filter_known: h.filter_known };
-    finish(&mut circuit, &model, &tok, relation.as_ref(), &opts, a.output.out.as_deref(), a.output.dot.as_deref(), t0)
-}
-
-/// A short human-readable table of a held-out report (stderr).
-pub fn report_table(r: &kcirc::eval::Report) -> String {
-    let row = |name: &str, m: &kcirc::eval::Metrics| {
-        format!("  {name:<10} {:>7.3} {:>7.3} {:>7.3} {:>9.3} {:>8.4}\n", m.hit_at_1, m.hit_at_k, m.mrr, m.target_logit, m.target_prob)
-    };
-    let no_partner = match r.n_dropped_no_partner {
-        0 => String::new(),
-        n => format!(", {n} without a same-length partner for resample ablation dropped"),
-    };
-    let mut s = format!(
-        "held-out: {} triples of {} ({} used for discovery, {} unknown to the model dropped{no_partner})\n  {:<10} {:>7} {:>7} {:>7} {:>9} {:>8}\n",
-        r.n_triples, r.relation, r.n_skipped_discovery, r.n_dropped_unknown, "", "Hit@1", format!("Hit@{}", r.k), "MRR", "logit", "prob"
-    );
-    s += &row("full", &r.full);
-    s += &row("circuit", &r.circuit);
-    s += &row(&format!("random×{}", r.random.runs), &r.random.mean);
-    s += &row("empty", &r.empty);
-    s += &format!(
-        "  circuit: {} of {} edges ({:.2}%), {} nodes, faithfulness {:.3}\n",
-        r.n_edges,
-        r.n_edges_total,
-        100.0 * r.n_edges as f64 / r.n_edges_total as f64,
-        r.n_nodes,
-        r.faithfulness
-    );
-    s
-}
-
-/// The held-out report on stderr: the table (when `table`), and always a warning when the relation has at most
-/// k distinct answers, so that Hit@k cannot tell circuit from chance.
-fn eprint_report(r: &kcirc::eval::Report, table: bool) {
-    if table {
-        eprint!("{}", report_table(r));
+    let (circuit, _) = pipeline::select(&model, &tok, &a.model, &file, selection, relation.as_ref(), a.output.random, &bar)?;
+    bar.info(&format!("{} in {:.1}s", pipeline::kept_line(&circuit), t0.elapsed().as_secs_f64()));
+    let json = circuit.to_json()?;
+    match &a.output.out {
+        Some(p) => kcirc::circuit::write_atomic(p, &(json + "\n"))?,
+        None => println!("{json}"),
     }
-    if r.n_distinct_targets <= r.k {
-        eprintln!(
-            "kcirc: note: {} has only {} distinct answers (≤ k = {}): Hit@{} cannot separate the circuit from chance; read Hit@1, MRR and faithfulness",
-            r.relation, r.n_distinct_targets, r.k, r.k
-        );
+    if let Some(p) = &a.output.dot {
+        kcirc::circuit::write_atomic(p, &kcirc::circuit::to_dot(&circuit))?;
     }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -535,10 +532,10 @@ pub struct EvalArgs {
     pub model: String,
     /// Circuit file written by `kcirc discover`.
     #[arg(long)]
-    pub circuit: std::path::PathBuf,
+    pub circuit: PathBuf,
     /// Triples to score on (JSON Lines or LRE); the circuit's discovery triples are skipped.
     #[arg(long)]
-    pub triples: std::path::PathBuf,
+    pub triples: PathBuf,
     /// k of Hit@k.
     #[arg(long, default_value_t = 10)]
     pub k: usize,
@@ -568,6 +565,9 @@ pub fn eval(cli: &Cli, a: &EvalArgs) -> Result<()> {
             bail!("{name} must be a finite number");
         }
     }
+    if a.min_hit10.is_some() && a.k != 10 {
+        bail!("--min-hit10 needs --k 10");
+    }
     let circuit = kcirc::circuit::CircuitFile::read(&a.circuit)?;
     let relation = kcirc::data::read(&a.triples)?;
     let dev = device(cli.device)?;
@@ -575,13 +575,16 @@ pub fn eval(cli: &Cli, a: &EvalArgs) -> Result<()> {
     let opts = kcirc::eval::EvalOptions { k: a.k, random: a.random, seed: a.seed.unwrap_or(circuit.run.seed), filter_known: !a.no_filter };
     let report = kcirc::eval::evaluate(&model, &tok, &circuit, &relation, &opts)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
-    eprint_report(&report, !cli.quiet);
+    let bar = Bar::new(cli, "facts");
+    bar.info(report.table().trim_end());
+    for w in report.warnings() {
+        bar.warn(&w);
+    }
     let mut failed = vec![];
     if let Some(x) = a.min_hit10 {
         // Hit@10 is the circuit's Hit@k with k = 10.
-        let hit10 = if a.k == 10 { report.circuit.hit_at_k } else { bail!("--min-hit10 needs --k 10") };
-        if hit10 < x {
-            failed.push(format!("circuit Hit@10 {hit10:.3} < --min-hit10 {x}"));
+        if report.circuit.hit_at_k < x {
+            failed.push(format!("circuit Hit@10 {:.3} < --min-hit10 {x}", report.circuit.hit_at_k));
         }
     }
     if let Some(x) = a.min_faithfulness {
@@ -606,7 +609,7 @@ pub enum DataCommand {
     /// Convert an LRE relation file (or JSON Lines) to kcirc's JSON Lines on stdout.
     Convert {
         /// The relation file.
-        file: std::path::PathBuf,
+        file: PathBuf,
     },
 }
 

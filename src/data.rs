@@ -38,6 +38,57 @@ impl Triple {
 pub struct Relation {
     pub name: String,
     pub triples: Vec<Triple>,
+    /// Where each triple was read: its line (JSON Lines) or its sample number (LRE), for error messages.
+    #[serde(skip)]
+    pub lines: Vec<usize>,
+    /// The file it came from, when it came from one.
+    #[serde(skip)]
+    pub source: Option<Source>,
+}
+
+/// A relation file as the circuit files record it: enough to read it again and notice that it changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// The path as given (`-` for standard input).
+    pub path: String,
+    /// `fnv1a64:` and the 64-bit FNV-1a hash of the file's bytes, in hex.
+    pub digest: String,
+}
+
+impl Source {
+    pub fn new(path: &str, bytes: &[u8]) -> Source {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in bytes {
+            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        Source { path: path.to_string(), digest: format!("fnv1a64:{h:016x}") }
+    }
+}
+
+impl Relation {
+    /// A relation built in code (no file).
+    pub fn new(name: impl Into<String>, triples: Vec<Triple>) -> Relation {
+        let lines = (1..=triples.len()).collect();
+        Relation { name: name.into(), triples, lines, source: None }
+    }
+
+    /// Where triple `i` came from, for messages: `file: line N` (or `triple N` without a file).
+    pub fn locate(&self, i: usize) -> String {
+        let n = self.lines.get(i).copied().unwrap_or(i + 1);
+        match &self.source {
+            Some(s) => format!("{}: line {n}", s.path),
+            None => format!("triple {n}"),
+        }
+    }
+
+    /// Every fact tokenised, in file order; an error names the file and line of the first fact that fails.
+    pub fn examples(&self, tok: &Tokenizer) -> Result<Vec<Example>> {
+        self.triples
+            .iter()
+            .enumerate()
+            .map(|(i, t)| example(t, tok).map_err(|e| Error::input(format!("{} ({}): {e}", self.locate(i), t.subject))))
+            .collect()
+    }
 }
 
 /// An LRE relation file (the paper's data format).
@@ -60,16 +111,24 @@ struct LreSample {
 /// Reads triples from a JSON Lines file (one triple per line) or an LRE relation file (a JSON object with
 /// `samples`). Errors name the file and, for JSON Lines, the line.
 pub fn read(path: &Path) -> Result<Relation> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("relation").to_string();
-    let rel = if text.trim_start().starts_with('{') && serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| v.get("samples").is_some()) {
-        from_lre(&text, &stem).map_err(|e| Error::input(format!("{}: {e}", path.display())))?
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("relation");
+    parse(&bytes, stem, &path.display().to_string())
+}
+
+/// Parses a relation file's bytes (JSON Lines or LRE) read from `label` (a path, or `-` for standard input);
+/// `stem` names the relation when the file does not.
+pub fn parse(bytes: &[u8], stem: &str, label: &str) -> Result<Relation> {
+    let text = std::str::from_utf8(bytes).map_err(|e| Error::input(format!("{label}: not UTF-8 text: {e}")))?;
+    let mut rel = if text.trim_start().starts_with('{') && serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| v.get("samples").is_some()) {
+        from_lre(text, stem).map_err(|e| Error::input(format!("{label}: {e}")))?
     } else {
-        from_jsonl(&text, &stem).map_err(|e| Error::input(format!("{}: {e}", path.display())))?
+        from_jsonl(text, stem).map_err(|e| Error::input(format!("{label}: {e}")))?
     };
     if rel.triples.is_empty() {
-        return Err(Error::input(format!("{}: no triples", path.display())));
+        return Err(Error::input(format!("{label}: no triples")));
     }
+    rel.source = Some(Source::new(label, bytes));
     Ok(rel)
 }
 
@@ -90,11 +149,11 @@ fn from_lre(text: &str, stem: &str) -> std::result::Result<Relation, String> {
         .into_iter()
         .map(|s| Triple { subject: s.subject, relation: relation.clone(), object: s.object, template: template.clone(), prompt: None })
         .collect();
-    Ok(Relation { name: relation, triples })
+    Ok(Relation::new(relation, triples))
 }
 
 fn from_jsonl(text: &str, stem: &str) -> std::result::Result<Relation, String> {
-    let mut triples = vec![];
+    let (mut triples, mut lines) = (vec![], vec![]);
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -107,9 +166,10 @@ fn from_jsonl(text: &str, stem: &str) -> std::result::Result<Relation, String> {
             return Err(format!("line {}: empty object", i + 1));
         }
         triples.push(t);
+        lines.push(i + 1);
     }
     let name = triples.iter().map(|t| t.relation.as_str()).find(|r| !r.is_empty()).unwrap_or(stem).to_string();
-    Ok(Relation { name, triples })
+    Ok(Relation { lines, ..Relation::new(name, triples) })
 }
 
 /// A triple ready for the model: prompt token ids and the target token (first token of `" " + object`).

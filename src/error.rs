@@ -1,4 +1,5 @@
-//! Typed errors of the library. The binary maps every one of them to exit code 2 (bad input).
+//! Typed errors of the library. The binary maps bad input (everything but [`Error::is_bug`]) to exit code 2 and
+//! internal errors to exit code 70, saying they are a bug.
 use std::path::PathBuf;
 
 /// Everything that can go wrong inside kcirc's library.
@@ -22,12 +23,16 @@ pub enum Error {
     /// The user's input data (triples, circuit files, flags) is malformed.
     #[error("{0}")]
     Input(String),
-    /// I/O on a named path.
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    /// A tensor operation failed (shape mismatch and the like: a bug or an inconsistent checkpoint).
+    /// I/O on a named path. (The OS error is part of the message, not a separate cause, so that it is said once.)
+    #[error("{}: {cause}", path.display())]
+    Io { path: PathBuf, cause: std::io::Error },
+    /// A tensor operation failed (shape mismatch and the like): checkpoints are checked when they load, so this
+    /// is a bug.
     #[error("tensor: {0}")]
     Candle(#[from] candle_core::Error),
+    /// A broken invariant inside kcirc (a caller asked for something the library promised never to happen).
+    #[error("{0}")]
+    Bug(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -40,6 +45,13 @@ impl Error {
         Error::BadConfig(msg.into())
     }
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), cause: source }
+    }
+    pub fn bug(msg: impl Into<String>) -> Self {
+        Error::Bug(msg.into())
+    }
+    /// Whether this is an internal error (a bug in kcirc), not bad input.
+    pub fn is_bug(&self) -> bool {
+        matches!(self, Error::Bug(_) | Error::Candle(_))
     }
 }

@@ -1,71 +1,12 @@
-//! Scoring predictions: ranks of target tokens, Hit@k, MRR (brief §5).
-use candle_core::{DType, Tensor};
+//! Held-out evaluation (brief §5): a circuit against the full model, the empty circuit and random circuits of
+//! the same size, on the facts it was not discovered from.
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Example;
 use crate::model::{Logits, Model};
+pub use crate::rank::{full_model_outcomes, outcomes, Metrics, Outcome};
 use crate::Result;
-
-/// Per-example outcome at the last prompt position.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
-    /// Number of vocabulary entries whose logit is strictly greater than the target's, plus the other entries
-    /// tied with it: a tie never counts in the target's favour (an empty circuit under zero ablation gives every
-    /// token the same logit, and must not score Hit@1 = 1).
-    pub rank: usize,
-    pub target_logit: f64,
-    pub target_prob: f64,
-}
-
-/// Outcomes from last-position logits `[n, V]` and the targets.
-pub fn outcomes(logits: &Tensor, targets: &[u32]) -> Result<Vec<Outcome>> {
-    let logits = logits.to_dtype(DType::F32)?;
-    let probs = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
-    let rows = logits.to_vec2::<f32>()?;
-    Ok(rows
-        .iter()
-        .zip(&probs)
-        .zip(targets)
-        .map(|((row, p), &t)| {
-            let tl = row[t as usize];
-            let rank = row.iter().enumerate().filter(|&(i, &v)| v > tl || (v == tl && i != t as usize)).count();
-            Outcome { rank, target_logit: tl as f64, target_prob: p[t as usize] as f64 }
-        })
-        .collect())
-}
-
-/// The full model's outcomes on `examples` (chunked and parallel, see [`Model::forward_prompts`]).
-pub fn full_model_outcomes(model: &Model, examples: &[Example]) -> Result<Vec<Outcome>> {
-    if examples.is_empty() {
-        return Ok(vec![]);
-    }
-    let prompts: Vec<Vec<u32>> = examples.iter().map(|e| e.tokens.clone()).collect();
-    let logits = model.forward_prompts(&prompts, Logits::Last)?;
-    outcomes(&logits, &examples.iter().map(|e| e.target).collect::<Vec<_>>())
-}
-
-/// Summary metrics of a set of outcomes.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Metrics {
-    pub hit_at_1: f64,
-    pub hit_at_k: f64,
-    pub mrr: f64,
-    pub target_logit: f64,
-    pub target_prob: f64,
-}
-
-impl Metrics {
-    pub fn new(o: &[Outcome], k: usize) -> Metrics {
-        let n = o.len().max(1) as f64;
-        Metrics {
-            hit_at_1: o.iter().filter(|x| x.rank < 1).count() as f64 / n,
-            hit_at_k: o.iter().filter(|x| x.rank < k).count() as f64 / n,
-            mrr: o.iter().map(|x| 1.0 / (x.rank as f64 + 1.0)).sum::<f64>() / n,
-            target_logit: o.iter().map(|x| x.target_logit).sum::<f64>() / n,
-            target_prob: o.iter().map(|x| x.target_prob).sum::<f64>() / n,
-        }
-    }
-}
 
 /// How removed edges are filled in on held-out prompts, mirroring discovery.
 #[derive(Debug, Clone)]
@@ -95,7 +36,7 @@ fn mean_for(means: &crate::model::Activations, n: usize, t: usize) -> Result<cra
     };
     Ok(crate::model::Activations::senders(
         fit(&means.embed, 0)?,
-        means.heads.iter().map(|h| fit(h, 1)).collect::<Result<_>>()?,
+        (0..means.mlps.len()).map(|l| fit(&means.heads(l)?, 1)).collect::<Result<_>>()?,
         means.mlps.iter().map(|m| fit(m, 0)).collect::<Result<_>>()?,
     ))
 }
@@ -246,12 +187,7 @@ pub fn evaluate(
     let graph = crate::graph::Graph::new(&model.cfg);
     let removed = circuit.removed(&graph, &model.cfg)?;
     let discovery: Vec<Example> = circuit.run.examples.iter().map(|t| example(t, tok)).collect::<Result<_>>()?;
-    let all: Vec<Example> = relation
-        .triples
-        .iter()
-        .enumerate()
-        .map(|(i, t)| example(t, tok).map_err(|e| Error::input(format!("triple {} ({}): {e}", i + 1, t.subject))))
-        .collect::<Result<_>>()?;
+    let all = relation.examples(tok)?;
     let seen = |e: &Example| discovery.iter().any(|d| d.tokens == e.tokens && d.target == e.target);
     let held: Vec<Example> = all.iter().filter(|e| !seen(e)).cloned().collect();
     let n_skipped = all.len() - held.len();
@@ -276,7 +212,7 @@ pub fn evaluate(
         }
         crate::intervene::Ablation::Resample => {
             // A fact no other fact can corrupt (no same-length prompt) is dropped and counted.
-            let partners = crate::discover::setup::partners(&test, &all, circuit.run.seed);
+            let partners = crate::split::partners(&test, &all, circuit.run.seed);
             let (kept, corrupt): (Vec<Example>, Vec<Vec<u32>>) =
                 test.iter().zip(partners).filter_map(|(e, p)| p.map(|p| (e.clone(), p.tokens.clone()))).unzip();
             n_no_partner = test.len() - kept.len();
@@ -328,6 +264,67 @@ pub fn evaluate(
         n_edges_total: removed.len(),
         n_nodes: circuit.nodes.len(),
     })
+}
+
+impl Report {
+    /// A short human-readable table (what `discover` and `eval` print on stderr).
+    pub fn table(&self) -> String {
+        let row = |name: &str, m: &Metrics| {
+            format!("  {name:<10} {:>7.3} {:>7.3} {:>7.3} {:>9.3} {:>8.4}\n", m.hit_at_1, m.hit_at_k, m.mrr, m.target_logit, m.target_prob)
+        };
+        let no_partner = match self.n_dropped_no_partner {
+            0 => String::new(),
+            n => format!(", {n} without a same-length partner for resample ablation dropped"),
+        };
+        let unknown = match self.n_dropped_unknown {
+            0 => String::new(),
+            n => format!(", {n} unknown to the model dropped"),
+        };
+        let mut s = format!(
+            "held-out: {} triples of {} ({} used for discovery{unknown}{no_partner})\n  {:<10} {:>7} {:>7} {:>7} {:>9} {:>8}\n",
+            self.n_triples,
+            self.relation,
+            self.n_skipped_discovery,
+            "",
+            "Hit@1",
+            format!("Hit@{}", self.k),
+            "MRR",
+            "logit",
+            "prob"
+        );
+        s += &row("full", &self.full);
+        s += &row("circuit", &self.circuit);
+        s += &row(&format!("random×{}", self.random.runs), &self.random.mean);
+        s += &row("empty", &self.empty);
+        s += &format!(
+            "  circuit: {} of {} edges ({:.2}%), {} nodes, faithfulness {:.3}\n",
+            self.n_edges,
+            self.n_edges_total,
+            100.0 * self.n_edges as f64 / self.n_edges_total.max(1) as f64,
+            self.n_nodes,
+            self.faithfulness
+        );
+        s
+    }
+
+    /// Lines the user must read with the numbers: facts dropped for want of a resample partner, and a relation
+    /// with so few answers that Hit@k cannot separate a circuit from chance.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = vec![];
+        if self.n_dropped_no_partner > 0 {
+            w.push(format!(
+                "{}: {} without a same-length partner for resample ablation dropped from the held-out facts",
+                self.relation, self.n_dropped_no_partner
+            ));
+        }
+        if self.n_distinct_targets <= self.k {
+            w.push(format!(
+                "{} has only {} distinct answers (≤ k = {}): Hit@{} cannot separate the circuit from chance; read Hit@1, MRR and faithfulness",
+                self.relation, self.n_distinct_targets, self.k, self.k
+            ));
+        }
+        w
+    }
 }
 
 #[cfg(test)]

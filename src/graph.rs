@@ -7,10 +7,13 @@
 //! heads of its group, never ungrouped). Edges are `sender->receiver`, e.g. `a3.h1->m5`, `m2->a7.h0<k>`.
 use std::collections::HashMap;
 
+use candle_core::Tensor;
 use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::{Dfs, EdgeFiltered, Reversed};
 use serde::Serialize;
 
-use crate::model::Config;
+use crate::model::{Activations, Config};
+use crate::{Error, Result};
 
 /// The three inputs of an attention head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -217,12 +220,25 @@ impl Graph {
     pub fn mlp_receiver(&self, l: usize) -> usize {
         l * (self.ports_per_layer() + 1) + self.ports_per_layer()
     }
-    /// Senders that exist before the receivers reading from `n_blocks`-long block prefixes: the embedding, then
-    /// per layer its heads and its MLP. Used by interventions to bound their scans.
-    pub fn senders_in_blocks(&self, n_blocks: usize) -> usize {
-        // block 0: input (1); block 2l+1: heads of layer l (H); block 2l+2: MLP of layer l (1)
-        let layers_full = (n_blocks - 1) / 2;
-        1 + layers_full * (self.n_heads + 1) + if (n_blocks - 1) % 2 == 1 { self.n_heads } else { 0 }
+    /// Sender blocks in forward order: the embedding, then per layer its heads and its MLP.
+    pub fn n_blocks(&self) -> usize {
+        1 + 2 * self.n_layers
+    }
+    /// The first sender of block `id` (block ids as [`Block::id`]); [`Graph::n_senders`] for `id = n_blocks`.
+    pub fn block_start(&self, id: usize) -> usize {
+        match id {
+            id if id >= self.n_blocks() => self.n_senders(),
+            id => Block::from_id(id).senders(self).start,
+        }
+    }
+    /// The output of dense sender `s` (`input`, a head, an MLP) in `acts`, `[B, T, D]`.
+    pub fn sender_output(&self, acts: &Activations, s: usize) -> Result<Tensor> {
+        Ok(match self.sender(s) {
+            Node::Input => acts.embed.clone(),
+            Node::Head { layer, head } => acts.heads(layer)?.get(head)?,
+            Node::Mlp { layer } => acts.mlps[layer].clone(),
+            other => return Err(Error::bug(format!("{other:?} is not a sender"))),
+        })
     }
     pub fn logits_receiver(&self) -> usize {
         self.n_layers * (self.ports_per_layer() + 1)
@@ -235,5 +251,145 @@ impl Graph {
             senders: self.n_senders(),
             receivers: self.n_receivers(),
         }
+    }
+}
+
+/// A block of senders that live in one tensor: the embedding, one layer's heads, or one layer's MLP. Ids run in
+/// forward order: `input` 0, the heads of layer `l` `1 + 2l`, its MLP `2 + 2l`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Block {
+    Embed,
+    Heads(usize),
+    Mlp(usize),
+}
+
+impl Block {
+    pub fn id(self) -> usize {
+        match self {
+            Block::Embed => 0,
+            Block::Heads(l) => 1 + 2 * l,
+            Block::Mlp(l) => 2 + 2 * l,
+        }
+    }
+    pub fn from_id(id: usize) -> Block {
+        match id {
+            0 => Block::Embed,
+            id if id % 2 == 1 => Block::Heads((id - 1) / 2),
+            id => Block::Mlp((id - 2) / 2),
+        }
+    }
+    /// Dense sender indices of the block.
+    pub fn senders(self, g: &Graph) -> std::ops::Range<usize> {
+        match self {
+            Block::Embed => 0..1,
+            Block::Heads(l) => g.head_sender(l, 0)..g.head_sender(l, 0) + g.n_heads,
+            Block::Mlp(l) => g.mlp_sender(l)..g.mlp_sender(l) + 1,
+        }
+    }
+    /// The block's outputs in `acts` as `[S_b, R, T, D]`.
+    pub fn outputs(self, acts: &Activations) -> Result<Tensor> {
+        Ok(match self {
+            Block::Embed => acts.embed.unsqueeze(0)?,
+            Block::Heads(l) => acts.heads(l)?,
+            Block::Mlp(l) => acts.mlps[l].unsqueeze(0)?,
+        })
+    }
+    /// Blocks whose senders come before the attention (`mlp = false`) or the MLP of layer `l`; `l = n_layers`
+    /// gives every block (what `logits` reads).
+    pub fn before(l: usize, mlp: bool) -> Vec<Block> {
+        let mut v = vec![Block::Embed];
+        for i in 0..l {
+            v.push(Block::Heads(i));
+            v.push(Block::Mlp(i));
+        }
+        if mlp {
+            v.push(Block::Heads(l));
+        }
+        v
+    }
+}
+
+/// Which edges an attribution keeps, by |score|. In files: `{"top_n": 500}`, `{"score_threshold": 0.1}`,
+/// `{"top_fraction": 0.05}`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Selection {
+    /// The `n` edges with the largest |score|.
+    #[serde(rename = "top_n")]
+    TopN(usize),
+    /// Every edge with |score| ≥ x.
+    #[serde(rename = "score_threshold")]
+    Threshold(f64),
+    /// The top fraction of all edges by |score|.
+    #[serde(rename = "top_fraction")]
+    Fraction(f64),
+}
+
+impl Graph {
+    /// Keeps an edge only if its sender is reachable from `input` and its receiver still reaches `logits`
+    /// through kept edges (petgraph walks over the kept subgraph, internal head wires included).
+    pub fn prune_unconnected(&self, removed: &mut [bool]) {
+        let kept = EdgeFiltered::from_fn(&self.dag, |e| match *e.weight() {
+            Wire::Edge(id) => !removed[id],
+            Wire::Internal => true,
+        });
+        let input = self.sender_nodes[0];
+        let logits = self.receiver_nodes[self.logits_receiver()];
+        let mut from_input = vec![false; self.dag.node_count()];
+        let mut dfs = Dfs::new(&kept, input);
+        while let Some(n) = dfs.next(&kept) {
+            from_input[n.index()] = true;
+        }
+        let mut to_logits = vec![false; self.dag.node_count()];
+        let rev = Reversed(&kept);
+        let mut dfs = Dfs::new(rev, logits);
+        while let Some(n) = dfs.next(rev) {
+            to_logits[n.index()] = true;
+        }
+        for (id, e) in self.edges.iter().enumerate() {
+            let (s, r) = (self.sender_nodes[e.sender], self.receiver_nodes[e.receiver]);
+            if !removed[id] && !(from_input[s.index()] && to_logits[r.index()]) {
+                removed[id] = true;
+            }
+        }
+    }
+
+    /// The removed-edge flags of `selection` over `scores` (one per edge, graph order), unconnected edges
+    /// pruned. Ties in |score| go to the earlier edge, so the choice is deterministic.
+    pub fn select(&self, scores: &[f64], selection: Selection) -> Result<Vec<bool>> {
+        if scores.len() != self.edges.len() {
+            return Err(Error::bug(format!("{} scores for {} edges", scores.len(), self.edges.len())));
+        }
+        let n = match selection {
+            Selection::TopN(0) => return Err(Error::input("selection: top n must be at least 1")),
+            Selection::Threshold(x) if !x.is_finite() || x < 0.0 => {
+                return Err(Error::input(format!("selection: score threshold must be a finite number ≥ 0, got {x}")))
+            }
+            Selection::Fraction(f) if !(f > 0.0 && f <= 1.0) => {
+                return Err(Error::input(format!("selection: top fraction must be in (0, 1], got {f}")))
+            }
+            Selection::TopN(n) => Some(n),
+            Selection::Fraction(f) => Some((f * scores.len() as f64).round() as usize),
+            Selection::Threshold(_) => None,
+        };
+        let mut removed = vec![true; scores.len()];
+        match (n, selection) {
+            (Some(n), _) => {
+                let mut idx: Vec<usize> = (0..scores.len()).collect();
+                idx.sort_by(|&a, &b| scores[b].abs().total_cmp(&scores[a].abs()).then(a.cmp(&b)));
+                for &e in idx.iter().take(n) {
+                    removed[e] = false;
+                }
+            }
+            (None, Selection::Threshold(x)) => {
+                for (e, s) in scores.iter().enumerate() {
+                    if s.abs() >= x {
+                        removed[e] = false;
+                    }
+                }
+            }
+            (None, _) => return Err(Error::bug("only a threshold selects without a count")),
+        }
+        self.prune_unconnected(&mut removed);
+        Ok(removed)
     }
 }

@@ -10,12 +10,12 @@ use std::cell::RefCell;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::graph::Graph;
-use crate::model::{Activations, Model, ReceiverInputs, Stage};
+use crate::graph::{Block, Graph};
+use crate::model::{Activations, HookPoint, Hooks, Model, Stage};
 use crate::Result;
 
 /// What a removed edge carries instead of the sender's live output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Ablation {
     /// Nothing (the paper's setting).
@@ -36,11 +36,22 @@ impl std::fmt::Display for Ablation {
     }
 }
 
-/// Records every head's output; changes nothing.
+impl Ablation {
+    pub const ALL: [Ablation; 3] = [Ablation::Zero, Ablation::Mean, Ablation::Resample];
+}
+
+impl std::str::FromStr for Ablation {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Ablation> {
+        Ablation::ALL.into_iter().find(|a| a.to_string() == s).ok_or_else(|| crate::Error::input(format!("unknown ablation `{s}` (zero, mean, resample)")))
+    }
+}
+
+/// Records every head's output (what edge interventions and ablated values need); changes nothing.
 pub struct RecordHeads;
-impl ReceiverInputs for RecordHeads {
-    fn needs_heads(&self) -> bool {
-        true
+impl Hooks for RecordHeads {
+    fn reads(&self, point: HookPoint) -> bool {
+        matches!(point, HookPoint::HeadOut(_))
     }
 }
 
@@ -65,7 +76,7 @@ pub fn mean_values(acts: &Activations, lengths: &[usize]) -> Result<Activations>
     };
     Ok(Activations::senders(
         mean(&acts.embed, 0)?,
-        acts.heads.iter().map(|h| mean(h, 1)).collect::<Result<_>>()?,
+        (0..acts.mlps.len()).map(|l| mean(&acts.heads(l)?, 1)).collect::<Result<_>>()?,
         acts.mlps.iter().map(|m| mean(m, 0)).collect::<Result<_>>()?,
     ))
 }
@@ -78,52 +89,6 @@ fn sum_senders(x: &Tensor) -> Result<Tensor> {
         sum = (sum + x.get(s)?)?;
     }
     Ok(sum)
-}
-
-/// A block of senders that live in one tensor: the embedding, one layer's heads, or one layer's MLP.
-#[derive(Debug, Clone, Copy)]
-enum Block {
-    Embed,
-    Heads(usize),
-    Mlp(usize),
-}
-
-impl Block {
-    fn id(self) -> usize {
-        match self {
-            Block::Embed => 0,
-            Block::Heads(l) => 1 + 2 * l,
-            Block::Mlp(l) => 2 + 2 * l,
-        }
-    }
-    /// Dense sender indices of the block.
-    fn senders(self, g: &Graph) -> std::ops::Range<usize> {
-        match self {
-            Block::Embed => 0..1,
-            Block::Heads(l) => g.head_sender(l, 0)..g.head_sender(l, 0) + g.n_heads,
-            Block::Mlp(l) => g.mlp_sender(l)..g.mlp_sender(l) + 1,
-        }
-    }
-    /// The block's live outputs as `[S_b, R, T, D]`.
-    fn outputs(self, acts: &Activations) -> Result<Tensor> {
-        Ok(match self {
-            Block::Embed => acts.embed.unsqueeze(0)?,
-            Block::Heads(l) => acts.heads[l].clone(),
-            Block::Mlp(l) => acts.mlps[l].unsqueeze(0)?,
-        })
-    }
-    /// Blocks whose senders come before the attention (`mlp = false`) or the MLP of layer `l`.
-    fn before(l: usize, mlp: bool) -> Vec<Block> {
-        let mut v = vec![Block::Embed];
-        for i in 0..l {
-            v.push(Block::Heads(i));
-            v.push(Block::Mlp(i));
-        }
-        if mlp {
-            v.push(Block::Heads(l));
-        }
-        v
-    }
 }
 
 /// Sender deltas `ablated − out` of one fixed set of activations, per sender block, with their running sums:
@@ -173,7 +138,7 @@ pub struct EdgeInputs<'a> {
 
 impl<'a> EdgeInputs<'a> {
     pub fn new(graph: &'a Graph, removed: Vec<&'a [bool]>, ablated: Option<&'a Activations>, rows: usize) -> Self {
-        let blocks = 2 + 2 * graph.n_layers;
+        let blocks = graph.n_blocks();
         EdgeInputs {
             graph,
             removed,
@@ -250,12 +215,7 @@ impl<'a> EdgeInputs<'a> {
 
     /// First sender of the first live block (whose deltas `stacked` holds from row 0).
     fn first_live_sender(&self) -> usize {
-        let g = self.graph;
-        match self.live_from {
-            0 => 0,
-            id if id % 2 == 1 => g.head_sender((id - 1) / 2, 0),
-            id => g.mlp_sender((id - 2) / 2),
-        }
+        self.graph.block_start(self.live_from)
     }
 
     /// `[w, copies·rows, T, D]`: the deltas of live senders `lo..lo + w` from `stacked`, after copying in
@@ -304,7 +264,7 @@ impl<'a> EdgeInputs<'a> {
         let (mut removed_n, mut total_n) = (0usize, 0usize);
         for removed in &self.removed {
             for &r in receivers {
-                let into = &g.edges_into[r][..g.senders_in_blocks(blocks.len())];
+                let into = &g.edges_into[r][..g.block_start(blocks.len())];
                 removed_n += into.iter().filter(|&&e| removed[e]).count();
                 total_n += into.len();
             }
@@ -430,22 +390,32 @@ impl<'a> EdgeInputs<'a> {
     }
 }
 
-impl ReceiverInputs for EdgeInputs<'_> {
-    fn needs_heads(&self) -> bool {
-        true
+/// Writes every receiver input of the circuits: the attention ports, the MLP inputs and `logits`.
+impl Hooks for EdgeInputs<'_> {
+    fn reads(&self, point: HookPoint) -> bool {
+        matches!(point, HookPoint::HeadOut(_))
     }
-    fn attn(&self, layer: usize, acts: &Activations) -> Result<Option<Tensor>> {
-        let receivers: Vec<usize> = (0..self.graph.ports_per_layer()).map(|p| self.graph.attn_receiver(layer, p)).collect();
-        self.offsets(&receivers, &Block::before(layer, false), acts)
+    fn writes(&self, point: HookPoint) -> bool {
+        matches!(point, HookPoint::AttnIn(_) | HookPoint::MlpIn(_) | HookPoint::LogitsIn)
     }
-    fn mlp(&self, layer: usize, acts: &Activations) -> Result<Option<Tensor>> {
-        let o = self.offsets(&[self.graph.mlp_receiver(layer)], &Block::before(layer, true), acts)?;
-        Ok(o.map(|t| t.squeeze(0)).transpose()?)
-    }
-    fn logits(&self, acts: &Activations) -> Result<Option<Tensor>> {
-        let blocks = Block::before(self.graph.n_layers, false);
-        let o = self.offsets(&[self.graph.logits_receiver()], &blocks, acts)?;
-        Ok(o.map(|t| t.squeeze(0)).transpose()?)
+    fn write(&self, point: HookPoint, value: &Tensor, acts: &Activations) -> Result<Option<Tensor>> {
+        let g = self.graph;
+        let offset = match point {
+            HookPoint::AttnIn(layer) => {
+                let receivers: Vec<usize> = (0..g.ports_per_layer()).map(|p| g.attn_receiver(layer, p)).collect();
+                self.offsets(&receivers, &Block::before(layer, false), acts)?
+            }
+            HookPoint::MlpIn(layer) => self.offsets(&[g.mlp_receiver(layer)], &Block::before(layer, true), acts)?.map(|t| t.squeeze(0)).transpose()?,
+            HookPoint::LogitsIn => {
+                let blocks = Block::before(g.n_layers, false);
+                self.offsets(&[g.logits_receiver()], &blocks, acts)?.map(|t| t.squeeze(0)).transpose()?
+            }
+            _ => None,
+        };
+        Ok(match offset {
+            Some(off) => Some((off + value)?),
+            None => None,
+        })
     }
 }
 
@@ -469,11 +439,11 @@ impl NaiveInputs<'_> {
         for s in 0..n_senders {
             let e = g.edges_into[r][s];
             let v = if !self.removed[e] {
-                acts.sender(g, s)?
+                g.sender_output(acts, s)?
             } else {
                 match self.ablated {
                     None => continue,
-                    Some(a) => a.sender(g, s)?,
+                    Some(a) => g.sender_output(a, s)?,
                 }
             };
             x = (x + v)?;
@@ -482,28 +452,25 @@ impl NaiveInputs<'_> {
     }
 }
 
-impl ReceiverInputs for NaiveInputs<'_> {
-    fn needs_heads(&self) -> bool {
-        true
+/// Rebuilds every receiver input from scratch (see [`NaiveInputs::input`]).
+impl Hooks for NaiveInputs<'_> {
+    fn reads(&self, point: HookPoint) -> bool {
+        matches!(point, HookPoint::HeadOut(_))
     }
-    fn attn(&self, layer: usize, acts: &Activations) -> Result<Option<Tensor>> {
-        let g = self.graph;
-        let resid = if layer == 0 { acts.embed.clone() } else { (&acts.resid_mid[layer - 1] + &acts.mlps[layer - 1])? };
-        let n = g.senders_before_layer(layer);
-        let offs = (0..g.ports_per_layer())
-            .map(|p| Ok((self.input(g.attn_receiver(layer, p), n, layer, acts)? - &resid)?))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Some(Tensor::stack(&offs, 0)?))
+    fn writes(&self, point: HookPoint) -> bool {
+        matches!(point, HookPoint::AttnIn(_) | HookPoint::MlpIn(_) | HookPoint::LogitsIn)
     }
-    fn mlp(&self, layer: usize, acts: &Activations) -> Result<Option<Tensor>> {
+    fn write(&self, point: HookPoint, _value: &Tensor, acts: &Activations) -> Result<Option<Tensor>> {
         let g = self.graph;
-        let n = g.senders_before_layer(layer) + g.n_heads;
-        Ok(Some((self.input(g.mlp_receiver(layer), n, layer + 1, acts)? - &acts.resid_mid[layer])?))
-    }
-    fn logits(&self, acts: &Activations) -> Result<Option<Tensor>> {
-        let g = self.graph;
-        let resid = acts.resid_final.as_ref().expect("set before logits");
-        Ok(Some((self.input(g.logits_receiver(), g.n_senders(), g.n_layers, acts)? - resid)?))
+        Ok(Some(match point {
+            HookPoint::AttnIn(layer) => {
+                let n = g.senders_before_layer(layer);
+                let inputs = (0..g.ports_per_layer()).map(|p| self.input(g.attn_receiver(layer, p), n, layer, acts)).collect::<Result<Vec<_>>>()?;
+                Tensor::stack(&inputs, 0)?
+            }
+            HookPoint::MlpIn(layer) => self.input(g.mlp_receiver(layer), g.senders_before_layer(layer) + g.n_heads, layer + 1, acts)?,
+            HookPoint::LogitsIn => self.input(g.logits_receiver(), g.n_senders(), g.n_layers, acts)?,
+            _ => return Ok(None),
+        }))
     }
 }
-

@@ -1,20 +1,32 @@
 //! kcirc: find the knowledge circuit of a transformer language model and prove it with numbers.
 //!
 //! The library holds everything; the `kcirc` binary only parses flags and prints.
-//! - [`model`]: one canonical transformer with hookable receivers, and the family adapters that fill it.
-//! - [`tokenizer`]: text ↔ token ids.
+//! - [`model`]: one canonical transformer, read and written through named hook points ([`model::hooks`]), and
+//!   the family adapters that fill it.
+//! - [`graph`]: the computation graph (senders, receivers, edges), its sender blocks and edge selection.
+//! - [`intervene`]: edge interventions (removed edges carry ablated values) as hook clients.
+//! - [`discover`]: discovery methods behind one trait; [`eval`]: held-out scoring.
+//! - [`pipeline`]: facts → split → task → discovery → evaluation → circuit file, what every command runs.
 pub mod circuit;
 pub mod data;
 pub mod discover;
 pub mod error;
 pub mod eval;
+pub mod gradient;
 pub mod graph;
 pub mod intervene;
 pub mod metric;
 pub mod model;
 pub mod parallel;
+pub mod pipeline;
 pub mod predict;
+pub mod progress;
+pub mod rank;
 pub mod scores;
+pub mod split;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
+
+/// This kcirc's version, recorded in every circuit file.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,5 +1,6 @@
 //! The `kcirc` command line: parses flags, calls the library, prints JSON on stdout and progress on stderr.
-//! Exit codes: 0 success, 1 a `--min-*` gate failed, 2 bad input (flags, files, models).
+//! Exit codes: 0 success, 1 a `--min-*` gate failed, 2 bad input (flags, files, models), 70 an internal error
+//! (a bug in kcirc).
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -84,7 +85,12 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let msg = format!("{e:#}");
-            eprintln!("kcirc: error: {}", msg.lines().next().unwrap_or(""));
+            let line = msg.lines().next().unwrap_or("");
+            if e.downcast_ref::<kcirc::Error>().is_some_and(kcirc::Error::is_bug) {
+                eprintln!("kcirc: internal error (a bug in kcirc, please report it): {line}");
+                return ExitCode::from(70);
+            }
+            eprintln!("kcirc: error: {line}");
             ExitCode::from(2)
         }
     }

@@ -7,7 +7,7 @@ use crate::model::Model;
 use crate::Result;
 
 /// The discovery metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Metric {
     /// `mean(logit_full[t] − logit_C[t])`: the target-entity logit drop.
@@ -16,6 +16,17 @@ pub enum Metric {
     Nll,
     /// `mean KL(p_full ‖ p_C)` over the next-token distribution at the last position.
     Kl,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 3] = [Metric::Logit, Metric::Nll, Metric::Kl];
+}
+
+impl std::str::FromStr for Metric {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<Metric> {
+        Metric::ALL.into_iter().find(|m| m.to_string() == s).ok_or_else(|| crate::Error::input(format!("unknown metric `{s}` (logit, nll, kl)")))
+    }
 }
 
 impl std::fmt::Display for Metric {
@@ -54,35 +65,46 @@ impl FullReference {
         })
     }
 
-    /// The metric of each of `copies` circuits, from their normalised last-position residual `[copies·n, D]`
-    /// (copy-major). The logit metric reads only the target columns of the unembedding.
-    pub fn score(&self, metric: Metric, model: &Model, hidden: &Tensor) -> Result<Vec<f64>> {
+    /// The metric's term for every row of `hidden` (`[copies·n, D]`, the normalised last-position residual of
+    /// `copies` circuits, copy-major): `[copies·n]` f32, differentiable when `hidden` is. The one implementation
+    /// of the three metrics; [`score`](Self::score) and [`loss`](Self::loss) average it.
+    pub fn per_row(&self, metric: Metric, model: &Model, hidden: &Tensor) -> Result<Tensor> {
         let n = self.targets.len();
-        let rows = hidden.dim(0)?;
-        let copies = rows / n;
-        if metric == Metric::Logit {
-            let tl = model.target_logits(hidden, &self.targets)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-            let per_row: Vec<f64> = tl.iter().enumerate().map(|(r, v)| self.target_logit[r % n] - v).collect();
-            return Ok(per_row.chunks(n).map(|c| c.iter().sum::<f64>() / n as f64).collect());
-        }
-        let logits = model.logits_of_hidden(hidden)?;
-        let per_row: Vec<f64> = match metric {
-            Metric::Logit => unreachable!("handled above"),
+        let copies = hidden.dim(0)? / n;
+        let tiled = |v: &[f64]| -> Result<Tensor> {
+            let t: Vec<f32> = (0..copies).flat_map(|_| v.iter().map(|&x| x as f32)).collect();
+            Ok(Tensor::from_vec(t, copies * n, hidden.device())?)
+        };
+        Ok(match metric {
+            // Reads only the target columns of the unembedding.
+            Metric::Logit => (tiled(&self.target_logit)? - model.target_logits(hidden, &self.targets)?)?,
             Metric::Nll => {
-                let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-                let tl = gather(&lp, &self.targets, copies)?;
-                tl.iter().enumerate().map(|(r, v)| self.target_logprob[r % n] - v).collect()
+                let lp = candle_nn::ops::log_softmax(&model.logits_of_hidden(hidden)?, D::Minus1)?;
+                let idx: Vec<u32> = (0..copies).flat_map(|_| self.targets.iter().copied()).collect();
+                let idx = Tensor::from_vec(idx, (copies * n, 1), hidden.device())?;
+                (tiled(&self.target_logprob)? - lp.gather(&idx, 1)?.flatten_all()?)?
             }
             Metric::Kl => {
-                let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+                let lp = candle_nn::ops::log_softmax(&model.logits_of_hidden(hidden)?, D::Minus1)?;
                 let v = lp.dim(1)?;
-                let lp = lp.reshape((copies, n, v))?;
                 let full = self.logprobs.unsqueeze(0)?;
-                let kl = full.exp()?.broadcast_mul(&full.broadcast_sub(&lp)?)?.sum(D::Minus1)?; // [copies, n]
-                kl.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?
+                let lp = lp.reshape((copies, n, v))?;
+                full.exp()?.broadcast_mul(&full.broadcast_sub(&lp)?)?.sum(D::Minus1)?.flatten_all()? // [copies·n]
             }
-        };
+        })
+    }
+
+    /// The metric of each of `copies` circuits, from their normalised last-position residual `[copies·n, D]`.
+    pub fn score(&self, metric: Metric, model: &Model, hidden: &Tensor) -> Result<Vec<f64>> {
+        let n = self.targets.len();
+        let per_row = self.per_row(metric, model, hidden)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
         Ok(per_row.chunks(n).map(|c| c.iter().sum::<f64>() / n as f64).collect())
+    }
+
+    /// The metric of one circuit as a differentiable scalar, from `hidden [n, D]`.
+    pub fn loss(&self, metric: Metric, model: &Model, hidden: &Tensor) -> Result<Tensor> {
+        let n = self.targets.len() as f64;
+        Ok(self.per_row(metric, model, hidden)?.sum_all()?.affine(1.0 / n, 0.0)?)
     }
 }
 

@@ -1,18 +1,16 @@
 //! The edge-score file: what `kcirc discover --scores` writes and `kcirc select` reads. JSON Lines: a header
-//! object first, `{"kcirc_scores": 1, "model", "model_shape", "relation", "method", "ablation", "metric",
-//! "threshold", "signed", "seed", "examples", "ig_steps", "corrupted", "k", "filter_known", "n_edges_total"}`
-//! (the circuit file's run fields, `method` being the attribution that computed the scores: `eap` or
-//! `eap-ig`, which `hybrid` also writes), then one `{"name", "sender", "receiver", "score"}` line per edge of
-//! the graph, in graph order.
+//! object first, `{"kcirc_scores": 1, …the circuit file's run fields…, "corrupted", "n_edges_total"}` (`method`
+//! being the attribution that computed the scores: `eap` or `eap-ig`, which `hybrid` also writes; `ig_steps`
+//! its steps), then one `{"name", "sender", "receiver", "score"}` line per edge of the graph, in graph order.
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::circuit::{write_atomic, CircuitFile, RunInfo};
 use crate::data::Triple;
-use crate::discover::eap::{selected_circuit, EdgeScores, Selection};
-use crate::discover::Task;
-use crate::graph::Graph;
+use crate::discover::eap::selected_circuit;
+use crate::discover::{EdgeScores, Task};
+use crate::graph::{Graph, Selection};
 use crate::model::{Config, Model};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
@@ -25,25 +23,30 @@ pub const SCORES_FORMAT: u32 = 1;
 pub struct Header {
     /// Layout version; the key marks the file as a kcirc scores file.
     pub kcirc_scores: u32,
+    /// The attribution run (`method` and `ig_steps` those of the scores).
     #[serde(flatten)]
     pub run: RunInfo,
-    /// EAP-IG interpolation steps (`null` for EAP).
-    pub ig_steps: Option<usize>,
     /// Per discovery example, its corruption partner (resample ablation only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corrupted: Option<Vec<Triple>>,
-    /// k of the known-fact filter and of the held-out Hit@k.
-    pub k: usize,
-    /// Whether the held-out evaluation keeps only facts the full model knows.
-    pub filter_known: bool,
     pub n_edges_total: usize,
 }
 
 impl Header {
-    /// The header of `scores`, computed by the run `run` (whose `method` becomes the attribution's).
-    pub fn new(run: RunInfo, scores: &EdgeScores, corrupted: Option<Vec<Triple>>, k: usize, filter_known: bool) -> Header {
-        let run = RunInfo { method: scores.method.to_string(), ..run };
-        Header { kcirc_scores: SCORES_FORMAT, run, ig_steps: scores.ig_steps, corrupted, k, filter_known, n_edges_total: scores.scores.len() }
+    /// The header of `scores`, computed by the run `run`: its method becomes the attribution's, and settings
+    /// of exact ablation (a hybrid run's) are dropped.
+    pub fn new(run: RunInfo, scores: &EdgeScores, corrupted: Option<Vec<Triple>>) -> Header {
+        let attribution = run.method == scores.method;
+        let run = RunInfo {
+            method: scores.method.to_string(),
+            ig_steps: scores.ig_steps,
+            threshold: None,
+            signed: None,
+            candidates: None,
+            selection: if attribution { run.selection } else { None },
+            ..run
+        };
+        Header { kcirc_scores: SCORES_FORMAT, run, corrupted, n_edges_total: scores.scores.len() }
     }
 }
 
@@ -68,7 +71,7 @@ pub struct ScoresFile {
 /// Writes `scores` (one per edge of `g`, graph order) under `header`, atomically.
 pub fn write(path: &Path, header: &Header, g: &Graph, scores: &[f64]) -> Result<()> {
     fn line<T: Serialize>(path: &Path, v: &T) -> Result<String> {
-        serde_json::to_string(v).map(|s| s + "\n").map_err(|e| Error::input(format!("{}: {e}", path.display())))
+        serde_json::to_string(v).map(|s| s + "\n").map_err(|e| Error::bug(format!("{}: {e}", path.display())))
     }
     let mut text = line(path, header)?;
     for (edge, &score) in g.edges.iter().zip(scores) {
@@ -134,8 +137,8 @@ impl ScoresFile {
 }
 
 /// The circuit file an attribution run with `selection` would have written (before its held-out report):
-/// the same edges, chosen by [`crate::discover::eap::select`] over `scores`, and the circuit's metric measured
-/// again on the header's discovery examples. `model_name` is recorded as the circuit's model.
+/// the same edges, chosen by [`Graph::select`] over `scores`, and the circuit's metric measured again on the
+/// header's discovery examples. `model_name` is recorded as the circuit's model.
 pub fn select_circuit(header: &Header, scores: &[f64], model: &Model, tok: &Tokenizer, model_name: &str, selection: Selection) -> Result<CircuitFile> {
     let tokenize = |ts: &[Triple]| -> Result<Vec<crate::data::Example>> { ts.iter().map(|t| crate::data::example(t, tok)).collect() };
     let examples = tokenize(&header.run.examples)?;
@@ -145,6 +148,6 @@ pub fn select_circuit(header: &Header, scores: &[f64], model: &Model, tok: &Toke
     };
     let task = Task::new(model, examples, header.run.ablation, corrupted, header.run.metric)?;
     let circuit = selected_circuit(&task, scores, selection)?;
-    let run = RunInfo { model: model_name.to_string(), ..header.run.clone() };
-    Ok(CircuitFile::new(run, &task.graph, &circuit))
+    let run = RunInfo { model: model_name.to_string(), selection: Some(selection), kcirc_version: crate::VERSION.into(), ..header.run.clone() };
+    CircuitFile::measured(run, &task, &circuit)
 }

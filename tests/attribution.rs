@@ -4,12 +4,12 @@ mod common;
 
 use candle_core::Tensor;
 use common::*;
-use indicatif::ProgressBar;
 use kcirc::discover::eap::{edge_scores, receiver_gradients};
 use kcirc::discover::Task;
 use kcirc::intervene::Ablation;
 use kcirc::metric::Metric;
-use kcirc::model::{Activations, Logits, Model, ReceiverInputs};
+use kcirc::model::{Activations, HookPoint, Hooks, Logits, Model};
+use kcirc::progress::Silent;
 
 
 /// Adds `delta` to one receiver input: the attention port `port` of `layer` (or its MLP when `port` is None).
@@ -20,18 +20,18 @@ struct Perturb {
     ports: usize,
 }
 
-impl ReceiverInputs for Perturb {
-    fn attn(&self, layer: usize, _: &Activations) -> kcirc::Result<Option<Tensor>> {
-        if layer != self.layer || self.port.is_none() {
-            return Ok(None);
+impl Hooks for Perturb {
+    fn writes(&self, point: HookPoint) -> bool {
+        match self.port {
+            Some(_) => point == HookPoint::AttnIn(self.layer),
+            None => point == HookPoint::MlpIn(self.layer),
         }
-        let p = self.port.unwrap();
+    }
+    fn write(&self, _: HookPoint, value: &Tensor, _: &Activations) -> kcirc::Result<Option<Tensor>> {
+        let Some(p) = self.port else { return Ok(Some((value + &self.delta)?)) };
         let z = self.delta.zeros_like()?;
         let all: Vec<&Tensor> = (0..self.ports).map(|i| if i == p { &self.delta } else { &z }).collect();
-        Ok(Some(Tensor::stack(&all, 0)?))
-    }
-    fn mlp(&self, layer: usize, _: &Activations) -> kcirc::Result<Option<Tensor>> {
-        Ok((layer == self.layer && self.port.is_none()).then(|| self.delta.clone()))
+        Ok(Some((Tensor::stack(&all, 0)? + value)?))
     }
 }
 
@@ -39,7 +39,8 @@ fn gradients_match_finite_differences(model: &Model, prompts: &[Vec<u32>]) {
     for metric in [Metric::Logit, Metric::Nll, Metric::Kl] {
         let t = Task::new(model, examples(model, prompts), Ablation::Zero, None, metric).unwrap();
         let embed = model.embed(&t.batch).unwrap();
-        let (ga, gm, _) = receiver_gradients(&t, &embed).unwrap();
+        let grads = receiver_gradients(&t, &embed).unwrap();
+        let (ga, gm) = (&grads.attn, &grads.mlp);
         let ports = model.cfg.n_heads + 2 * model.cfg.n_kv_heads;
         let (n, tt, d) = embed.dims3().unwrap();
         let mut rng = kcirc::data::SplitMix64(42);
@@ -47,8 +48,8 @@ fn gradients_match_finite_differences(model: &Model, prompts: &[Vec<u32>]) {
             let u: Vec<f32> = (0..n * tt * d).map(|_| (rng.next_u64() % 2001) as f32 / 1000.0 - 1.0).collect();
             let u = Tensor::from_vec(u, (n, tt, d), &candle_core::Device::Cpu).unwrap();
             let grad = match port {
-                Some(p) => ga[layer].get(p).unwrap(),
-                None => gm[layer].clone(),
+                Some(p) => ga[layer].as_ref().unwrap().get(p).unwrap(),
+                None => gm[layer].clone().unwrap(),
             };
             let analytic = (grad * &u).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
             let eps = 1e-2;
@@ -112,8 +113,8 @@ fn attribution_agrees_with_exact_effects(model: &Model, prompts: &[Vec<u32>]) ->
     let exact = ev.scores(kcirc::model::Stage::Logits, &circuits).unwrap();
     // The cached-prefix scores are the full-forward scores.
     assert!((exact[0] - t.score(&circuits[0]).unwrap()).abs() < 1e-4);
-    let eap = edge_scores(&t, None, &ProgressBar::hidden()).unwrap();
-    let ig = edge_scores(&t, Some(5), &ProgressBar::hidden()).unwrap();
+    let eap = edge_scores(&t, None, &Silent).unwrap();
+    let ig = edge_scores(&t, Some(5), &Silent).unwrap();
     let pick = |s: &[f64]| into_logits.iter().map(|&e| s[e]).collect::<Vec<_>>();
     let (re, ri) = (spearman(&pick(&eap), &exact), spearman(&pick(&ig), &exact));
     // Signs agree wherever the exact effect is not negligible.

@@ -277,7 +277,8 @@ fn data_convert_turns_lre_into_json_lines() {
 /// from its file, reproduces the metric the run reported.
 #[test]
 fn smollm2_circuit_file_reproduces_its_metric() {
-    use kcirc::discover::setup::{prepare, Settings};
+    use kcirc::pipeline::Settings;
+    use kcirc::split::prepare;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("c.json");
     let triples = root().join("data/country_capital_city.jsonl");
@@ -293,7 +294,7 @@ fn smollm2_circuit_file_reproduces_its_metric() {
     let (model, tok) = smollm2();
     let rel = kcirc::data::read(&triples).unwrap();
     let s = Settings { examples: 4, ablation: kcirc::intervene::Ablation::Mean, ..Default::default() };
-    let prep = prepare(&model, &tok, &rel, &s).unwrap();
+    let prep = prepare(&model, &tok, &rel, &s.split_rule()).unwrap();
     assert_eq!(prep.discovery.iter().map(|e| e.triple.clone()).collect::<Vec<_>>(), file.run.examples);
     let task = kcirc::discover::Task::new(&model, prep.discovery, s.ablation, None, s.metric).unwrap();
     let removed = file.removed(&task.graph, &model.cfg).unwrap();

@@ -4,12 +4,12 @@ mod common;
 
 use candle_core::Tensor;
 use common::*;
-use indicatif::ProgressBar;
 use kcirc::discover::acdc::Acdc;
 use kcirc::discover::{Discovery, Task};
 use kcirc::intervene::{Ablation, EdgeInputs, PrefixDeltas, RecordHeads};
 use kcirc::metric::Metric;
 use kcirc::model::{Clean, Logits, Model, Stage};
+use kcirc::progress::Silent;
 
 
 /// Same-length corrupted prompts: every token id shifted.
@@ -46,9 +46,9 @@ fn fast_equals_naive(model: &Model, prompts: &[Vec<u32>]) {
             let tau = median_threshold(&t);
             for signed in [false, true] {
                 let mut acdc = Acdc::new(tau, signed).unwrap();
-                let fast = acdc.discover(&t, &ProgressBar::hidden()).unwrap();
+                let fast = acdc.discover(&t, &Silent).unwrap();
                 acdc.naive = true;
-                let naive = acdc.discover(&t, &ProgressBar::hidden()).unwrap();
+                let naive = acdc.discover(&t, &Silent).unwrap();
                 let what = format!("{ablation} {metric} signed={signed} τ={tau:.4}");
                 let total = t.graph.edges.len();
                 assert!(fast.n_kept() > 0 && fast.n_kept() < total, "{what}: trivial circuit ({} of {total})", fast.n_kept());
@@ -137,7 +137,7 @@ fn zero_threshold_keeps_every_edge_that_matters_and_huge_threshold_keeps_none() 
     let model = tiny_llama(3);
     let prompts = vec![vec![5, 17, 33, 2, 90], vec![8, 8, 41]];
     let t = task(&model, &prompts, Ablation::Zero, Metric::Logit);
-    let all = Acdc::new(1e9, false).unwrap().discover(&t, &ProgressBar::hidden()).unwrap();
+    let all = Acdc::new(1e9, false).unwrap().discover(&t, &Silent).unwrap();
     assert_eq!(all.n_kept(), 0);
     assert!(Acdc::new(-1.0, false).is_err());
     assert!(Acdc::new(f64::NAN, false).is_err());

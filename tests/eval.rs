@@ -5,7 +5,8 @@ use candle_core::{Device, Tensor};
 use common::*;
 use kcirc::circuit::{CircuitFile, ModelShape, RunInfo};
 use kcirc::data::{self, Relation};
-use kcirc::discover::setup::{prepare, Settings};
+use kcirc::pipeline::Settings;
+use kcirc::split::prepare;
 use kcirc::eval::{outcomes, random_edges, EvalOptions, Metrics};
 use kcirc::intervene::Ablation;
 use kcirc::metric::Metric;
@@ -53,15 +54,15 @@ fn split_is_deterministic_and_disjoint() {
     let (model, tok) = tiny_gpt2();
     let rel = capitals();
     let s = Settings { examples: 5, filter_known: false, ..Default::default() };
-    let a = prepare(&model, &tok, &rel, &s).unwrap();
-    let b = prepare(&model, &tok, &rel, &s).unwrap();
+    let a = prepare(&model, &tok, &rel, &s.split_rule()).unwrap();
+    let b = prepare(&model, &tok, &rel, &s.split_rule()).unwrap();
     assert_eq!(a.discovery, b.discovery);
     assert_eq!(a.test, b.test);
     assert_eq!(a.discovery.len() + a.test.len(), rel.triples.len());
     for d in &a.discovery {
         assert!(!a.test.iter().any(|t| t.triple == d.triple), "{:?} in both", d.triple.subject);
     }
-    let c = prepare(&model, &tok, &rel, &Settings { seed: 7, ..s.clone() }).unwrap();
+    let c = prepare(&model, &tok, &rel, &Settings { seed: 7, ..s.clone() }.split_rule()).unwrap();
     assert_ne!(a.discovery, c.discovery, "another seed, another split");
 }
 
@@ -75,9 +76,17 @@ fn circuit_file(model: &kcirc::model::Model, removed: &[bool], examples: Vec<kci
         method: "test".into(),
         ablation,
         metric: Metric::Logit,
-        threshold: 0.0,
-        signed: false,
+        threshold: None,
+        signed: None,
+        ig_steps: None,
+        selection: None,
+        candidates: None,
+        triples: None,
         seed: 0,
+        k: 10,
+        filter_known: false,
+        n_examples: examples.len(),
+        kcirc_version: kcirc::VERSION.into(),
         examples,
     };
     CircuitFile::new(run, &g, &c)
@@ -88,7 +97,7 @@ fn full_circuit_is_fully_faithful_and_faithfulness_is_the_logit_ratio() {
     let (model, tok) = tiny_gpt2();
     let rel = capitals();
     let s = Settings { examples: 3, filter_known: false, ..Default::default() };
-    let prep = prepare(&model, &tok, &rel, &s).unwrap();
+    let prep = prepare(&model, &tok, &rel, &s.split_rule()).unwrap();
     let n = kcirc::graph::Graph::new(&model.cfg).edges.len();
     let examples: Vec<_> = prep.discovery.iter().map(|e| e.triple.clone()).collect();
     let opts = EvalOptions { k: 10, random: 3, seed: 0, filter_known: false };
@@ -129,7 +138,7 @@ fn circuit_from_another_model_is_refused() {
 
 #[test]
 fn facts_without_a_resample_partner_are_skipped_in_discovery_and_dropped_in_eval() {
-    use kcirc::discover::setup::partners;
+    use kcirc::split::partners;
     let (model, tok) = tiny_gpt2();
     let rel = capitals_with_a_long_subject();
     let all: Vec<_> = rel.triples.iter().map(|t| data::example(t, &tok).unwrap()).collect();
@@ -145,7 +154,7 @@ fn facts_without_a_resample_partner_are_skipped_in_discovery_and_dropped_in_eval
     }
     // Discovery: the partnerless fact is skipped (even when every other fact is needed) and counted.
     let s = Settings { examples: 10, filter_known: false, ablation: Ablation::Resample, ..Default::default() };
-    let prep = prepare(&model, &tok, &rel, &s).unwrap();
+    let prep = prepare(&model, &tok, &rel, &s.split_rule()).unwrap();
     assert_eq!(prep.discovery.len(), 10);
     assert!(prep.test.is_empty());
     assert_eq!(prep.dropped_no_partner, 1);
@@ -153,14 +162,14 @@ fn facts_without_a_resample_partner_are_skipped_in_discovery_and_dropped_in_eval
     let corrupted = prep.corrupted.as_ref().unwrap();
     assert!(prep.discovery.iter().zip(corrupted).all(|(e, c)| c.tokens.len() == e.tokens.len() && c.triple.subject != e.triple.subject));
     // Other ablations need no partner: nothing skipped.
-    let prep_mean = prepare(&model, &tok, &rel, &Settings { ablation: Ablation::Mean, ..s.clone() }).unwrap();
+    let prep_mean = prepare(&model, &tok, &rel, &Settings { ablation: Ablation::Mean, ..s.clone() }.split_rule()).unwrap();
     assert_eq!(prep_mean.dropped_no_partner, 0);
     assert_eq!(prep_mean.test.len(), 1);
-    let err = prepare(&model, &tok, &rel, &Settings { examples: 11, ..s.clone() }).err().unwrap();
+    let err = prepare(&model, &tok, &rel, &Settings { examples: 11, ..s.clone() }.split_rule()).err().unwrap();
     assert!(err.to_string().contains("1 of them without a same-length partner"), "{err}");
     // Evaluation: the held-out partnerless fact is dropped and counted; the rest are scored.
     let s3 = Settings { examples: 3, ..s.clone() };
-    let prep = prepare(&model, &tok, &rel, &s3).unwrap();
+    let prep = prepare(&model, &tok, &rel, &s3.split_rule()).unwrap();
     let n = kcirc::graph::Graph::new(&model.cfg).edges.len();
     let examples: Vec<_> = prep.discovery.iter().map(|e| e.triple.clone()).collect();
     let file = circuit_file(&model, &vec![false; n], examples.clone(), Ablation::Resample);

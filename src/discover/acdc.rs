@@ -12,12 +12,11 @@
 //! change while that receiver is processed (every removal so far is into it or later), so they are computed once
 //! and only layers from the receiver on are re-run; consecutive candidate removals are speculated in one batch
 //! (copy j removes the next j edges cumulatively) and the first kept edge rolls the rest back.
-use indicatif::ProgressBar;
-
 use super::{Circuit, Discovery, Task};
 use crate::graph::{Node, Port};
 use crate::intervene::{EdgeInputs, PrefixDeltas};
 use crate::model::{Activations, Logits, Stage};
+use crate::progress::Progress;
 use crate::{Error, Result};
 
 /// Tokens one candidate group runs with: groups of copies are the units spread over threads.
@@ -138,31 +137,31 @@ impl Discovery for Acdc {
         "acdc"
     }
 
-    fn discover(&self, task: &Task, progress: &ProgressBar) -> Result<Circuit> {
+    fn discover(&self, task: &Task, progress: &dyn Progress) -> Result<Circuit> {
         let g = &task.graph;
         let mut circuit = Circuit::full(g);
         if let Some(init) = &self.initially_removed {
             if init.len() != g.edges.len() {
-                return Err(Error::input("initial circuit does not match the graph"));
+                return Err(Error::bug("initial circuit does not match the graph"));
             }
             circuit.removed = init.clone();
         }
         let evaluator = if self.naive { None } else { Some(Evaluator::new(task, &circuit.removed)?) };
         let mut current = if self.naive { task.score_naive(&circuit.removed)? } else { task.score(&circuit.removed)? };
-        progress.set_length(g.edges.len() as u64);
+        progress.start(g.edges.len() as u64);
         let mut speculation = self.max_speculation.clamp(1, 4);
         for r in receiver_order(task) {
-            progress.set_message(format!("{} · kept {}", g.receiver_name(r), circuit.n_kept()));
+            progress.message(&format!("{} · kept {}", g.receiver_name(r), circuit.n_kept()));
             let fed = fed_senders(task, r);
             let candidates: Vec<usize> = g.edges_into[r].iter().rev().copied().filter(|&e| !circuit.removed[e]).collect();
-            progress.inc((g.edges_into[r].len() - candidates.len()) as u64);
+            progress.advance((g.edges_into[r].len() - candidates.len()) as u64);
             let dead = !fed.is_empty()
                 && fed.iter().all(|&s| g.edges_from[s].iter().all(|&e| circuit.removed[e]));
             if dead {
                 for &e in &candidates {
                     circuit.removed[e] = true;
                 }
-                progress.inc(candidates.len() as u64);
+                progress.advance(candidates.len() as u64);
                 continue;
             }
             let stage = stage_of(task, r);
@@ -184,7 +183,7 @@ impl Discovery for Acdc {
                 for (j, &e) in candidates[i..i + k].iter().enumerate() {
                     let delta = scores[j] - current;
                     circuit.effect[e] = Some(delta);
-                    progress.inc(1);
+                    progress.advance(1);
                     if self.prunes(delta) {
                         circuit.removed[e] = true;
                         current = scores[j];
@@ -199,7 +198,7 @@ impl Discovery for Acdc {
                 speculation = if all_pruned { (speculation * 2).min(self.max_speculation.max(1)) } else { (speculation / 2).max(1) };
             }
         }
-        progress.set_message(format!("done · kept {}", circuit.n_kept()));
+        progress.message(&format!("done · kept {}", circuit.n_kept()));
         circuit.metric = current;
         Ok(circuit)
     }

@@ -1,11 +1,11 @@
 //! Hybrid discovery (brief §4): EAP-IG picks candidate edges, every other edge is removed, and exact greedy
 //! ablation (ACDC, same threshold rule) runs over the candidates. The final circuit keeps ACDC's exact rule;
 //! attribution only decides what is worth testing.
-use indicatif::ProgressBar;
-
 use super::acdc::Acdc;
-use super::eap::{edge_scores, select, EdgeScores, Selection};
-use super::{Circuit, Discovery, Task};
+use super::eap::edge_scores;
+use super::{Circuit, Discovery, EdgeScores, Task};
+use crate::graph::Selection;
+use crate::progress::Progress;
 use crate::Result;
 
 #[derive(Debug, Clone)]
@@ -21,15 +21,14 @@ impl Discovery for Hybrid {
         "hybrid"
     }
 
-    fn discover(&self, task: &Task, progress: &ProgressBar) -> Result<Circuit> {
+    fn discover(&self, task: &Task, progress: &dyn Progress) -> Result<Circuit> {
         Ok(self.discover_scored(task, progress)?.0)
     }
 
-    fn discover_scored(&self, task: &Task, progress: &ProgressBar) -> Result<(Circuit, Option<EdgeScores>)> {
-        progress.set_message("EAP-IG scores");
+    fn discover_scored(&self, task: &Task, progress: &dyn Progress) -> Result<(Circuit, Option<EdgeScores>)> {
+        progress.message("EAP-IG scores");
         let scores = edge_scores(task, Some(self.ig_steps), progress)?;
-        let candidates = select(&task.graph, &scores, Selection::TopN(self.candidates))?;
-        progress.set_position(0);
+        let candidates = task.graph.select(&scores, Selection::TopN(self.candidates))?;
         let acdc = Acdc { initially_removed: Some(candidates), ..self.acdc.clone() };
         let mut circuit = acdc.discover(task, progress)?;
         // Edges ACDC never tested carry their attribution score.

@@ -1,17 +1,16 @@
 //! Circuit discovery. A [`Task`] fixes what is measured (model, discovery examples, ablation, metric); each
-//! method (`acdc`, …) is one module behind the [`Discovery`] trait and returns a [`Circuit`].
+//! method (`acdc`, `eap`/`eap-ig`, `hybrid`) is one module behind the [`Discovery`] trait and returns a
+//! [`Circuit`].
 pub mod acdc;
 pub mod eap;
 pub mod hybrid;
-pub mod setup;
-
-use indicatif::ProgressBar;
 
 use crate::data::Example;
 use crate::graph::Graph;
 use crate::intervene::{mean_values, Ablation, EdgeInputs, NaiveInputs, RecordHeads};
 use crate::metric::{FullReference, Metric};
 use crate::model::{Activations, Batch, Logits, Model};
+use crate::progress::Progress;
 use crate::{Error, Result};
 
 /// A discovery problem: everything a method needs to score a circuit.
@@ -31,13 +30,7 @@ pub struct Task<'a> {
 impl<'a> Task<'a> {
     /// Sets up a task. `corrupted` (resample ablation only) holds, per example, a prompt of the same token
     /// length whose activations replace removed edges.
-    pub fn new(
-        model: &'a Model,
-        examples: Vec<Example>,
-        ablation: Ablation,
-        corrupted: Option<Vec<Vec<u32>>>,
-        metric: Metric,
-    ) -> Result<Self> {
+    pub fn new(model: &'a Model, examples: Vec<Example>, ablation: Ablation, corrupted: Option<Vec<Vec<u32>>>, metric: Metric) -> Result<Self> {
         if examples.is_empty() {
             return Err(Error::input("no discovery examples"));
         }
@@ -50,9 +43,9 @@ impl<'a> Task<'a> {
             Ablation::Zero => None,
             Ablation::Mean => Some(mean_values(&clean, &batch.lengths)?),
             Ablation::Resample => {
-                let c = corrupted.ok_or_else(|| Error::input("resample ablation needs corrupted prompts"))?;
+                let c = corrupted.ok_or_else(|| Error::bug("resample ablation needs corrupted prompts"))?;
                 if c.len() != prompts.len() || c.iter().zip(&prompts).any(|(a, b)| a.len() != b.len()) {
-                    return Err(Error::input("every corrupted prompt must have its clean prompt's token length"));
+                    return Err(Error::bug("every corrupted prompt must have its clean prompt's token length"));
                 }
                 let cb = model.batch(&c)?;
                 Some(model.run(&cb, &RecordHeads, None, Logits::Hidden)?.0)
@@ -78,7 +71,6 @@ impl<'a> Task<'a> {
         let hidden = self.model.run(&self.batch, &hook, None, Logits::Hidden)?.1;
         Ok(self.full.score(self.metric, self.model, &hidden)?[0])
     }
-
 }
 
 /// A discovered circuit: which edges are removed, and the effect measured for the edges that were tested.
@@ -105,15 +97,25 @@ impl Circuit {
     }
 }
 
+/// Attribution scores of every edge (graph order) and the attribution that computed them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeScores {
+    /// `eap` or `eap-ig`.
+    pub method: &'static str,
+    /// EAP-IG interpolation steps (`None` for EAP).
+    pub ig_steps: Option<usize>,
+    pub scores: Vec<f64>,
+}
+
 /// A circuit-discovery method.
 pub trait Discovery {
     /// Name as it appears in circuit files (`acdc`, …).
     fn name(&self) -> &'static str;
-    /// Finds the circuit of `task`. `progress` is advanced as edges are decided.
-    fn discover(&self, task: &Task, progress: &ProgressBar) -> Result<Circuit>;
+    /// Finds the circuit of `task`, reporting as edges are decided.
+    fn discover(&self, task: &Task, progress: &dyn Progress) -> Result<Circuit>;
     /// [`discover`](Self::discover), also returning the attribution scores of every edge when the method
     /// computes them (`eap`, `eap-ig`, and `hybrid`'s EAP-IG candidate scores); `None` for exact ablation.
-    fn discover_scored(&self, task: &Task, progress: &ProgressBar) -> Result<(Circuit, Option<eap::EdgeScores>)> {
+    fn discover_scored(&self, task: &Task, progress: &dyn Progress) -> Result<(Circuit, Option<EdgeScores>)> {
         Ok((self.discover(task, progress)?, None))
     }
 }

@@ -1,5 +1,5 @@
-//! The canonical transformer: one forward pass for every family, with every sender's output kept and every
-//! receiver's input open to intervention.
+//! The canonical transformer: one forward pass for every family, read and written only through named hook
+//! points ([`super::hooks`]).
 //!
 //! Layout conventions (B = batch rows, T = padded sequence length, D = d_model, H = query heads,
 //! K = key/value heads, dh = d_head, P = H + 2K attention input ports of one layer):
@@ -8,6 +8,7 @@
 //! - the attention ports of a layer are ordered: H query inputs, K key inputs, K value inputs.
 use candle_core::{DType, Device, Tensor, D};
 
+use super::hooks::{Activations, Clean, HookPoint, Hooks};
 use super::ops::{matmul, matmul_input_grad};
 use super::weights::{Mlp, Norm, Weights};
 use super::{Config, MlpKind, NormKind, Positional};
@@ -72,96 +73,28 @@ impl Batch {
 }
 
 /// Where a forward pass (re)starts: stages run in this order, attention then MLP in each layer, then logits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stage {
     Attn(usize),
     Mlp(usize),
     Logits,
 }
 
-/// Every sender's output and the plain residual stream at each stage of one forward pass.
-#[derive(Debug, Clone)]
-pub struct Activations {
-    /// The `input` sender: token (+ position) embedding, `[B, T, D]`.
-    pub embed: Tensor,
-    /// Per layer, every head's output `z_h · W_O[h]` without bias, `[H, B, T, D]`; recorded only when the
-    /// hook asks for it ([`ReceiverInputs::needs_heads`]), empty otherwise.
-    pub heads: Vec<Tensor>,
-    /// Per layer, the MLP's output (with its output bias), `[B, T, D]`.
-    pub mlps: Vec<Tensor>,
-    /// Per layer, the residual before attention, `[B, T, D]`.
-    pub resid_pre: Vec<Tensor>,
-    /// Per layer, the residual before the MLP, `[B, T, D]`.
-    pub resid_mid: Vec<Tensor>,
-    /// The residual the `logits` receiver reads by default, `[B, T, D]`.
-    pub resid_final: Option<Tensor>,
-}
-
-impl Activations {
-    /// Sender outputs only (no residuals recorded): what ablated values and run starts need.
-    pub fn senders(embed: Tensor, heads: Vec<Tensor>, mlps: Vec<Tensor>) -> Activations {
-        Activations { embed, heads, mlps, resid_pre: vec![], resid_mid: vec![], resid_final: None }
-    }
-
-    /// The output of dense sender `s` of `graph` (`input`, a head, an MLP), `[B, T, D]`.
-    pub fn sender(&self, graph: &crate::graph::Graph, s: usize) -> Result<Tensor> {
-        use crate::graph::Node;
-        Ok(match graph.sender(s) {
-            Node::Input => self.embed.clone(),
-            Node::Head { layer, head } => self.heads[layer].get(head)?,
-            Node::Mlp { layer } => self.mlps[layer].clone(),
-            other => return Err(crate::Error::input(format!("{other:?} is not a sender"))),
-        })
-    }
-
-    /// The activations a run starting at `stage` can reuse: everything computed before it.
-    pub fn prefix(&self, stage: Stage) -> Activations {
-        let (n_attn, n_mlp) = match stage {
-            Stage::Attn(l) => (l, l),
-            Stage::Mlp(l) => (l + 1, l),
-            Stage::Logits => (self.resid_pre.len(), self.mlps.len()),
-        };
-        Activations {
-            embed: self.embed.clone(),
-            heads: self.heads[..n_attn.min(self.heads.len())].to_vec(),
-            mlps: self.mlps[..n_mlp].to_vec(),
-            resid_pre: self.resid_pre[..n_attn].to_vec(),
-            resid_mid: self.resid_mid[..n_attn].to_vec(),
-            resid_final: if stage == Stage::Logits { self.resid_final.clone() } else { None },
+impl Stage {
+    /// Position in forward order.
+    fn order(self) -> usize {
+        match self {
+            Stage::Attn(l) => 2 * l,
+            Stage::Mlp(l) => 2 * l + 1,
+            Stage::Logits => usize::MAX,
         }
     }
 
-}
-
-/// Decides what each receiver reads. The engine adds the returned offset to the plain residual stream, so
-/// `None` (no offset) is the unmodified model. Implementations see every sender output computed so far.
-pub trait ReceiverInputs {
-    /// Whether the run must record every head's output (interventions on edges do; plain runs do not).
-    fn needs_heads(&self) -> bool {
-        false
-    }
-    /// Whether gradients must flow through the run: fused kernels (softmax, normalisation) have no backward
-    /// pass in candle and are swapped for compositions of basic ops.
-    fn differentiable(&self) -> bool {
-        false
-    }
-    /// Offsets for the attention ports of `layer`, `[P, B, T, D]` (P = H + 2K: queries, keys, values).
-    fn attn(&self, _layer: usize, _acts: &Activations) -> Result<Option<Tensor>> {
-        Ok(None)
-    }
-    /// Offset for the MLP input of `layer`, `[B, T, D]`.
-    fn mlp(&self, _layer: usize, _acts: &Activations) -> Result<Option<Tensor>> {
-        Ok(None)
-    }
-    /// Offset for the `logits` receiver (the final residual, before the final norm), `[B, T, D]`.
-    fn logits(&self, _acts: &Activations) -> Result<Option<Tensor>> {
-        Ok(None)
+    /// Whether this stage runs before `other`.
+    pub fn before(self, other: Stage) -> bool {
+        self.order() < other.order()
     }
 }
-
-/// The unmodified model.
-pub struct Clean;
-impl ReceiverInputs for Clean {}
 
 /// Which logits a run returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,23 +200,17 @@ impl Model {
         Ok(x.reshape((b, t, self.cfg.d_model))?)
     }
 
-    /// Runs the model with the receivers' inputs decided by `hook`.
+    /// Runs the model with `hooks` reading and writing at the [`HookPoint`]s they declare.
     ///
     /// `from = Some((stage, prefix))` restarts at `stage`, reusing `prefix` (activations of the stages before it,
-    /// as `Activations::prefix` gives, with the batch's row count). Returns all activations and the logits
-    /// (`[B, V]` or `[B, T, V]`, see [`Logits`]).
-    pub fn run(
-        &self,
-        batch: &Batch,
-        hook: &dyn ReceiverInputs,
-        from: Option<(Stage, Activations)>,
-        logits: Logits,
-    ) -> Result<(Activations, Tensor)> {
+    /// as [`Activations::prefix`] gives; points before `stage` are not hooked again). A prefix with fewer rows than
+    /// the batch (one copy of a candidate batch) is tiled where the run starts. Returns the activations and the
+    /// logits (`[B, V]` or `[B, T, V]`, see [`Logits`]).
+    pub fn run(&self, batch: &Batch, hooks: &dyn Hooks, from: Option<(Stage, Activations)>, logits: Logits) -> Result<(Activations, Tensor)> {
         let rows = batch.size();
         let (start, mut acts) = match from {
             Some((stage, mut prefix)) => {
-                // A prefix cached for fewer rows (one copy of a candidate batch) is tiled where the run starts;
-                // earlier tensors stay as they are and receivers' hooks see them with the prefix's rows.
+                // Earlier tensors stay as they are: hooks see them with the prefix's rows.
                 match stage {
                     Stage::Attn(0) => prefix.embed = fit_rows(&prefix.embed, rows)?,
                     Stage::Attn(l) => prefix.mlps[l - 1] = fit_rows(&prefix.mlps[l - 1], rows)?,
@@ -297,10 +224,14 @@ impl Model {
                 }
                 (stage, prefix)
             }
-            None => (Stage::Attn(0), Activations::senders(self.embed(batch)?, vec![], vec![])),
+            None => {
+                let mut acts = Activations::senders(self.embed(batch)?, vec![], vec![]);
+                acts.embed = hook(hooks, HookPoint::Embed, acts.embed.clone(), &mut acts)?;
+                (Stage::Attn(0), acts)
+            }
         };
         let n_layers = self.cfg.n_layers;
-        let diff = hook.differentiable();
+        let diff = hooks.differentiable();
         let first_layer = match start {
             Stage::Attn(l) | Stage::Mlp(l) => l,
             Stage::Logits => n_layers,
@@ -312,27 +243,24 @@ impl Model {
                     0 => acts.embed.clone(),
                     _ => (&acts.resid_mid[l - 1] + &acts.mlps[l - 1])?,
                 };
-                let offsets = hook.attn(l, &acts)?;
-                let (heads, mid) = self.attention(l, &resid, offsets.as_ref(), batch, hook.needs_heads(), diff)?;
-                acts.resid_mid.push((&resid + mid)?);
+                let resid = hook(hooks, HookPoint::ResidPre(l), resid, &mut acts)?;
+                let mid = self.attention(l, &resid, hooks, &mut acts, batch, diff)?;
+                let resid_mid = hook(hooks, HookPoint::ResidMid(l), (&resid + mid)?, &mut acts)?;
+                acts.resid_mid.push(resid_mid);
                 acts.resid_pre.push(resid);
-                acts.heads.extend(heads);
             }
-            let mut x = acts.resid_mid[l].clone();
-            if let Some(off) = hook.mlp(l, &acts)? {
-                x = (x + off)?;
-            }
-            let out = self.mlp(&layer.mlp, &norm_with(&x, &layer.ln2, &self.cfg, diff)?, diff)?;
+            let x = hook(hooks, HookPoint::MlpIn(l), acts.resid_mid[l].clone(), &mut acts)?;
+            let x = norm_with(&x, &layer.ln2, &self.cfg, diff)?;
+            let out = self.mlp(l, &x, hooks, &mut acts, diff)?;
             acts.mlps.push(out);
         }
         if start != Stage::Logits {
             let last = n_layers - 1;
-            acts.resid_final = Some((&acts.resid_mid[last] + &acts.mlps[last])?);
+            let resid = (&acts.resid_mid[last] + &acts.mlps[last])?;
+            acts.resid_final = Some(hook(hooks, HookPoint::ResidFinal, resid, &mut acts)?);
         }
-        let mut x = acts.resid_final.clone().expect("set above or by the prefix");
-        if let Some(off) = hook.logits(&acts)? {
-            x = (x + off)?;
-        }
+        let x = acts.resid_final.clone().ok_or_else(|| crate::Error::bug("a run from the logits stage needs the prefix's final residual"))?;
+        let x = hook(hooks, HookPoint::LogitsIn, x, &mut acts)?;
         let out = self.unembed_with(&x, logits, diff)?;
         Ok((acts, out))
     }
@@ -385,35 +313,43 @@ impl Model {
         })
     }
 
-    /// One attention block. `resid [B, T, D]`, `offsets [P, B, T, D]` (per-port input offsets, or `None` when
-    /// every port reads `resid`). Returns every head's output `[H, B, T, D]` (when `record_heads`) and the
-    /// block's output `[B, T, D]` (all heads plus the output bias), which the residual stream adds.
-    fn attention(
-        &self,
-        l: usize,
-        resid: &Tensor,
-        offsets: Option<&Tensor>,
-        batch: &Batch,
-        record_heads: bool,
-        diff: bool,
-    ) -> Result<(Option<Tensor>, Tensor)> {
+    /// One attention block on the residual `resid [B, T, D]`, hooked at [`HookPoint::AttnIn`], `Pattern`, `Z`,
+    /// `HeadOut` and `AttnOut` of layer `l`. Returns the block's output `[B, T, D]` (every head plus the output
+    /// bias), which the residual stream adds.
+    fn attention(&self, l: usize, resid: &Tensor, hooks: &dyn Hooks, acts: &mut Activations, batch: &Batch, diff: bool) -> Result<Tensor> {
         let cfg = &self.cfg;
         let layer = &self.weights.layers[l];
         let a = &layer.attn;
         let (b, t, d) = resid.dims3()?;
         let (h, kv, dh) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
-        let (q, k, v) = match offsets {
+        let ports = h + 2 * kv;
+        // Every port reads `resid` unless a client gives the ports inputs of their own.
+        let point = HookPoint::AttnIn(l);
+        let port_inputs = match hooks.writes(point) || hooks.reads(point) {
+            false => None,
+            true => {
+                let shared = resid.unsqueeze(0)?.broadcast_as((ports, b, t, d))?;
+                let written = match hooks.writes(point) {
+                    true => hooks.write(point, &shared, acts)?,
+                    false => None,
+                };
+                if hooks.reads(point) {
+                    acts.cache.insert(point, written.clone().unwrap_or(shared));
+                }
+                written
+            }
+        };
+        let (q, k, v) = match port_inputs {
             None => {
                 // Fast path: one fused projection of the shared residual.
                 let x = norm_with(&resid.reshape((b * t, d))?, &layer.ln1, cfg, diff)?;
                 let qkv = linear(&x, &a.w_qkv, diff)?.broadcast_add(&a.b_qkv)?; // [B·T, P·dh]
-                let qkv = qkv.reshape((b * t, h + 2 * kv, dh))?.transpose(0, 1)?.contiguous()?; // [P, B·T, dh]
+                let qkv = qkv.reshape((b * t, ports, dh))?.transpose(0, 1)?.contiguous()?; // [P, B·T, dh]
                 (qkv.narrow(0, 0, h)?, qkv.narrow(0, h, kv)?, qkv.narrow(0, h + kv, kv)?)
             }
-            Some(off) => {
+            Some(x) => {
                 // Every port reads its own input: batched per-head projections (same FLOPs as the fused one).
-                let x = off.broadcast_add(&resid.unsqueeze(0)?)?; // [P, B, T, D]
-                let x = norm_with(&x, &layer.ln1, cfg, diff)?.reshape((h + 2 * kv, b * t, d))?;
+                let x = norm_with(&x, &layer.ln1, cfg, diff)?.reshape((ports, b * t, d))?;
                 let q = linear(&x.narrow(0, 0, h)?, &a.w_q, diff)?.broadcast_add(&a.b_q)?;
                 let k = linear(&x.narrow(0, h, kv)?, &a.w_k, diff)?.broadcast_add(&a.b_k)?;
                 let v = linear(&x.narrow(0, h + kv, kv)?, &a.w_v, diff)?;
@@ -442,46 +378,112 @@ impl Model {
         let scores = (q.matmul(&k.t()?)? * (1.0 / (dh as f64).sqrt()))?;
         let scores = scores.reshape((h, b, t, t))?.broadcast_add(&batch.mask.unsqueeze(0)?)?;
         let pattern = if diff { candle_nn::ops::softmax(&scores, D::Minus1)? } else { candle_nn::ops::softmax_last_dim(&scores)? };
-        let z = pattern
-            .reshape((h * b, t, t))?
-            .matmul(&v)?
-            .reshape((h, b * t, dh))?;
-        // The block's output as one matmul over all heads: one accumulation chain, like the reference.
-        let z_all = z.transpose(0, 1)?.reshape((b * t, h * dh))?;
-        let mid = linear(&z_all, &a.w_o.reshape((h * dh, d))?, diff)?.broadcast_add(&a.b_o)?.reshape((b, t, d))?;
-        let heads = match record_heads {
-            true => Some(z.matmul(&a.w_o)?.reshape((h, b, t, d))?), // [H, B, T, D]
+        let pattern = hook(hooks, HookPoint::Pattern(l), pattern, acts)?; // [H, B, T, T]
+        let z = pattern.reshape((h * b, t, t))?.matmul(&v)?.reshape((h, b, t, dh))?;
+        let z = hook(hooks, HookPoint::Z(l), z, acts)?.reshape((h, b * t, dh))?;
+        let point = HookPoint::HeadOut(l);
+        let mid = match hooks.reads(point) || hooks.writes(point) {
             false => None,
+            true => {
+                let heads = z.matmul(&a.w_o)?.reshape((h, b, t, d))?; // [H, B, T, D]
+                let written = match hooks.writes(point) {
+                    true => hooks.write(point, &heads, acts)?,
+                    false => None,
+                };
+                // Written head outputs make the block's output: their sum plus the bias.
+                let mid = match &written {
+                    Some(w) => Some(w.sum(0)?.broadcast_add(&a.b_o)?),
+                    None => None,
+                };
+                if hooks.reads(point) {
+                    acts.cache.insert(point, written.unwrap_or(heads));
+                }
+                mid
+            }
         };
-        Ok((heads, mid))
+        let mid = match mid {
+            Some(m) => m,
+            // The block's output as one matmul over all heads: one accumulation chain, like the reference.
+            None => {
+                let z_all = z.transpose(0, 1)?.reshape((b * t, h * dh))?;
+                linear(&z_all, &a.w_o.reshape((h * dh, d))?, diff)?.broadcast_add(&a.b_o)?.reshape((b, t, d))?
+            }
+        };
+        hook(hooks, HookPoint::AttnOut(l), mid, acts)
     }
 
-    /// One MLP on its normalised input `[B, T, D]`; returns `[B, T, D]` (output bias included).
-    fn mlp(&self, mlp: &Mlp, x: &Tensor, diff: bool) -> Result<Tensor> {
+    /// MLP `l` on its normalised input `x [B, T, D]`, hooked at [`HookPoint::MlpHidden`] and `MlpOut`; returns
+    /// `[B, T, D]` (output bias included).
+    fn mlp(&self, l: usize, x: &Tensor, hooks: &dyn Hooks, acts: &mut Activations, diff: bool) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let x = x.reshape((b * t, d))?;
-        let y = match mlp {
-            Mlp::GeluTanh { w_in, b_in, w_out, b_out } => {
-                linear(&linear(&x, w_in, diff)?.broadcast_add(b_in)?.gelu()?, w_out, diff)?.broadcast_add(b_out)?
-            }
-            Mlp::SwiGlu { w_gate_up, w_down } => {
-                let f = self.cfg.d_mlp;
+        let f = self.cfg.d_mlp;
+        let mlp = &self.weights.layers[l].mlp;
+        let hidden = match mlp {
+            Mlp::GeluTanh { w_in, b_in, .. } => linear(&x, w_in, diff)?.broadcast_add(b_in)?.gelu()?,
+            Mlp::SwiGlu { w_gate_up, .. } => {
                 let gu = linear(&x, w_gate_up, diff)?;
-                let gate = candle_nn::ops::silu(&gu.narrow(1, 0, f)?)?;
-                linear(&(gate * gu.narrow(1, f, f)?)?, w_down, diff)?
+                (candle_nn::ops::silu(&gu.narrow(1, 0, f)?)? * gu.narrow(1, f, f)?)?
             }
+        };
+        let point = HookPoint::MlpHidden(l);
+        let hidden = match hooks.reads(point) || hooks.writes(point) {
+            false => hidden,
+            true => hook(hooks, point, hidden.reshape((b, t, f))?, acts)?.reshape((b * t, f))?,
+        };
+        let y = match mlp {
+            Mlp::GeluTanh { w_out, b_out, .. } => linear(&hidden, w_out, diff)?.broadcast_add(b_out)?,
+            Mlp::SwiGlu { w_down, .. } => linear(&hidden, w_down, diff)?,
         };
         debug_assert!(matches!(
             (mlp, self.cfg.mlp),
             (Mlp::GeluTanh { .. }, MlpKind::GeluTanh) | (Mlp::SwiGlu { .. }, MlpKind::SwiGlu)
         ));
-        Ok(y.reshape((b, t, d))?)
+        hook(hooks, HookPoint::MlpOut(l), y.reshape((b, t, d))?, acts)
+    }
+
+    /// Layer `l`'s MLP output projection `[d_mlp, D]` (GPT-2 `mlp.c_proj`, Llama `down_proj`, canonical
+    /// `[in, out]` layout): the matrix ROME and fine-tuning edit.
+    pub fn mlp_out_weight(&self, l: usize) -> &Tensor {
+        match &self.weights.layers[l].mlp {
+            Mlp::GeluTanh { w_out, .. } => w_out,
+            Mlp::SwiGlu { w_down, .. } => w_down,
+        }
+    }
+
+    /// This model with layer `l`'s MLP output projection replaced by `w` (`[d_mlp, D]`): an edited matrix, or
+    /// a `candle_core::Var` whose gradient a differentiable run then yields. Every other weight is shared.
+    pub fn with_mlp_out_weight(&self, l: usize, w: Tensor) -> Result<Model> {
+        let want = self.mlp_out_weight(l).dims().to_vec();
+        if w.dims() != want.as_slice() {
+            return Err(crate::Error::bug(format!("MLP {l} output projection must be {want:?}, got {:?}", w.dims())));
+        }
+        let mut m = self.clone();
+        match &mut m.weights.layers[l].mlp {
+            Mlp::GeluTanh { w_out, .. } => *w_out = w,
+            Mlp::SwiGlu { w_down, .. } => *w_down = w,
+        }
+        Ok(m)
     }
 }
 
-/// `x @ w` (shapes as [`matmul`]); in a differentiable run, one whose backward forms no weight gradient.
+/// `value` at `point` after `hooks`' write (when they write there), recorded in `acts` when they read there.
+fn hook(hooks: &dyn Hooks, point: HookPoint, value: Tensor, acts: &mut Activations) -> Result<Tensor> {
+    let value = match hooks.writes(point) {
+        true => hooks.write(point, &value, acts)?.unwrap_or(value),
+        false => value,
+    };
+    let fixed = matches!(point, HookPoint::Embed | HookPoint::ResidPre(_) | HookPoint::ResidMid(_) | HookPoint::MlpOut(_) | HookPoint::ResidFinal);
+    if !fixed && hooks.reads(point) {
+        acts.cache.insert(point, value.clone());
+    }
+    Ok(value)
+}
+
+/// `x @ w` (shapes as [`matmul`]); in a differentiable run, one whose backward forms no weight gradient unless
+/// `w` is a variable (a weight whose gradient is asked for).
 fn linear(x: &Tensor, w: &Tensor, diff: bool) -> Result<Tensor> {
-    match diff {
+    match diff && !w.is_variable() {
         true => matmul_input_grad(x, w),
         false => matmul(x, w),
     }

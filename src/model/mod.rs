@@ -3,6 +3,7 @@
 pub mod config;
 pub mod engine;
 pub mod gpt2;
+pub mod hooks;
 pub mod hub;
 pub mod llama;
 pub mod ops;
@@ -15,7 +16,8 @@ use candle_core::Device;
 use serde_json::Value;
 
 pub use config::{Config, MlpKind, NormKind, Positional};
-pub use engine::{Activations, Batch, Clean, Logits, Model, ReceiverInputs, Stage};
+pub use engine::{Batch, Logits, Model, Stage};
+pub use hooks::{Activations, Clean, HookPoint, Hooks};
 use hub::ModelFiles;
 use source::{Gguf, Safetensors};
 

@@ -144,5 +144,5 @@ pub fn capitals_with_a_long_subject() -> kcirc::data::Relation {
     let t = |(s, o): (&str, &str)| kcirc::data::Triple {
         subject: s.into(), relation: "capitals".into(), object: o.into(), template: "The capital of {} is the city of".into(), prompt: None,
     };
-    kcirc::data::Relation { name: "capitals".into(), triples: facts.into_iter().map(t).collect() }
+    kcirc::data::Relation::new("capitals", facts.into_iter().map(t).collect())
 }

@@ -1,0 +1,439 @@
+//! The pipeline every command runs: a relation's facts → known-fact filter and split → task → discovery →
+//! held-out evaluation → circuit file (and edge scores). One function per step a command needs, taking any
+//! [`Model`]: `kcirc discover` calls [`discover`] (or [`discover_batch`]), `kcirc select` [`select`], `discover
+//! --rerun` [`Settings::from_run`] then [`discover`]; an edit-then-rediscover run calls [`discover`] on the
+//! edited model. The binary only turns flags into [`Settings`] and prints.
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::circuit::{to_dot, write_atomic, CircuitFile, ModelShape, RunInfo};
+use crate::data::Relation;
+use crate::discover::acdc::Acdc;
+use crate::discover::eap::Eap;
+use crate::discover::hybrid::Hybrid;
+use crate::discover::{Discovery, Task};
+use crate::eval::{evaluate, EvalOptions, Report};
+use crate::graph::{Graph, Selection};
+use crate::intervene::Ablation;
+use crate::metric::Metric;
+use crate::model::Model;
+use crate::progress::Progress;
+use crate::scores::{self, Header, ScoresFile};
+use crate::split::{prepare, Prepared, SplitRule};
+use crate::tokenizer::Tokenizer;
+use crate::{Error, Result};
+
+/// Discovery settings: a `--config` preset (JSON, any subset of the fields) overridden by flags.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub method: String,
+    pub threshold: f64,
+    pub signed: bool,
+    pub metric: Metric,
+    pub ablation: Ablation,
+    /// Discovery examples.
+    pub examples: usize,
+    pub seed: u64,
+    /// Keep only facts the full model ranks below `k` (and say how many were dropped).
+    pub filter_known: bool,
+    pub k: usize,
+    /// Attribution: keep the top-n edges by |score| (`eap`, `eap-ig`).
+    pub top_n: Option<usize>,
+    /// Attribution: keep edges with |score| ≥ this instead.
+    pub score_threshold: Option<f64>,
+    /// Attribution without `top_n` or `score_threshold`: keep this fraction of all edges.
+    pub top_fraction: f64,
+    /// EAP-IG interpolation steps.
+    pub ig_steps: usize,
+    /// Hybrid: EAP-IG candidate edges handed to exact ablation.
+    pub candidates: usize,
+}
+
+/// The discovery methods, as `method` names them.
+pub const METHODS: [&str; 4] = ["acdc", "eap", "eap-ig", "hybrid"];
+
+impl Default for Settings {
+    fn default() -> Self {
+        // EAP-IG with mean ablation, 5% of the edges — the best held-out Hit@10 per minute measured on SmolLM2
+        // (docs/results.md, "Choosing a method").
+        Settings {
+            method: "eap-ig".into(),
+            threshold: 0.05,
+            signed: false,
+            metric: Metric::Logit,
+            ablation: Ablation::Mean,
+            examples: 8,
+            seed: 0,
+            filter_known: true,
+            k: 10,
+            top_n: None,
+            score_threshold: None,
+            top_fraction: 0.05,
+            ig_steps: 5,
+            candidates: 3000,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads a preset file.
+    pub fn from_file(path: &Path) -> Result<Settings> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| Error::input(format!("{}: {e}", path.display())))
+    }
+
+    /// Checks every value (names as in preset files); discovery fails before loading a model.
+    pub fn validate(&self) -> Result<()> {
+        if !METHODS.contains(&self.method.as_str()) {
+            return Err(Error::input(format!("unknown method `{}` (available: {})", self.method, METHODS.join(", "))));
+        }
+        if !self.threshold.is_finite() || self.threshold < 0.0 {
+            return Err(Error::input(format!("threshold must be a finite number ≥ 0, got {}", self.threshold)));
+        }
+        let at_least_one = [("examples", self.examples), ("k", self.k), ("ig_steps", self.ig_steps), ("candidates", self.candidates)];
+        if let Some((name, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
+            return Err(Error::input(format!("{name} must be at least 1")));
+        }
+        if self.top_n == Some(0) {
+            return Err(Error::input("top_n must be at least 1"));
+        }
+        if self.score_threshold.is_some_and(|x| !x.is_finite() || x < 0.0) {
+            return Err(Error::input("score_threshold must be a finite number ≥ 0"));
+        }
+        if !(self.top_fraction > 0.0 && self.top_fraction <= 1.0) {
+            return Err(Error::input("top_fraction must be in (0, 1]"));
+        }
+        Ok(())
+    }
+
+    /// The attribution selection: a score threshold, else top-n, else the top fraction.
+    pub fn selection(&self) -> Selection {
+        match (self.top_n, self.score_threshold) {
+            (_, Some(x)) => Selection::Threshold(x),
+            (Some(n), None) => Selection::TopN(n),
+            (None, None) => Selection::Fraction(self.top_fraction),
+        }
+    }
+
+    /// The discovery method these settings describe.
+    pub fn method(&self) -> Result<Box<dyn Discovery>> {
+        let selection = self.selection();
+        Ok(match self.method.as_str() {
+            "acdc" => Box::new(Acdc::new(self.threshold, self.signed)?),
+            "eap" => Box::new(Eap { ig_steps: None, selection }),
+            "eap-ig" => Box::new(Eap { ig_steps: Some(self.ig_steps), selection }),
+            "hybrid" => Box::new(Hybrid { candidates: self.candidates, ig_steps: self.ig_steps, acdc: Acdc::new(self.threshold, self.signed)? }),
+            other => return Err(Error::input(format!("unknown method `{other}` (available: {})", METHODS.join(", ")))),
+        })
+    }
+
+    /// How the relation's facts are split.
+    pub fn split_rule(&self) -> SplitRule {
+        SplitRule { examples: self.examples, seed: self.seed, filter_known: self.filter_known, k: self.k, ablation: self.ablation }
+    }
+
+    /// The run record of these settings: each method's own parameters only (`threshold`/`signed` for exact
+    /// ablation, `ig_steps` for EAP-IG, the selection for attribution, `candidates` for hybrid).
+    pub fn run_info(&self, model_name: &str, model: &Model, relation: &Relation, examples: Vec<crate::data::Triple>) -> RunInfo {
+        let m = self.method.as_str();
+        let exact = matches!(m, "acdc" | "hybrid");
+        RunInfo {
+            model: model_name.to_string(),
+            model_shape: ModelShape::from(&model.cfg),
+            relation: relation.name.clone(),
+            triples: relation.source.clone(),
+            method: self.method.clone(),
+            ablation: self.ablation,
+            metric: self.metric,
+            threshold: exact.then_some(self.threshold),
+            signed: exact.then_some(self.signed),
+            ig_steps: matches!(m, "eap-ig" | "hybrid").then_some(self.ig_steps),
+            selection: matches!(m, "eap" | "eap-ig").then(|| self.selection()),
+            candidates: (m == "hybrid").then_some(self.candidates),
+            seed: self.seed,
+            k: self.k,
+            filter_known: self.filter_known,
+            n_examples: self.examples,
+            kcirc_version: crate::VERSION.into(),
+            examples,
+        }
+    }
+
+    /// The settings that made a circuit file (what `discover --rerun` runs again).
+    pub fn from_run(run: &RunInfo) -> Result<Settings> {
+        let d = Settings::default();
+        let (top_n, score_threshold, top_fraction) = match run.selection {
+            Some(Selection::TopN(n)) => (Some(n), None, d.top_fraction),
+            Some(Selection::Threshold(x)) => (None, Some(x), d.top_fraction),
+            Some(Selection::Fraction(f)) => (None, None, f),
+            None => (None, None, d.top_fraction),
+        };
+        let n_examples = if run.n_examples > 0 { run.n_examples } else { run.examples.len() };
+        let s = Settings {
+            method: run.method.clone(),
+            threshold: run.threshold.unwrap_or(d.threshold),
+            signed: run.signed.unwrap_or(d.signed),
+            metric: run.metric,
+            ablation: run.ablation,
+            examples: n_examples,
+            seed: run.seed,
+            filter_known: run.filter_known,
+            k: run.k,
+            top_n,
+            score_threshold,
+            top_fraction,
+            ig_steps: run.ig_steps.unwrap_or(d.ig_steps),
+            candidates: run.candidates.unwrap_or(d.candidates),
+        };
+        s.validate()?;
+        Ok(s)
+    }
+}
+
+/// One relation's discovery: the circuit file (with its held-out report when one ran), the edge scores when the
+/// method computed them, and the split it was discovered on.
+pub struct Discovered {
+    pub file: CircuitFile,
+    /// The model's computation graph (the scores' edge order).
+    pub graph: Graph,
+    /// The scores file's header and every edge's score (graph order).
+    pub scores: Option<(Header, Vec<f64>)>,
+    pub prepared: Prepared,
+    /// The held-out report (also in `file.eval`).
+    pub report: Option<Report>,
+}
+
+/// Discovers the circuit of `relation` on `model` with `settings` (recorded under the name `model_name`) and,
+/// with `eval`, scores it on the held-out facts. Reports the split and the table through `progress`.
+pub fn discover(
+    model: &Model,
+    tok: &Tokenizer,
+    model_name: &str,
+    relation: &Relation,
+    settings: &Settings,
+    eval: Option<&EvalOptions>,
+    progress: &dyn Progress,
+) -> Result<Discovered> {
+    settings.validate()?;
+    let method = settings.method()?;
+    let prepared = prepare(model, tok, relation, &settings.split_rule())?;
+    progress.info(&prepared.summary(&relation.name));
+    if prepared.dropped_no_partner > 0 {
+        progress.warn(&format!(
+            "{}: {} without a same-length partner for resample ablation skipped",
+            relation.name, prepared.dropped_no_partner
+        ));
+    }
+    let task = Task::new(model, prepared.discovery.clone(), settings.ablation, prepared.corrupted_prompts(), settings.metric)?;
+    let (circuit, scores) = method.discover_scored(&task, progress)?;
+    let run = settings.run_info(model_name, model, relation, prepared.discovery.iter().map(|e| e.triple.clone()).collect());
+    let mut file = CircuitFile::measured(run.clone(), &task, &circuit)?;
+    let scores = scores.map(|s| {
+        let corrupted = prepared.corrupted.as_ref().map(|c| c.iter().map(|e| e.triple.clone()).collect());
+        (Header::new(run, &s, corrupted), s.scores)
+    });
+    let report = match eval {
+        Some(opts) if !prepared.test.is_empty() => Some(attach_report(&mut file, model, tok, relation, opts, progress)?),
+        _ => None,
+    };
+    Ok(Discovered { file, graph: task.graph, scores, prepared, report })
+}
+
+/// Scores `file` on the held-out facts of `relation` and puts the report into the file; the table goes to
+/// `progress` as information, its warnings as warnings.
+pub fn attach_report(file: &mut CircuitFile, model: &Model, tok: &Tokenizer, relation: &Relation, opts: &EvalOptions, progress: &dyn Progress) -> Result<Report> {
+    let report = evaluate(model, tok, file, relation, opts)?;
+    progress.info(report.table().trim_end());
+    for w in report.warnings() {
+        progress.warn(&w);
+    }
+    file.eval = Some(serde_json::to_value(&report).map_err(|e| Error::bug(e.to_string()))?);
+    Ok(report)
+}
+
+/// What a circuit kept, in one line (after a discovery or a selection).
+pub fn kept_line(file: &CircuitFile) -> String {
+    format!(
+        "kept {} of {} edges ({:.2}%), {} nodes, {} {:.4} (full model {:.4}{})",
+        file.n_edges,
+        file.n_edges_total,
+        100.0 * file.n_edges as f64 / file.n_edges_total.max(1) as f64,
+        file.nodes.len(),
+        file.run.metric,
+        file.metric_circuit,
+        file.metric_full,
+        file.metric_empty.map(|e| format!(", empty circuit {e:.4}")).unwrap_or_default()
+    )
+}
+
+/// The circuit an attribution run with `selection` keeps, from a scores file (`kcirc select`), evaluated on
+/// `relation`'s held-out facts when one is given.
+pub fn select(
+    model: &Model,
+    tok: &Tokenizer,
+    model_name: &str,
+    scores_file: &ScoresFile,
+    selection: Selection,
+    relation: Option<&Relation>,
+    random: usize,
+    progress: &dyn Progress,
+) -> Result<(CircuitFile, Option<Report>)> {
+    let scores = scores_file.scores(&Graph::new(&model.cfg), &model.cfg)?;
+    let h = &scores_file.header;
+    let mut file = scores::select_circuit(h, &scores, model, tok, model_name, selection)?;
+    let report = match relation {
+        Some(rel) => {
+            let opts = EvalOptions { k: h.run.k, random, seed: h.run.seed, filter_known: h.run.filter_known };
+            Some(attach_report(&mut file, model, tok, rel, &opts, progress)?)
+        }
+        None => None,
+    };
+    Ok((file, report))
+}
+
+/// Where one relation's results go: the circuit file, its DOT picture and its edge scores (each optional).
+#[derive(Debug, Clone, Default)]
+pub struct Outputs {
+    pub circuit: Option<PathBuf>,
+    pub dot: Option<PathBuf>,
+    pub scores: Option<PathBuf>,
+}
+
+/// Writes what `outputs` asks for, each file atomically. Scores asked of a method without them is an error
+/// raised before anything is written.
+pub fn write(d: &Discovered, outputs: &Outputs) -> Result<()> {
+    if outputs.scores.is_some() && d.scores.is_none() {
+        return Err(Error::input(format!("scores: method {} computes no edge scores", d.file.run.method)));
+    }
+    if let Some(p) = &outputs.circuit {
+        write_atomic(p, &(d.file.to_json()? + "\n"))?;
+    }
+    if let Some(p) = &outputs.dot {
+        write_atomic(p, &to_dot(&d.file))?;
+    }
+    if let (Some(p), Some((header, scores))) = (&outputs.scores, &d.scores) {
+        scores::write(p, header, &d.graph, scores)?;
+    }
+    Ok(())
+}
+
+/// One relation's line in a batch run's JSON Lines summary (stdout of `kcirc discover --out-dir`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SummaryLine {
+    Done {
+        relation: String,
+        circuit: PathBuf,
+        n_edges: usize,
+        n_edges_total: usize,
+        n_triples: Option<usize>,
+        full_hit_at_k: Option<f64>,
+        circuit_hit_at_k: Option<f64>,
+        random_hit_at_k: Option<f64>,
+        faithfulness: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scores: Option<PathBuf>,
+    },
+    Failed {
+        file: PathBuf,
+        error: String,
+    },
+}
+
+impl SummaryLine {
+    /// A row of the batch table printed at the end.
+    pub fn table_row(&self) -> String {
+        let num = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.3}"));
+        match self {
+            SummaryLine::Done { relation, n_edges, n_edges_total, full_hit_at_k, circuit_hit_at_k, random_hit_at_k, faithfulness, .. } => format!(
+                "{:<30} {:>6} {:>8.2}% {:>8} {:>8} {:>8} {:>9}",
+                relation,
+                n_edges,
+                100.0 * *n_edges as f64 / (*n_edges_total).max(1) as f64,
+                num(*full_hit_at_k),
+                num(*circuit_hit_at_k),
+                num(*random_hit_at_k),
+                num(*faithfulness)
+            ),
+            SummaryLine::Failed { file, error } => {
+                format!("{:<30} failed: {error}", file.file_stem().and_then(|x| x.to_str()).unwrap_or("?"))
+            }
+        }
+    }
+
+    /// The header of the batch table.
+    pub const TABLE_HEADER: &'static str = "relation                       edges    %edges  full@10  circ@10  rand@10  faithful";
+}
+
+/// A batch run's outputs: one circuit per relation in `out_dir` (`<relation>.json`, and `.dot` and
+/// `.scores.jsonl` when asked for).
+#[derive(Debug, Clone)]
+pub struct BatchOutputs {
+    pub out_dir: PathBuf,
+    pub dot: bool,
+    pub scores: bool,
+}
+
+impl BatchOutputs {
+    fn of(&self, relation: &str) -> Outputs {
+        let at = |ext: &str| self.out_dir.join(format!("{relation}{ext}"));
+        Outputs { circuit: Some(at(".json")), dot: self.dot.then(|| at(".dot")), scores: self.scores.then(|| at(".scores.jsonl")) }
+    }
+}
+
+/// Discovers every relation of `files` into `outputs.out_dir`. A relation that fails on its input (a bad file,
+/// too few known facts) is reported in its summary line and the others go on; `on_line` sees each line as its
+/// relation ends. Returns every line; errors when the output folder cannot be made, or on a bug.
+#[allow(clippy::too_many_arguments)]
+pub fn discover_batch(
+    model: &Model,
+    tok: &Tokenizer,
+    model_name: &str,
+    files: &[PathBuf],
+    settings: &Settings,
+    eval: Option<&EvalOptions>,
+    outputs: &BatchOutputs,
+    progress: &dyn Progress,
+    on_line: &mut dyn FnMut(&SummaryLine),
+) -> Result<Vec<SummaryLine>> {
+    std::fs::create_dir_all(&outputs.out_dir).map_err(|e| Error::io(&outputs.out_dir, e))?;
+    let mut lines = vec![];
+    for f in files {
+        let result = crate::data::read(f).and_then(|relation| {
+            let out = outputs.of(&relation.name);
+            let d = discover(model, tok, model_name, &relation, settings, eval, progress)?;
+            write(&d, &out)?;
+            progress.info(&format!("{}: {}", relation.name, kept_line(&d.file)));
+            Ok((d, out))
+        });
+        let line = match result {
+            Ok((d, out)) => {
+                let r = d.report.as_ref();
+                SummaryLine::Done {
+                    relation: d.file.run.relation.clone(),
+                    circuit: out.circuit.clone().unwrap_or_default(),
+                    n_edges: d.file.n_edges,
+                    n_edges_total: d.file.n_edges_total,
+                    n_triples: r.map(|r| r.n_triples),
+                    full_hit_at_k: r.map(|r| r.full.hit_at_k),
+                    circuit_hit_at_k: r.map(|r| r.circuit.hit_at_k),
+                    random_hit_at_k: r.map(|r| r.random.mean.hit_at_k),
+                    faithfulness: r.map(|r| r.faithfulness),
+                    scores: out.scores,
+                }
+            }
+            Err(e) => {
+                if e.is_bug() {
+                    return Err(e);
+                }
+                let msg = e.to_string().lines().next().unwrap_or("").to_string();
+                SummaryLine::Failed { file: f.clone(), error: msg }
+            }
+        };
+        on_line(&line);
+        lines.push(line);
+    }
+    Ok(lines)
+}

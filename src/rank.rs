@@ -1,0 +1,69 @@
+//! Scoring predictions: ranks of target tokens, Hit@k, MRR (brief §5).
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::data::Example;
+use crate::model::{Logits, Model};
+use crate::Result;
+
+/// Per-example outcome at the last prompt position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Number of vocabulary entries whose logit is strictly greater than the target's, plus the other entries
+    /// tied with it: a tie never counts in the target's favour (an empty circuit under zero ablation gives every
+    /// token the same logit, and must not score Hit@1 = 1).
+    pub rank: usize,
+    pub target_logit: f64,
+    pub target_prob: f64,
+}
+
+/// Outcomes from last-position logits `[n, V]` and the targets.
+pub fn outcomes(logits: &Tensor, targets: &[u32]) -> Result<Vec<Outcome>> {
+    let logits = logits.to_dtype(DType::F32)?;
+    let probs = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
+    let rows = logits.to_vec2::<f32>()?;
+    Ok(rows
+        .iter()
+        .zip(&probs)
+        .zip(targets)
+        .map(|((row, p), &t)| {
+            let tl = row[t as usize];
+            let rank = row.iter().enumerate().filter(|&(i, &v)| v > tl || (v == tl && i != t as usize)).count();
+            Outcome { rank, target_logit: tl as f64, target_prob: p[t as usize] as f64 }
+        })
+        .collect())
+}
+
+/// The full model's outcomes on `examples` (chunked and parallel, see [`Model::forward_prompts`]).
+pub fn full_model_outcomes(model: &Model, examples: &[Example]) -> Result<Vec<Outcome>> {
+    if examples.is_empty() {
+        return Ok(vec![]);
+    }
+    let prompts: Vec<Vec<u32>> = examples.iter().map(|e| e.tokens.clone()).collect();
+    let logits = model.forward_prompts(&prompts, Logits::Last)?;
+    outcomes(&logits, &examples.iter().map(|e| e.target).collect::<Vec<_>>())
+}
+
+/// Summary metrics of a set of outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub hit_at_1: f64,
+    pub hit_at_k: f64,
+    pub mrr: f64,
+    pub target_logit: f64,
+    pub target_prob: f64,
+}
+
+impl Metrics {
+    pub fn new(o: &[Outcome], k: usize) -> Metrics {
+        let n = o.len().max(1) as f64;
+        Metrics {
+            hit_at_1: o.iter().filter(|x| x.rank < 1).count() as f64 / n,
+            hit_at_k: o.iter().filter(|x| x.rank < k).count() as f64 / n,
+            mrr: o.iter().map(|x| 1.0 / (x.rank as f64 + 1.0)).sum::<f64>() / n,
+            target_logit: o.iter().map(|x| x.target_logit).sum::<f64>() / n,
+            target_prob: o.iter().map(|x| x.target_prob).sum::<f64>() / n,
+        }
+    }
+}
+

@@ -1,0 +1,114 @@
+//! From a relation's facts to a discovery split: tokenise, keep the facts the model knows, split by seed, and
+//! pick corrupted prompts for resample ablation.
+use crate::data::{self, Example, Relation};
+use crate::intervene::Ablation;
+use crate::model::Model;
+use crate::rank::full_model_outcomes;
+use crate::tokenizer::Tokenizer;
+use crate::{Error, Result};
+
+/// How a relation's facts are split (the fields of the discovery settings that decide it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SplitRule {
+    /// Discovery examples.
+    pub examples: usize,
+    pub seed: u64,
+    /// Keep only facts the full model ranks below `k`.
+    pub filter_known: bool,
+    pub k: usize,
+    pub ablation: Ablation,
+}
+
+/// The prepared data of one relation.
+pub struct Prepared {
+    pub discovery: Vec<Example>,
+    /// Held-out examples (every known fact not used for discovery; under resample ablation, every one with a
+    /// corruption partner).
+    pub test: Vec<Example>,
+    /// Per discovery example, its corruption partner: a fact with a same-length prompt (resample ablation only).
+    pub corrupted: Option<Vec<Example>>,
+    /// Facts dropped because the full model does not know them (rank ≥ k).
+    pub dropped_unknown: usize,
+    /// Known facts skipped because no other fact has a prompt of their token length (resample ablation only).
+    pub dropped_no_partner: usize,
+    pub total: usize,
+    /// The rule the split followed.
+    pub rule: SplitRule,
+}
+
+impl Prepared {
+    /// One line for the user: how many facts, how many the model knows (only when that was checked), how many
+    /// went to discovery and how many are held out.
+    pub fn summary(&self, relation: &str) -> String {
+        let known = match self.rule.filter_known {
+            true => format!("{} known (rank < {})", self.total - self.dropped_unknown, self.rule.k),
+            false => "known-fact filter off".into(),
+        };
+        format!("{relation} · {} facts, {known}, {} for discovery, {} held out", self.total, self.discovery.len(), self.test.len())
+    }
+
+    /// The corrupted prompts of the discovery examples, as [`crate::discover::Task::new`] takes them.
+    pub fn corrupted_prompts(&self) -> Option<Vec<Vec<u32>>> {
+        self.corrupted.as_ref().map(|c| c.iter().map(|e| e.tokens.clone()).collect())
+    }
+}
+
+/// Tokenises `rel`, keeps known facts (unless disabled), shuffles by seed and takes the first
+/// `settings.examples` for discovery; the rest are held out. Under resample ablation a fact without a
+/// corruption partner (see [`partners`]) can be neither discovery example nor held out: it is skipped and
+/// counted, and the discovery examples are the first `settings.examples` facts that have one.
+pub fn prepare(model: &Model, tok: &Tokenizer, rel: &Relation, settings: &SplitRule) -> Result<Prepared> {
+    let all = rel.examples(tok)?;
+    let known: Vec<bool> = if settings.filter_known {
+        full_model_outcomes(model, &all)?.iter().map(|o| o.rank < settings.k).collect()
+    } else {
+        vec![true; all.len()]
+    };
+    let dropped_unknown = known.iter().filter(|k| !**k).count();
+    let mut order: Vec<usize> = data::shuffled(all.len(), settings.seed).into_iter().filter(|&i| known[i]).collect();
+    let n_known = order.len();
+    let partner = match settings.ablation {
+        Ablation::Resample => {
+            let p = partners(&all, &all, settings.seed);
+            order.retain(|&i| p[i].is_some());
+            Some(p)
+        }
+        _ => None,
+    };
+    let dropped_no_partner = n_known - order.len();
+    if order.len() < settings.examples {
+        let why = if dropped_no_partner > 0 {
+            format!(", {dropped_no_partner} of them without a same-length partner for resample ablation")
+        } else {
+            String::new()
+        };
+        let usable = match settings.filter_known {
+            true => format!("{n_known} of {} facts are known to the model (rank < {})", all.len(), settings.k),
+            false => format!("{} facts", all.len()),
+        };
+        return Err(Error::input(format!(
+            "relation `{}`: {usable}{why}, fewer than the {} discovery examples asked for",
+            rel.name, settings.examples
+        )));
+    }
+    let discovery: Vec<Example> = order[..settings.examples].iter().map(|&i| all[i].clone()).collect();
+    let test: Vec<Example> = order[settings.examples..].iter().map(|&i| all[i].clone()).collect();
+    // Every fact left in `order` has a partner (the others were dropped above).
+    let corrupted = partner.map(|p| order[..settings.examples].iter().filter_map(|&i| p[i].cloned()).collect());
+    Ok(Prepared { discovery, test, corrupted, dropped_unknown, dropped_no_partner, total: all.len(), rule: *settings })
+}
+
+/// For each example, its corruption partner for resample ablation: another fact of `pool` with the same
+/// template, a different subject and target, and the same prompt token length (the first in the seed's
+/// order), or `None` when no fact qualifies.
+pub fn partners<'p>(examples: &[Example], pool: &'p [Example], seed: u64) -> Vec<Option<&'p Example>> {
+    let order = data::shuffled(pool.len(), seed ^ 0x5EED_C0DE);
+    examples
+        .iter()
+        .map(|e| {
+            order.iter().map(|&i| &pool[i]).find(|c| {
+                c.tokens.len() == e.tokens.len() && c.triple.subject != e.triple.subject && c.target != e.target && c.triple.template == e.triple.template
+            })
+        })
+        .collect()
+}
