@@ -181,7 +181,12 @@ pub fn edge_records(g: &Graph, c: &Circuit) -> Vec<EdgeRecord> {
     c.kept()
         .map(|e| {
             let edge = &g.edges[e];
-            EdgeRecord { name: edge.name.clone(), sender: g.sender_name(edge.sender), receiver: g.receiver_name(edge.receiver), effect: c.effect[e] }
+            EdgeRecord {
+                name: edge.name.clone(),
+                sender: g.sender_name(edge.sender),
+                receiver: g.receiver_name(edge.receiver),
+                effect: c.effect[e],
+            }
         })
         .collect()
 }
@@ -224,7 +229,9 @@ impl CircuitFile {
         match value.get("format").and_then(serde_json::Value::as_u64) {
             None => return Err(Error::input(format!("{label}: not a circuit file (no `format`)"))),
             Some(v) if v > FORMAT as u64 => {
-                return Err(Error::input(format!("{label}: circuit format {v} is newer than this kcirc reads (1 to {FORMAT}): upgrade kcirc")))
+                return Err(Error::input(format!(
+                    "{label}: circuit format {v} is newer than this kcirc reads (1 to {FORMAT}): upgrade kcirc"
+                )))
             }
             Some(0) => return Err(Error::input(format!("{label}: circuit format 0 is not a kcirc format"))),
             Some(_) => {}
@@ -237,7 +244,8 @@ impl CircuitFile {
         self.run.model_shape.check("circuit", &self.run.model, cfg)?;
         let mut removed = vec![true; graph.edges.len()];
         for e in &self.edges {
-            let id = graph.edge_id(&e.name).ok_or_else(|| Error::input(format!("circuit edge `{}` is not in this model's graph", e.name)))?;
+            let id =
+                graph.edge_id(&e.name).ok_or_else(|| Error::input(format!("circuit edge `{}` is not in this model's graph", e.name)))?;
             removed[id] = false;
         }
         Ok(removed)
@@ -255,7 +263,13 @@ pub fn to_dot(file: &CircuitFile) -> String {
     let max = file.edges.iter().filter_map(|e| e.effect.map(f64::abs)).fold(0.0, f64::max).max(1e-12);
     let node_of = |port: &str| -> String { port.split('<').next().unwrap_or(port).to_string() };
     for n in &file.nodes {
-        let color = if n.starts_with('m') { "lightblue" } else if n.starts_with('a') { "lightyellow" } else { "lightgrey" };
+        let color = if n.starts_with('m') {
+            "lightblue"
+        } else if n.starts_with('a') {
+            "lightyellow"
+        } else {
+            "lightgrey"
+        };
         s += &format!("  \"{n}\" [fillcolor={color}, style=\"rounded,filled\"];\n");
     }
     for e in &file.edges {

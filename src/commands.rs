@@ -39,7 +39,9 @@ impl Bar {
         let bar = indicatif::ProgressBar::new(0);
         let template = format!("{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {unit} · {{msg}} · ETA {{eta}}");
         bar.set_style(
-            indicatif::ProgressStyle::with_template(&template).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()).progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(&template)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
         );
         Bar { bar, quiet: false }
     }
@@ -193,8 +195,20 @@ pub fn graph(a: &GraphArgs) -> Result<()> {
 
 /// Discovery flags that `--rerun` takes from the circuit file instead.
 const SETTING_FLAGS: [&str; 14] = [
-    "config", "method", "top_n", "score_threshold", "ig_steps", "candidates", "threshold", "signed", "metric", "ablation", "examples", "seed",
-    "no_filter", "relations",
+    "config",
+    "method",
+    "top_n",
+    "score_threshold",
+    "ig_steps",
+    "candidates",
+    "threshold",
+    "signed",
+    "metric",
+    "ablation",
+    "examples",
+    "seed",
+    "no_filter",
+    "relations",
 ];
 
 #[derive(Args)]
@@ -369,7 +383,12 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
         bail!("--scores needs an attribution method (eap, eap-ig, hybrid): acdc computes no edge scores");
     }
     let model_name = a.model.clone().unwrap_or_default();
-    let eval = (!a.output.no_eval).then_some(kcirc::eval::EvalOptions { k: s.k, random: a.output.random, seed: s.seed, filter_known: s.filter_known });
+    let eval = (!a.output.no_eval).then_some(kcirc::eval::EvalOptions {
+        k: s.k,
+        random: a.output.random,
+        seed: s.seed,
+        filter_known: s.filter_known,
+    });
     let dev = device(cli.device)?;
     if files.len() == 1 {
         let scores = match &a.scores {
@@ -451,13 +470,20 @@ fn rerun(cli: &Cli, a: &DiscoverArgs, circuit: &Path) -> Result<()> {
     let relation = kcirc::data::read(&path)?;
     if let (Some(was), Some(now)) = (&run.triples, &relation.source) {
         if was.digest != now.digest {
-            bail!("{}: the relation file has changed since {} was made ({} then, {} now)", path.display(), circuit.display(), was.digest, now.digest);
+            bail!(
+                "{}: the relation file has changed since {} was made ({} then, {} now)",
+                path.display(),
+                circuit.display(),
+                was.digest,
+                now.digest
+            );
         }
     }
     let model_name = a.model.clone().unwrap_or_else(|| run.model.clone());
     let eval = match &old.eval {
         Some(e) if !a.output.no_eval => {
-            let random = e["random"]["runs"].as_u64().ok_or_else(|| anyhow::anyhow!("{}: eval report without random.runs", circuit.display()))?;
+            let random =
+                e["random"]["runs"].as_u64().ok_or_else(|| anyhow::anyhow!("{}: eval report without random.runs", circuit.display()))?;
             Some(kcirc::eval::EvalOptions { k: s.k, random: random as usize, seed: s.seed, filter_known: s.filter_known })
         }
         _ => None,
@@ -512,7 +538,7 @@ pub fn select(cli: &Cli, a: &SelectArgs) -> Result<()> {
         (_, true) => None,
     };
     let (model, tok) = kcirc::model::load(&a.model, &device(cli.device)?)?;
-    let (circuit, _) = pipeline::select(&model, &tok, &a.model, &file, selection, relation.as_ref(), a.output.random, &bar)?;
+    let (circuit, _) = pipeline::select(&model, &tok, &a.model, &file, selection, relation.as_ref().map(|r| (r, a.output.random)), &bar)?;
     bar.info(&format!("{} in {:.1}s", pipeline::kept_line(&circuit), t0.elapsed().as_secs_f64()));
     let json = circuit.to_json()?;
     match &a.output.out {

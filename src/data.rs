@@ -120,7 +120,9 @@ pub fn read(path: &Path) -> Result<Relation> {
 /// `stem` names the relation when the file does not.
 pub fn parse(bytes: &[u8], stem: &str, label: &str) -> Result<Relation> {
     let text = std::str::from_utf8(bytes).map_err(|e| Error::input(format!("{label}: not UTF-8 text: {e}")))?;
-    let mut rel = if text.trim_start().starts_with('{') && serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| v.get("samples").is_some()) {
+    let mut rel = if text.trim_start().starts_with('{')
+        && serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| v.get("samples").is_some())
+    {
         from_lre(text, stem).map_err(|e| Error::input(format!("{label}: {e}")))?
     } else {
         from_jsonl(text, stem).map_err(|e| Error::input(format!("{label}: {e}")))?
@@ -134,12 +136,7 @@ pub fn parse(bytes: &[u8], stem: &str, label: &str) -> Result<Relation> {
 
 fn from_lre(text: &str, stem: &str) -> std::result::Result<Relation, String> {
     let f: LreFile = serde_json::from_str(text).map_err(|e| format!("not an LRE relation file: {e}"))?;
-    let template = f
-        .prompt_templates_zs
-        .first()
-        .or(f.prompt_templates.first())
-        .ok_or("LRE file has no prompt template")?
-        .clone();
+    let template = f.prompt_templates_zs.first().or(f.prompt_templates.first()).ok_or("LRE file has no prompt template")?.clone();
     if !template.contains("{}") {
         return Err(format!("template {template:?} has no `{{}}` for the subject"));
     }

@@ -333,7 +333,8 @@ mod tests {
     use crate::data::Triple;
 
     fn ex(len: usize) -> Example {
-        let triple = Triple { subject: String::new(), relation: String::new(), object: String::new(), template: String::new(), prompt: None };
+        let triple =
+            Triple { subject: String::new(), relation: String::new(), object: String::new(), template: String::new(), prompt: None };
         Example { triple, tokens: vec![1; len], target: 0 }
     }
 

@@ -27,7 +27,13 @@ pub fn delta_gradient(
 
 /// The value of `loss` and its gradient with respect to layer `layer`'s MLP output projection (`[d_mlp, D]`,
 /// see [`Model::mlp_out_weight`]), at the model's current weights.
-pub fn mlp_out_gradient(model: &Model, batch: &Batch, layer: usize, which: Logits, loss: impl Fn(&Tensor) -> Result<Tensor>) -> Result<(f64, Tensor)> {
+pub fn mlp_out_gradient(
+    model: &Model,
+    batch: &Batch,
+    layer: usize,
+    which: Logits,
+    loss: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<(f64, Tensor)> {
     let var = Var::from_tensor(model.mlp_out_weight(layer))?;
     let tracked = model.with_mlp_out_weight(layer, var.as_tensor().clone())?;
     let out = tracked.run(batch, &Differentiable, None, which)?.1;

@@ -106,11 +106,8 @@ impl Graph {
         let input = g.dag.add_node(Node::Input);
         g.sender_nodes.push(input);
         for layer in 0..nl {
-            let ports: Vec<(Port, usize)> = (0..h)
-                .map(|i| (Port::Q, i))
-                .chain((0..kv).map(|i| (Port::K, i)))
-                .chain((0..kv).map(|i| (Port::V, i)))
-                .collect();
+            let ports: Vec<(Port, usize)> =
+                (0..h).map(|i| (Port::Q, i)).chain((0..kv).map(|i| (Port::K, i))).chain((0..kv).map(|i| (Port::V, i))).collect();
             let heads: Vec<NodeIndex> = (0..h).map(|head| g.dag.add_node(Node::Head { layer, head })).collect();
             for (port, index) in ports {
                 let r = g.add_receiver(Node::HeadInput { layer, port, index });
@@ -168,7 +165,11 @@ impl Graph {
             Node::HeadInput { layer, port: Port::Q, index } => format!("a{layer}.h{index}<q>"),
             Node::HeadInput { layer, port, index } => {
                 let p = if port == Port::K { "k" } else { "v" };
-                if grouped { format!("a{layer}.kv{index}<{p}>") } else { format!("a{layer}.h{index}<{p}>") }
+                if grouped {
+                    format!("a{layer}.kv{index}<{p}>")
+                } else {
+                    format!("a{layer}.h{index}<{p}>")
+                }
             }
             Node::Mlp { layer } => format!("m{layer}"),
             Node::Logits => "logits".into(),
@@ -347,7 +348,7 @@ impl Graph {
         }
         for (id, e) in self.edges.iter().enumerate() {
             let (s, r) = (self.sender_nodes[e.sender], self.receiver_nodes[e.receiver]);
-            if !removed[id] && !(from_input[s.index()] && to_logits[r.index()]) {
+            if !(from_input[s.index()] && to_logits[r.index()]) {
                 removed[id] = true;
             }
         }

@@ -43,7 +43,10 @@ impl Ablation {
 impl std::str::FromStr for Ablation {
     type Err = crate::Error;
     fn from_str(s: &str) -> Result<Ablation> {
-        Ablation::ALL.into_iter().find(|a| a.to_string() == s).ok_or_else(|| crate::Error::input(format!("unknown ablation `{s}` (zero, mean, resample)")))
+        Ablation::ALL
+            .into_iter()
+            .find(|a| a.to_string() == s)
+            .ok_or_else(|| crate::Error::input(format!("unknown ablation `{s}` (zero, mean, resample)")))
     }
 }
 
@@ -292,7 +295,14 @@ impl<'a> EdgeInputs<'a> {
     /// the receiver under test, in ACDC) need one matmul: over the block's own rows when it comes from the
     /// cached prefix (`rows` rows, broadcast to every copy at the end), or over all rows when it is live.
     /// Only blocks whose masks differ between copies are done copy by copy.
-    fn masked_sum(&self, receivers: &[usize], blocks: &[Block], acts: &Activations, removed_edges: bool, value: f32) -> Result<Option<Tensor>> {
+    fn masked_sum(
+        &self,
+        receivers: &[usize],
+        blocks: &[Block],
+        acts: &Activations,
+        removed_edges: bool,
+        value: f32,
+    ) -> Result<Option<Tensor>> {
         let g = self.graph;
         let k = self.removed.len();
         let p = receivers.len();
@@ -341,7 +351,11 @@ impl<'a> EdgeInputs<'a> {
                 mask.truncate(p * sb);
                 let m = Tensor::from_vec(mask, (p, sb), dev)?;
                 let o = m.matmul(&flat)?;
-                if r == n { add(&mut shared, o)? } else { add(&mut full, o)? }
+                if r == n {
+                    add(&mut shared, o)?
+                } else {
+                    add(&mut full, o)?
+                }
             } else if r == n {
                 let m = Tensor::from_vec(mask, (k * p, sb), dev)?;
                 add(&mut per_copy, m.matmul(&flat)?.reshape((k, p, n * t * d))?)?;
@@ -405,7 +419,9 @@ impl Hooks for EdgeInputs<'_> {
                 let receivers: Vec<usize> = (0..g.ports_per_layer()).map(|p| g.attn_receiver(layer, p)).collect();
                 self.offsets(&receivers, &Block::before(layer, false), acts)?
             }
-            HookPoint::MlpIn(layer) => self.offsets(&[g.mlp_receiver(layer)], &Block::before(layer, true), acts)?.map(|t| t.squeeze(0)).transpose()?,
+            HookPoint::MlpIn(layer) => {
+                self.offsets(&[g.mlp_receiver(layer)], &Block::before(layer, true), acts)?.map(|t| t.squeeze(0)).transpose()?
+            }
             HookPoint::LogitsIn => {
                 let blocks = Block::before(g.n_layers, false);
                 self.offsets(&[g.logits_receiver()], &blocks, acts)?.map(|t| t.squeeze(0)).transpose()?
@@ -465,7 +481,8 @@ impl Hooks for NaiveInputs<'_> {
         Ok(Some(match point {
             HookPoint::AttnIn(layer) => {
                 let n = g.senders_before_layer(layer);
-                let inputs = (0..g.ports_per_layer()).map(|p| self.input(g.attn_receiver(layer, p), n, layer, acts)).collect::<Result<Vec<_>>>()?;
+                let inputs =
+                    (0..g.ports_per_layer()).map(|p| self.input(g.attn_receiver(layer, p), n, layer, acts)).collect::<Result<Vec<_>>>()?;
                 Tensor::stack(&inputs, 0)?
             }
             HookPoint::MlpIn(layer) => self.input(g.mlp_receiver(layer), g.senders_before_layer(layer) + g.n_heads, layer + 1, acts)?,

@@ -10,7 +10,9 @@ mod commands;
 
 #[derive(Parser)]
 #[command(name = "kcirc", version, about = "Find the knowledge circuit of a transformer language model, and prove it with numbers.")]
-#[command(after_help = "Examples:\n  kcirc discover --model models/SmolLM2-135M-Instruct.Q4_1.gguf --triples data/country_capital_city.jsonl --out circuit.json\n  kcirc eval --model models/SmolLM2-135M-Instruct.Q4_1.gguf --circuit circuit.json --triples data/country_capital_city.jsonl --min-hit10 0.8\n  kcirc predict --model models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt 'The capital city of France is'\n  kcirc graph --model gpt2-medium --json")]
+#[command(
+    after_help = "Examples:\n  kcirc discover --model models/SmolLM2-135M-Instruct.Q4_1.gguf --triples data/country_capital_city.jsonl --out circuit.json\n  kcirc eval --model models/SmolLM2-135M-Instruct.Q4_1.gguf --circuit circuit.json --triples data/country_capital_city.jsonl --min-hit10 0.8\n  kcirc predict --model models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt 'The capital city of France is'\n  kcirc graph --model gpt2-medium --json"
+)]
 pub struct Cli {
     /// Device to run on.
     #[arg(long, global = true, value_enum, default_value_t = DeviceArg::Cpu)]
@@ -37,14 +39,20 @@ pub enum Command {
     #[command(after_help = "Example:\n  kcirc predict --model gpt2 --prompt 'The capital city of France is' --top-k 5")]
     Predict(commands::PredictArgs),
     /// Find the circuit of a relation (EAP-IG by default; acdc, eap, hybrid) and score it on held-out triples.
-    #[command(after_help = "Examples:\n  kcirc discover --model models/SmolLM2-135M-Instruct.Q4_1.gguf --triples data/country_capital_city.jsonl --out circuit.json\n  kcirc discover --model gpt2-medium --triples facts.jsonl --config configs/paper.json --dot circuit.dot")]
-    Discover(commands::DiscoverArgs),
+    #[command(
+        after_help = "Examples:\n  kcirc discover --model models/SmolLM2-135M-Instruct.Q4_1.gguf --triples data/country_capital_city.jsonl --out circuit.json\n  kcirc discover --model gpt2-medium --triples facts.jsonl --config configs/paper.json --dot circuit.dot\n  kcirc discover --rerun circuit.json --out again.json   # the same file, byte for byte"
+    )]
+    Discover(Box<commands::DiscoverArgs>),
     /// Build a circuit from the edge scores of `kcirc discover --scores`: top-n or score threshold, without
     /// computing the scores again (the same circuit an attribution run with that selection keeps).
-    #[command(after_help = "Examples:\n  kcirc discover --model gpt2 --triples facts.jsonl --method eap-ig --scores scores.jsonl --out c.json\n  kcirc select --model gpt2 --scores scores.jsonl --top-n 500 --triples facts.jsonl --out c500.json")]
+    #[command(
+        after_help = "Examples:\n  kcirc discover --model gpt2 --triples facts.jsonl --method eap-ig --scores scores.jsonl --out c.json\n  kcirc select --model gpt2 --scores scores.jsonl --top-n 500 --triples facts.jsonl --out c500.json"
+    )]
     Select(commands::SelectArgs),
     /// Score a circuit on held-out triples: full model vs circuit vs random circuits of the same size.
-    #[command(after_help = "Examples:\n  kcirc eval --model gpt2-medium --circuit circuit.json --triples test.jsonl --min-hit10 0.8\n\nExit codes: 0 every gate holds, 1 a gate failed (named on stderr), 2 bad input.")]
+    #[command(
+        after_help = "Examples:\n  kcirc eval --model gpt2-medium --circuit circuit.json --triples test.jsonl --min-hit10 0.8\n\nExit codes: 0 every gate holds, 1 a gate failed (named on stderr), 2 bad input, 70 a bug in kcirc."
+    )]
     Eval(commands::EvalArgs),
     /// Convert data: `kcirc data convert LRE.json > triples.jsonl`.
     Data(commands::DataArgs),
@@ -74,24 +82,51 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The exit code and the one stderr line of a failed run: 1 for a failed gate, 70 for a bug, 2 for bad input.
+fn failure(e: &anyhow::Error) -> (u8, String) {
+    if e.downcast_ref::<GateFailed>().is_some() {
+        return (1, format!("kcirc: gate failed: {e}"));
+    }
+    let msg = format!("{e:#}");
+    let line = msg.lines().next().unwrap_or("");
+    if e.downcast_ref::<kcirc::Error>().is_some_and(kcirc::Error::is_bug) {
+        return (70, format!("kcirc: internal error (a bug in kcirc, please report it): {line}"));
+    }
+    (2, format!("kcirc: error: {line}"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     kcirc::parallel::configure(cli.threads.unwrap_or_else(kcirc::parallel::available));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<GateFailed>().is_some() => {
-            eprintln!("kcirc: gate failed: {e}");
-            ExitCode::from(1)
-        }
         Err(e) => {
-            let msg = format!("{e:#}");
-            let line = msg.lines().next().unwrap_or("");
-            if e.downcast_ref::<kcirc::Error>().is_some_and(kcirc::Error::is_bug) {
-                eprintln!("kcirc: internal error (a bug in kcirc, please report it): {line}");
-                return ExitCode::from(70);
-            }
-            eprintln!("kcirc: error: {line}");
-            ExitCode::from(2)
+            let (code, line) = failure(&e);
+            eprintln!("{line}");
+            ExitCode::from(code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bad input exits 2, a failed gate 1, a broken invariant inside kcirc 70 and says it is a bug.
+    #[test]
+    fn exit_codes_tell_bad_input_from_bugs() {
+        let input = anyhow::Error::from(kcirc::Error::input("triples.jsonl: line 3: empty object"));
+        assert_eq!(failure(&input), (2, "kcirc: error: triples.jsonl: line 3: empty object".into()));
+        let bug = anyhow::Error::from(kcirc::Error::bug("blocks.3.attn.hook_result was not recorded by this run"));
+        let (code, line) = failure(&bug);
+        assert_eq!(code, 70);
+        assert!(line.contains("a bug in kcirc") && line.contains("hook_result"), "{line}");
+        let tensor = anyhow::Error::from(kcirc::Error::from(candle_core::Error::Msg("shape mismatch".into())));
+        assert_eq!(failure(&tensor).0, 70);
+        assert_eq!(failure(&anyhow::Error::from(GateFailed("faithfulness 0.1 < 0.5".into()))).0, 1);
+        // An I/O error says its cause once.
+        let io = anyhow::Error::from(kcirc::Error::io("x.jsonl", std::io::Error::from(std::io::ErrorKind::NotFound)));
+        let line = failure(&io).1;
+        assert_eq!(line.matches("not found").count(), 1, "{line}");
     }
 }

@@ -25,7 +25,10 @@ impl Metric {
 impl std::str::FromStr for Metric {
     type Err = crate::Error;
     fn from_str(s: &str) -> crate::Result<Metric> {
-        Metric::ALL.into_iter().find(|m| m.to_string() == s).ok_or_else(|| crate::Error::input(format!("unknown metric `{s}` (logit, nll, kl)")))
+        Metric::ALL
+            .into_iter()
+            .find(|m| m.to_string() == s)
+            .ok_or_else(|| crate::Error::input(format!("unknown metric `{s}` (logit, nll, kl)")))
     }
 }
 
@@ -89,7 +92,8 @@ impl FullReference {
                 let v = lp.dim(1)?;
                 let full = self.logprobs.unsqueeze(0)?;
                 let lp = lp.reshape((copies, n, v))?;
-                full.exp()?.broadcast_mul(&full.broadcast_sub(&lp)?)?.sum(D::Minus1)?.flatten_all()? // [copies·n]
+                full.exp()?.broadcast_mul(&full.broadcast_sub(&lp)?)?.sum(D::Minus1)?.flatten_all()?
+                // [copies·n]
             }
         })
     }

@@ -124,7 +124,9 @@ impl Settings {
             "acdc" => Box::new(Acdc::new(self.threshold, self.signed)?),
             "eap" => Box::new(Eap { ig_steps: None, selection }),
             "eap-ig" => Box::new(Eap { ig_steps: Some(self.ig_steps), selection }),
-            "hybrid" => Box::new(Hybrid { candidates: self.candidates, ig_steps: self.ig_steps, acdc: Acdc::new(self.threshold, self.signed)? }),
+            "hybrid" => {
+                Box::new(Hybrid { candidates: self.candidates, ig_steps: self.ig_steps, acdc: Acdc::new(self.threshold, self.signed)? })
+            }
             other => return Err(Error::input(format!("unknown method `{other}` (available: {})", METHODS.join(", ")))),
         })
     }
@@ -243,7 +245,14 @@ pub fn discover(
 
 /// Scores `file` on the held-out facts of `relation` and puts the report into the file; the table goes to
 /// `progress` as information, its warnings as warnings.
-pub fn attach_report(file: &mut CircuitFile, model: &Model, tok: &Tokenizer, relation: &Relation, opts: &EvalOptions, progress: &dyn Progress) -> Result<Report> {
+pub fn attach_report(
+    file: &mut CircuitFile,
+    model: &Model,
+    tok: &Tokenizer,
+    relation: &Relation,
+    opts: &EvalOptions,
+    progress: &dyn Progress,
+) -> Result<Report> {
     let report = evaluate(model, tok, file, relation, opts)?;
     progress.info(report.table().trim_end());
     for w in report.warnings() {
@@ -269,22 +278,21 @@ pub fn kept_line(file: &CircuitFile) -> String {
 }
 
 /// The circuit an attribution run with `selection` keeps, from a scores file (`kcirc select`), evaluated on
-/// `relation`'s held-out facts when one is given.
+/// the held-out facts of `held_out`'s relation (with that many random circuits) when one is given.
 pub fn select(
     model: &Model,
     tok: &Tokenizer,
     model_name: &str,
     scores_file: &ScoresFile,
     selection: Selection,
-    relation: Option<&Relation>,
-    random: usize,
+    held_out: Option<(&Relation, usize)>,
     progress: &dyn Progress,
 ) -> Result<(CircuitFile, Option<Report>)> {
     let scores = scores_file.scores(&Graph::new(&model.cfg), &model.cfg)?;
     let h = &scores_file.header;
     let mut file = scores::select_circuit(h, &scores, model, tok, model_name, selection)?;
-    let report = match relation {
-        Some(rel) => {
+    let report = match held_out {
+        Some((rel, random)) => {
             let opts = EvalOptions { k: h.run.k, random, seed: h.run.seed, filter_known: h.run.filter_known };
             Some(attach_report(&mut file, model, tok, rel, &opts, progress)?)
         }
@@ -347,7 +355,9 @@ impl SummaryLine {
     pub fn table_row(&self) -> String {
         let num = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.3}"));
         match self {
-            SummaryLine::Done { relation, n_edges, n_edges_total, full_hit_at_k, circuit_hit_at_k, random_hit_at_k, faithfulness, .. } => format!(
+            SummaryLine::Done {
+                relation, n_edges, n_edges_total, full_hit_at_k, circuit_hit_at_k, random_hit_at_k, faithfulness, ..
+            } => format!(
                 "{:<30} {:>6} {:>8.2}% {:>8} {:>8} {:>8} {:>9}",
                 relation,
                 n_edges,

@@ -62,4 +62,3 @@ pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
     idx.truncate(k);
     idx
 }
-

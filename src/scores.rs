@@ -139,7 +139,14 @@ impl ScoresFile {
 /// The circuit file an attribution run with `selection` would have written (before its held-out report):
 /// the same edges, chosen by [`Graph::select`] over `scores`, and the circuit's metric measured again on the
 /// header's discovery examples. `model_name` is recorded as the circuit's model.
-pub fn select_circuit(header: &Header, scores: &[f64], model: &Model, tok: &Tokenizer, model_name: &str, selection: Selection) -> Result<CircuitFile> {
+pub fn select_circuit(
+    header: &Header,
+    scores: &[f64],
+    model: &Model,
+    tok: &Tokenizer,
+    model_name: &str,
+    selection: Selection,
+) -> Result<CircuitFile> {
     let tokenize = |ts: &[Triple]| -> Result<Vec<crate::data::Example>> { ts.iter().map(|t| crate::data::example(t, tok)).collect() };
     let examples = tokenize(&header.run.examples)?;
     let corrupted = match &header.corrupted {
@@ -148,6 +155,7 @@ pub fn select_circuit(header: &Header, scores: &[f64], model: &Model, tok: &Toke
     };
     let task = Task::new(model, examples, header.run.ablation, corrupted, header.run.metric)?;
     let circuit = selected_circuit(&task, scores, selection)?;
-    let run = RunInfo { model: model_name.to_string(), selection: Some(selection), kcirc_version: crate::VERSION.into(), ..header.run.clone() };
+    let run =
+        RunInfo { model: model_name.to_string(), selection: Some(selection), kcirc_version: crate::VERSION.into(), ..header.run.clone() };
     CircuitFile::measured(run, &task, &circuit)
 }

@@ -107,7 +107,10 @@ pub fn partners<'p>(examples: &[Example], pool: &'p [Example], seed: u64) -> Vec
         .iter()
         .map(|e| {
             order.iter().map(|&i| &pool[i]).find(|c| {
-                c.tokens.len() == e.tokens.len() && c.triple.subject != e.triple.subject && c.target != e.target && c.triple.template == e.triple.template
+                c.tokens.len() == e.tokens.len()
+                    && c.triple.subject != e.triple.subject
+                    && c.target != e.target
+                    && c.triple.template == e.triple.template
             })
         })
         .collect()

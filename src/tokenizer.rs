@@ -32,8 +32,7 @@ fn tok_err(e: impl std::fmt::Display) -> Error {
 impl Tokenizer {
     /// Loads a Hugging Face `tokenizer.json`. `bos` is the id to prepend, if the model's config asks for one.
     pub fn from_file(path: &Path, bos: Option<u32>) -> Result<Self> {
-        let inner = HfTokenizer::from_file(path)
-            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        let inner = HfTokenizer::from_file(path).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         Ok(Self { inner, bos })
     }
 
@@ -41,20 +40,12 @@ impl Tokenizer {
     ///
     /// `pre` is `tokenizer.ggml.pre`: `smollm` (and other digit-splitting variants) split every digit on its
     /// own before the GPT-2 byte-level split; anything else uses the plain GPT-2 split.
-    pub fn from_bpe_parts(
-        tokens: Vec<String>,
-        merges: Vec<String>,
-        control: Vec<String>,
-        pre: &str,
-        bos: Option<u32>,
-    ) -> Result<Self> {
+    pub fn from_bpe_parts(tokens: Vec<String>, merges: Vec<String>, control: Vec<String>, pre: &str, bos: Option<u32>) -> Result<Self> {
         let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
         let merges = merges
             .iter()
             .map(|m| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| Error::Tokenizer(format!("bad merge `{m}`")))
+                m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| Error::Tokenizer(format!("bad merge `{m}`")))
             })
             .collect::<Result<Vec<_>>>()?;
         let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(tok_err)?;
@@ -62,10 +53,7 @@ impl Tokenizer {
         let byte_level = ByteLevel::new(false, true, true);
         let split_digits = matches!(pre, "smollm" | "qwen2" | "deepseek-llm" | "starcoder" | "refact" | "smaug-bpe");
         if split_digits {
-            let seq = Sequence::new(vec![
-                PreTokenizerWrapper::Digits(Digits::new(true)),
-                PreTokenizerWrapper::ByteLevel(byte_level),
-            ]);
+            let seq = Sequence::new(vec![PreTokenizerWrapper::Digits(Digits::new(true)), PreTokenizerWrapper::ByteLevel(byte_level)]);
             inner.with_pre_tokenizer(Some(seq));
         } else {
             inner.with_pre_tokenizer(Some(byte_level));
@@ -92,11 +80,7 @@ impl Tokenizer {
 
     /// The text of one token, as it would print.
     pub fn token_text(&self, id: u32) -> String {
-        self.inner
-            .decode(&[id], false)
-            .ok()
-            .or_else(|| self.inner.id_to_token(id))
-            .unwrap_or_else(|| format!("<{id}>"))
+        self.inner.decode(&[id], false).ok().or_else(|| self.inner.id_to_token(id)).unwrap_or_else(|| format!("<{id}>"))
     }
 
     pub fn vocab_size(&self) -> usize {

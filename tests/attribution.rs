@@ -11,7 +11,6 @@ use kcirc::metric::Metric;
 use kcirc::model::{Activations, HookPoint, Hooks, Logits, Model};
 use kcirc::progress::Silent;
 
-
 /// Adds `delta` to one receiver input: the attention port `port` of `layer` (or its MLP when `port` is None).
 struct Perturb {
     layer: usize,

@@ -59,7 +59,8 @@ fn graph_reads_gguf_metadata() {
 #[test]
 fn predict_prints_one_sorted_json_object_per_prompt() {
     let m = fixture("gpt2-tiny");
-    let o = kcirc(&["predict", "--model", m.to_str().unwrap(), "--prompt", "The capital city of France is", "--prompt", "Hi", "--top-k", "4"]);
+    let o =
+        kcirc(&["predict", "--model", m.to_str().unwrap(), "--prompt", "The capital city of France is", "--prompt", "Hi", "--top-k", "4"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let lines: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
@@ -113,7 +114,10 @@ fn missing_files_and_unknown_architectures_are_one_line_errors() {
     // A folder with a config but no weights can still be graphed, not run.
     let o = kcirc(&["predict", "--model", fixture("configs/gpt2").to_str().unwrap(), "--prompt", "Hi"]);
     assert_input_error(&o, "no *.safetensors");
-    assert_input_error(&kcirc(&["predict", "--model", fixture("gpt2-tiny").to_str().unwrap(), "--prompt", "Hi", "--top-k", "0"]), "--top-k");
+    assert_input_error(
+        &kcirc(&["predict", "--model", fixture("gpt2-tiny").to_str().unwrap(), "--prompt", "Hi", "--top-k", "0"]),
+        "--top-k",
+    );
 }
 
 #[test]
@@ -154,8 +158,19 @@ fn tiny_discover(dir: &Path, out: &str, extra: &[&str]) -> Output {
     let model = fixture("gpt2-tiny");
     let triples = root().join("data/country_capital_city.jsonl");
     let mut args = vec![
-        "discover", "--model", model.to_str().unwrap(), "--triples", triples.to_str().unwrap(), "--examples", "3",
-        "--threshold", "0.3", "--no-filter", "--random", "2", "--out",
+        "discover",
+        "--model",
+        model.to_str().unwrap(),
+        "--triples",
+        triples.to_str().unwrap(),
+        "--examples",
+        "3",
+        "--threshold",
+        "0.3",
+        "--no-filter",
+        "--random",
+        "2",
+        "--out",
     ];
     let out = dir.join(out);
     args.push(out.to_str().unwrap());
@@ -176,7 +191,23 @@ fn discover_writes_a_circuit_that_eval_reads_back() {
     let o = tiny_discover(dir.path(), "c.json", &["--dot", dir.path().join("c.dot").to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("c.json")).unwrap()).unwrap();
-    for key in ["format", "model", "relation", "method", "ablation", "metric", "threshold", "seed", "examples", "metric_full", "metric_circuit", "edges", "nodes", "n_edges_total", "eval"] {
+    for key in [
+        "format",
+        "model",
+        "relation",
+        "method",
+        "ablation",
+        "metric",
+        "threshold",
+        "seed",
+        "examples",
+        "metric_full",
+        "metric_circuit",
+        "edges",
+        "nodes",
+        "n_edges_total",
+        "eval",
+    ] {
         assert!(c.get(key).is_some(), "missing {key}");
     }
     assert_eq!(c["relation"], "country_capital_city");
@@ -187,7 +218,18 @@ fn discover_writes_a_circuit_that_eval_reads_back() {
     // eval on the same relation agrees with discover's own held-out report.
     let model = fixture("gpt2-tiny");
     let triples = root().join("data/country_capital_city.jsonl");
-    let o = kcirc(&["eval", "--model", model.to_str().unwrap(), "--circuit", dir.path().join("c.json").to_str().unwrap(), "--triples", triples.to_str().unwrap(), "--no-filter", "--random", "2"]);
+    let o = kcirc(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--circuit",
+        dir.path().join("c.json").to_str().unwrap(),
+        "--triples",
+        triples.to_str().unwrap(),
+        "--no-filter",
+        "--random",
+        "2",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(r, c["eval"], "eval and discover's held-out report differ");
@@ -196,17 +238,56 @@ fn discover_writes_a_circuit_that_eval_reads_back() {
     }
     assert_eq!(r["n_skipped_discovery"], 3);
     // Gates: an impossible one fails with exit 1 and says which.
-    let o = kcirc(&["eval", "--model", model.to_str().unwrap(), "--circuit", dir.path().join("c.json").to_str().unwrap(), "--triples", triples.to_str().unwrap(), "--no-filter", "--random", "1", "--min-faithfulness", "1000"]);
+    let o = kcirc(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--circuit",
+        dir.path().join("c.json").to_str().unwrap(),
+        "--triples",
+        triples.to_str().unwrap(),
+        "--no-filter",
+        "--random",
+        "1",
+        "--min-faithfulness",
+        "1000",
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("faithfulness"), "{}", stderr(&o));
-    let o = kcirc(&["eval", "--model", model.to_str().unwrap(), "--circuit", dir.path().join("c.json").to_str().unwrap(), "--triples", triples.to_str().unwrap(), "--no-filter", "--random", "1", "--min-faithfulness", "-1000"]);
+    let o = kcirc(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--circuit",
+        dir.path().join("c.json").to_str().unwrap(),
+        "--triples",
+        triples.to_str().unwrap(),
+        "--no-filter",
+        "--random",
+        "1",
+        "--min-faithfulness",
+        "-1000",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(!stderr(&o).contains("cannot separate"), "{}", stderr(&o));
     // With k at least the number of distinct answers, Hit@k says nothing: the report says so.
     let distinct = r["n_distinct_targets"].as_u64().unwrap();
     assert!(distinct > 10, "{distinct}");
     let k = distinct.to_string();
-    let o = kcirc(&["eval", "--model", model.to_str().unwrap(), "--circuit", dir.path().join("c.json").to_str().unwrap(), "--triples", triples.to_str().unwrap(), "--no-filter", "--random", "1", "--k", &k]);
+    let o = kcirc(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--circuit",
+        dir.path().join("c.json").to_str().unwrap(),
+        "--triples",
+        triples.to_str().unwrap(),
+        "--no-filter",
+        "--random",
+        "1",
+        "--k",
+        &k,
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains(&format!("has only {distinct} distinct answers")), "{}", stderr(&o));
 }
@@ -284,8 +365,24 @@ fn smollm2_circuit_file_reproduces_its_metric() {
     let triples = root().join("data/country_capital_city.jsonl");
     let model_path = smollm2_path();
     let o = kcirc(&[
-        "discover", "--model", model_path.to_str().unwrap(), "--triples", triples.to_str().unwrap(), "--method", "hybrid",
-        "--candidates", "300", "--examples", "4", "--ablation", "mean", "--threshold", "0.1", "--no-eval", "--out", out.to_str().unwrap(),
+        "discover",
+        "--model",
+        model_path.to_str().unwrap(),
+        "--triples",
+        triples.to_str().unwrap(),
+        "--method",
+        "hybrid",
+        "--candidates",
+        "300",
+        "--examples",
+        "4",
+        "--ablation",
+        "mean",
+        "--threshold",
+        "0.1",
+        "--no-eval",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let file = kcirc::circuit::CircuitFile::read(&out).unwrap();
@@ -361,7 +458,17 @@ fn select_rebuilds_the_circuit_discover_kept_from_its_scores() {
     // Without triples: the same circuit, no held-out report, and stderr says so.
     let model = fixture("gpt2-tiny");
     let c2 = dir.path().join("c.json");
-    let o = kcirc(&["select", "--model", model.to_str().unwrap(), "--scores", s.to_str().unwrap(), "--top-n", "40", "--out", c2.to_str().unwrap()]);
+    let o = kcirc(&[
+        "select",
+        "--model",
+        model.to_str().unwrap(),
+        "--scores",
+        s.to_str().unwrap(),
+        "--top-n",
+        "40",
+        "--out",
+        c2.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("evaluation skipped"), "{}", stderr(&o));
     let cc = read_json(&c2);
@@ -387,7 +494,8 @@ fn select_rebuilds_the_circuit_discover_kept_from_its_scores() {
     // Hybrid writes its EAP-IG scores: selecting its candidate count gives the candidate set, which holds every
     // edge exact ablation kept.
     let sh = dir.path().join("sh.jsonl");
-    let o = tiny_discover(dir.path(), "h.json", &["--method", "hybrid", "--candidates", "30", "--no-eval", "--scores", sh.to_str().unwrap()]);
+    let o =
+        tiny_discover(dir.path(), "h.json", &["--method", "hybrid", "--candidates", "30", "--no-eval", "--scores", sh.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(read_scores(&sh).0["method"], "eap-ig");
     let o = tiny_select(&sh, &dir.path().join("cand.json"), &["--top-n", "30", "--no-eval"]);
@@ -428,7 +536,17 @@ fn select_refuses_malformed_scores_and_other_models() {
     }
     // A scores file of the tiny GPT-2 against GPT-2 small's graph (config only: refused before any weights load).
     let out = dir.path().join("other.json");
-    let o = kcirc(&["select", "--model", fixture("configs/gpt2").to_str().unwrap(), "--scores", s.to_str().unwrap(), "--top-n", "10", "--out", out.to_str().unwrap()]);
+    let o = kcirc(&[
+        "select",
+        "--model",
+        fixture("configs/gpt2").to_str().unwrap(),
+        "--scores",
+        s.to_str().unwrap(),
+        "--top-n",
+        "10",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_input_error(&o, "not this one (12 layers");
     assert!(!out.exists());
     // Bad selections and a method without scores.
@@ -449,8 +567,30 @@ fn batch_discovery_writes_one_scores_file_per_relation() {
     let out_dir = dir.path().join("circuits");
     let rels = ["country_capital_city", "country_language"];
     let files: Vec<String> = rels.iter().map(|r| root().join(format!("data/{r}.jsonl")).to_str().unwrap().to_string()).collect();
-    let mut args = vec!["discover", "--model", model.to_str().unwrap(), "--method", "eap-ig", "--top-n", "10", "--ablation", "zero", "--examples", "3"];
-    args.extend_from_slice(&["--no-filter", "--random", "1", "--out-dir", out_dir.to_str().unwrap(), "--triples", &files[0], "--triples", &files[1]]);
+    let mut args = vec![
+        "discover",
+        "--model",
+        model.to_str().unwrap(),
+        "--method",
+        "eap-ig",
+        "--top-n",
+        "10",
+        "--ablation",
+        "zero",
+        "--examples",
+        "3",
+    ];
+    args.extend_from_slice(&[
+        "--no-filter",
+        "--random",
+        "1",
+        "--out-dir",
+        out_dir.to_str().unwrap(),
+        "--triples",
+        &files[0],
+        "--triples",
+        &files[1],
+    ]);
     // A file name makes no sense for several relations.
     let mut named = args.clone();
     named.extend_from_slice(&["--scores", "s.jsonl"]);
@@ -475,8 +615,19 @@ fn batch_discovery_writes_one_scores_file_per_relation() {
     // Each one rebuilds its relation's circuit.
     let b = dir.path().join("b.json");
     let o = kcirc(&[
-        "select", "--model", model.to_str().unwrap(), "--scores", out_dir.join("country_language.scores.jsonl").to_str().unwrap(),
-        "--top-n", "10", "--triples", &files[1], "--random", "1", "--out", b.to_str().unwrap(),
+        "select",
+        "--model",
+        model.to_str().unwrap(),
+        "--scores",
+        out_dir.join("country_language.scores.jsonl").to_str().unwrap(),
+        "--top-n",
+        "10",
+        "--triples",
+        &files[1],
+        "--random",
+        "1",
+        "--out",
+        b.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&b).unwrap(), std::fs::read_to_string(out_dir.join("country_language.json")).unwrap());
@@ -499,8 +650,26 @@ fn resample_ablation_drops_and_counts_facts_without_a_same_length_partner() {
     let model = fixture("gpt2-tiny");
     let (a, s) = (dir.path().join("a.json"), dir.path().join("s.jsonl"));
     let o = kcirc(&[
-        "discover", "--model", model.to_str().unwrap(), "--triples", &triples, "--method", "eap-ig", "--top-n", "30", "--ablation",
-        "resample", "--examples", "3", "--no-filter", "--random", "2", "--out", a.to_str().unwrap(), "--scores", s.to_str().unwrap(),
+        "discover",
+        "--model",
+        model.to_str().unwrap(),
+        "--triples",
+        &triples,
+        "--method",
+        "eap-ig",
+        "--top-n",
+        "30",
+        "--ablation",
+        "resample",
+        "--examples",
+        "3",
+        "--no-filter",
+        "--random",
+        "2",
+        "--out",
+        a.to_str().unwrap(),
+        "--scores",
+        s.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
@@ -521,25 +690,194 @@ fn resample_ablation_drops_and_counts_facts_without_a_same_length_partner() {
     }
     let b = dir.path().join("b.json");
     let o = kcirc(&[
-        "select", "--model", model.to_str().unwrap(), "--scores", s.to_str().unwrap(), "--top-n", "30", "--triples", &triples,
-        "--random", "2", "--out", b.to_str().unwrap(),
+        "select",
+        "--model",
+        model.to_str().unwrap(),
+        "--scores",
+        s.to_str().unwrap(),
+        "--top-n",
+        "30",
+        "--triples",
+        &triples,
+        "--random",
+        "2",
+        "--out",
+        b.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&a).unwrap(), std::fs::read_to_string(&b).unwrap());
     // kcirc eval agrees; when the only held-out fact has no partner, nothing is left to score: an error.
-    let ev = |t: &str| kcirc(&["eval", "--model", model.to_str().unwrap(), "--circuit", a.to_str().unwrap(), "--triples", t, "--no-filter", "--random", "2"]);
+    let ev = |t: &str| {
+        kcirc(&[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--circuit",
+            a.to_str().unwrap(),
+            "--triples",
+            t,
+            "--no-filter",
+            "--random",
+            "2",
+        ])
+    };
     let o = ev(&triples);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap(), c["eval"]);
     let text = std::fs::read_to_string(&triples).unwrap();
     let subjects: Vec<&str> = c["examples"].as_array().unwrap().iter().map(|e| e["subject"].as_str().unwrap()).collect();
-    let only: String = text.lines().filter(|l| l.contains("Bosnia") || subjects.iter().any(|s| l.contains(&format!("\"{s}\"")))).map(|l| format!("{l}\n")).collect();
+    let only: String = text
+        .lines()
+        .filter(|l| l.contains("Bosnia") || subjects.iter().any(|s| l.contains(&format!("\"{s}\""))))
+        .map(|l| format!("{l}\n"))
+        .collect();
     assert_eq!(only.lines().count(), 4);
     assert_input_error(&ev(&write(dir.path(), "only.jsonl", &only)), "none of the 1 held-out triples has a same-length partner");
     // Discovery needs partners too: asking for all 11 facts leaves 10 with one, fewer than asked.
     let o = kcirc(&[
-        "discover", "--model", model.to_str().unwrap(), "--triples", &triples, "--method", "eap", "--ablation", "resample",
-        "--examples", "11", "--no-filter", "--no-eval", "--out", dir.path().join("x.json").to_str().unwrap(),
+        "discover",
+        "--model",
+        model.to_str().unwrap(),
+        "--triples",
+        &triples,
+        "--method",
+        "eap",
+        "--ablation",
+        "resample",
+        "--examples",
+        "11",
+        "--no-filter",
+        "--no-eval",
+        "--out",
+        dir.path().join("x.json").to_str().unwrap(),
     ]);
     assert_input_error(&o, "1 of them without a same-length partner");
+}
+
+/// `discover --rerun` makes the same file again, byte for byte, for exact, attribution and hybrid circuits; the
+/// file records each method's own parameters only; `--quiet` leaves stderr empty on a clean run.
+#[test]
+fn rerun_reproduces_circuit_files_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, Vec<&str>); 4] = [
+        ("acdc", vec!["--method", "acdc", "--signed"]),
+        ("eap-ig", vec!["--method", "eap-ig", "--top-n", "30", "--ablation", "mean"]),
+        ("eap", vec!["--method", "eap", "--no-eval"]),
+        ("hybrid", vec!["--method", "hybrid", "--candidates", "30", "--ablation", "resample"]),
+    ];
+    for (method, flags) in cases {
+        let a = format!("{method}.json");
+        let o = tiny_discover(dir.path(), &a, &flags);
+        assert!(o.status.success(), "{method}: {}", stderr(&o));
+        assert_eq!(stderr(&o), "", "{method}: --quiet and nothing to warn about");
+        let a = dir.path().join(a);
+        let c = read_json(&a);
+        assert_eq!(c["format"], 2);
+        assert_eq!(c["method"], method);
+        assert_eq!(c["kcirc_version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(c["n_examples"], 3);
+        assert_eq!(c["k"], 10);
+        assert_eq!(c["filter_known"], false);
+        assert_eq!(c["triples"]["path"], root().join("data/country_capital_city.jsonl").to_str().unwrap());
+        assert!(c["triples"]["digest"].as_str().unwrap().starts_with("fnv1a64:"));
+        assert_eq!(c["metric_full"], 0.0);
+        let empty = c["metric_empty"].as_f64().unwrap();
+        assert!(empty.is_finite() && empty.abs() > 1e-6, "{method}: the empty circuit differs from the full model ({empty})");
+        let exact = method == "acdc" || method == "hybrid";
+        assert_eq!(c.get("threshold").is_some(), exact, "{method}");
+        assert_eq!(c.get("signed").is_some(), exact, "{method}");
+        assert_eq!(c.get("ig_steps").is_some(), method == "eap-ig" || method == "hybrid", "{method}");
+        assert_eq!(c.get("candidates").is_some(), method == "hybrid", "{method}");
+        assert_eq!(c.get("selection").is_some(), method.starts_with("eap"), "{method}");
+        match method {
+            "acdc" => assert_eq!(c["signed"], true),
+            "eap-ig" => assert_eq!(c["selection"], serde_json::json!({"top_n": 30})),
+            "eap" => assert_eq!(c["selection"], serde_json::json!({"top_fraction": 0.05})),
+            _ => assert_eq!(c["candidates"], 30),
+        }
+        let b = dir.path().join(format!("{method}.again.json"));
+        let o = kcirc(&["discover", "--rerun", a.to_str().unwrap(), "--out", b.to_str().unwrap()]);
+        assert!(o.status.success(), "{method}: {}", stderr(&o));
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "{method}: rerun differs");
+    }
+    // Settings come from the file: a discovery flag beside --rerun is refused.
+    let a = dir.path().join("acdc.json");
+    let o = kcirc(&["discover", "--rerun", a.to_str().unwrap(), "--method", "eap", "--out", dir.path().join("x.json").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!dir.path().join("x.json").exists());
+    // A relation file that changed since is refused; one that moved is found with --triples.
+    let moved = write(dir.path(), "moved.jsonl", &std::fs::read_to_string(root().join("data/country_capital_city.jsonl")).unwrap());
+    let o = tiny_discover(dir.path(), "m.json", &["--method", "eap", "--no-eval", "--triples", &moved]);
+    assert!(!o.status.success(), "two --triples make a batch run without --out-dir");
+    let m = dir.path().join("m.json");
+    let o = kcirc(&[
+        "discover",
+        "--model",
+        fixture("gpt2-tiny").to_str().unwrap(),
+        "--triples",
+        &moved,
+        "--method",
+        "eap",
+        "--examples",
+        "3",
+        "--no-filter",
+        "--no-eval",
+        "--out",
+        m.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(&moved, std::fs::read_to_string(&moved).unwrap().replace("Paris", "Lyon")).unwrap();
+    let o = kcirc(&["discover", "--rerun", m.to_str().unwrap(), "--out", dir.path().join("y.json").to_str().unwrap()]);
+    assert_input_error(&o, "has changed since");
+    assert!(!dir.path().join("y.json").exists());
+    // The original (the same bytes as the copy was) is accepted: the same circuit, its new place recorded.
+    let y = dir.path().join("y.json");
+    let original = root().join("data/country_capital_city.jsonl");
+    let o = kcirc(&["discover", "--rerun", m.to_str().unwrap(), "--triples", original.to_str().unwrap(), "--out", y.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (was, now) = (read_json(&m), read_json(&y));
+    assert_eq!(edge_names(&was), edge_names(&now));
+    assert_eq!(now["triples"]["path"], original.to_str().unwrap());
+}
+
+/// A circuit file of the first format still reads; a newer one is refused by name.
+#[test]
+fn circuit_files_of_format_1_read_and_newer_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = tiny_discover(dir.path(), "c.json", &["--no-eval"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut c = read_json(&dir.path().join("c.json"));
+    let model = fixture("gpt2-tiny");
+    let triples = root().join("data/country_capital_city.jsonl");
+    let ev = |p: &Path| {
+        kcirc(&[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--circuit",
+            p.to_str().unwrap(),
+            "--triples",
+            triples.to_str().unwrap(),
+            "--no-filter",
+            "--random",
+            "1",
+        ])
+    };
+    let now = ev(&dir.path().join("c.json"));
+    assert!(now.status.success(), "{}", stderr(&now));
+    // As kcirc 0.1 wrote it: format 1, no run parameters beyond threshold and signed.
+    let obj = c.as_object_mut().unwrap();
+    for key in ["triples", "k", "filter_known", "n_examples", "kcirc_version", "metric_empty"] {
+        obj.remove(key);
+    }
+    obj.insert("format".into(), 1.into());
+    let old = dir.path().join("old.json");
+    std::fs::write(&old, serde_json::to_string_pretty(&c).unwrap()).unwrap();
+    let o = ev(&old);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), stdout(&now), "the same circuit, the same report");
+    c["format"] = 3.into();
+    let newer = dir.path().join("newer.json");
+    std::fs::write(&newer, serde_json::to_string_pretty(&c).unwrap()).unwrap();
+    assert_input_error(&ev(&newer), "circuit format 3 is newer than this kcirc reads");
 }

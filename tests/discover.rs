@@ -11,7 +11,6 @@ use kcirc::metric::Metric;
 use kcirc::model::{Clean, Logits, Model, Stage};
 use kcirc::progress::Silent;
 
-
 /// Same-length corrupted prompts: every token id shifted.
 fn corrupted(prompts: &[Vec<u32>], vocab: usize) -> Vec<Vec<u32>> {
     prompts.iter().map(|p| p.iter().map(|&t| (t + 7) % vocab as u32).collect()).collect()
@@ -54,8 +53,13 @@ fn fast_equals_naive(model: &Model, prompts: &[Vec<u32>]) {
                 assert!(fast.n_kept() > 0 && fast.n_kept() < total, "{what}: trivial circuit ({} of {total})", fast.n_kept());
                 if fast.removed != naive.removed {
                     for e in 0..total {
-                        if fast.removed[e] != naive.removed[e] || (fast.effect[e].unwrap_or(0.0) - naive.effect[e].unwrap_or(0.0)).abs() > 1e-5 {
-                            eprintln!("{}: fast {:?} {:?} naive {:?} {:?}", t.graph.edges[e].name, fast.removed[e], fast.effect[e], naive.removed[e], naive.effect[e]);
+                        if fast.removed[e] != naive.removed[e]
+                            || (fast.effect[e].unwrap_or(0.0) - naive.effect[e].unwrap_or(0.0)).abs() > 1e-5
+                        {
+                            eprintln!(
+                                "{}: fast {:?} {:?} naive {:?} {:?}",
+                                t.graph.edges[e].name, fast.removed[e], fast.effect[e], naive.removed[e], naive.effect[e]
+                            );
                         }
                     }
                 }

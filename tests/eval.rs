@@ -5,11 +5,11 @@ use candle_core::{Device, Tensor};
 use common::*;
 use kcirc::circuit::{CircuitFile, ModelShape, RunInfo};
 use kcirc::data::{self, Relation};
-use kcirc::pipeline::Settings;
-use kcirc::split::prepare;
 use kcirc::eval::{outcomes, random_edges, EvalOptions, Metrics};
 use kcirc::intervene::Ablation;
 use kcirc::metric::Metric;
+use kcirc::pipeline::Settings;
+use kcirc::split::prepare;
 
 #[test]
 fn ranks_hits_and_mrr_by_hand() {
@@ -108,8 +108,7 @@ fn full_circuit_is_fully_faithful_and_faithfulness_is_the_logit_ratio() {
         assert_eq!(r.n_skipped_discovery, 3);
         assert_eq!(r.n_triples, rel.triples.len() - 3);
         // Every capital is a different city, but two may share a first token.
-        let answers: std::collections::BTreeSet<u32> =
-            prep.discovery.iter().chain(&prep.test).map(|e| e.target).collect();
+        let answers: std::collections::BTreeSet<u32> = prep.discovery.iter().chain(&prep.test).map(|e| e.target).collect();
         assert_eq!(r.n_distinct_targets, answers.len());
         assert!(answers.len() > 10, "{}", answers.len());
         assert_eq!(r.circuit, r.full, "{ablation}");

@@ -47,7 +47,11 @@ impl Acdc {
     }
 
     fn prunes(&self, delta: f64) -> bool {
-        if self.signed { delta < self.threshold } else { delta.abs() < self.threshold }
+        if self.signed {
+            delta < self.threshold
+        } else {
+            delta.abs() < self.threshold
+        }
     }
 }
 
@@ -155,8 +159,7 @@ impl Discovery for Acdc {
             let fed = fed_senders(task, r);
             let candidates: Vec<usize> = g.edges_into[r].iter().rev().copied().filter(|&e| !circuit.removed[e]).collect();
             progress.advance((g.edges_into[r].len() - candidates.len()) as u64);
-            let dead = !fed.is_empty()
-                && fed.iter().all(|&s| g.edges_from[s].iter().all(|&e| circuit.removed[e]));
+            let dead = !fed.is_empty() && fed.iter().all(|&s| g.edges_from[s].iter().all(|&e| circuit.removed[e]));
             if dead {
                 for &e in &candidates {
                     circuit.removed[e] = true;

@@ -75,7 +75,11 @@ pub fn receiver_gradients(task: &Task, embed: &Tensor) -> Result<ReceiverGradien
     let (probes, m) = probed_forward(task, embed)?;
     let grads = m.backward()?;
     let grad = |v: &Var| grads.get(v.as_tensor()).cloned();
-    Ok(ReceiverGradients { attn: probes.attn.iter().map(grad).collect(), mlp: probes.mlp.iter().map(grad).collect(), logits: grad(&probes.logits) })
+    Ok(ReceiverGradients {
+        attn: probes.attn.iter().map(grad).collect(),
+        mlp: probes.mlp.iter().map(grad).collect(),
+        logits: grad(&probes.logits),
+    })
 }
 
 /// The metric's gradient with respect to every receiver input (see [`receiver_gradients`]).
@@ -125,7 +129,7 @@ pub fn edge_scores(task: &Task, ig_steps: Option<usize>, progress: &dyn Progress
         })
         .collect::<Result<_>>()?;
     let deltas = Tensor::stack(&deltas, 0)?; // [S, n·T·D]
-    // Gradients at the clean input (EAP) or averaged along the ablated → clean embedding path (EAP-IG).
+                                             // Gradients at the clean input (EAP) or averaged along the ablated → clean embedding path (EAP-IG).
     let clean_embed = clean.embed.clone();
     drop(clean); // the deltas hold what is needed; free the activations before the backward passes
     let abl_embed = match &task.ablated {
@@ -183,7 +187,11 @@ pub fn selected_circuit(task: &Task, scores: &[f64], selection: Selection) -> Re
 
 impl Discovery for Eap {
     fn name(&self) -> &'static str {
-        if self.ig_steps.is_some() { "eap-ig" } else { "eap" }
+        if self.ig_steps.is_some() {
+            "eap-ig"
+        } else {
+            "eap"
+        }
     }
 
     fn discover(&self, task: &Task, progress: &dyn Progress) -> Result<Circuit> {

@@ -30,7 +30,13 @@ pub struct Task<'a> {
 impl<'a> Task<'a> {
     /// Sets up a task. `corrupted` (resample ablation only) holds, per example, a prompt of the same token
     /// length whose activations replace removed edges.
-    pub fn new(model: &'a Model, examples: Vec<Example>, ablation: Ablation, corrupted: Option<Vec<Vec<u32>>>, metric: Metric) -> Result<Self> {
+    pub fn new(
+        model: &'a Model,
+        examples: Vec<Example>,
+        ablation: Ablation,
+        corrupted: Option<Vec<Vec<u32>>>,
+        metric: Metric,
+    ) -> Result<Self> {
         if examples.is_empty() {
             return Err(Error::input("no discovery examples"));
         }

@@ -61,10 +61,7 @@ impl Config {
             return bad(format!("zero-sized dimension in {self:?}"));
         }
         if self.n_heads % self.n_kv_heads != 0 {
-            return bad(format!(
-                "{} query heads are not a multiple of {} key/value heads",
-                self.n_heads, self.n_kv_heads
-            ));
+            return bad(format!("{} query heads are not a multiple of {} key/value heads", self.n_heads, self.n_kv_heads));
         }
         if self.d_head == 0 || (matches!(self.positional, Positional::Rotary { .. }) && self.d_head % 2 == 1) {
             return bad(format!("bad head dimension {}", self.d_head));

@@ -8,7 +8,7 @@
 //! - the attention ports of a layer are ordered: H query inputs, K key inputs, K value inputs.
 use candle_core::{DType, Device, Tensor, D};
 
-use super::hooks::{Activations, Clean, HookPoint, Hooks};
+use super::hooks::{Activations, Clean, HookPoint, Hooks, Stage};
 use super::ops::{matmul, matmul_input_grad};
 use super::weights::{Mlp, Norm, Weights};
 use super::{Config, MlpKind, NormKind, Positional};
@@ -72,30 +72,6 @@ impl Batch {
     }
 }
 
-/// Where a forward pass (re)starts: stages run in this order, attention then MLP in each layer, then logits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Stage {
-    Attn(usize),
-    Mlp(usize),
-    Logits,
-}
-
-impl Stage {
-    /// Position in forward order.
-    fn order(self) -> usize {
-        match self {
-            Stage::Attn(l) => 2 * l,
-            Stage::Mlp(l) => 2 * l + 1,
-            Stage::Logits => usize::MAX,
-        }
-    }
-
-    /// Whether this stage runs before `other`.
-    pub fn before(self, other: Stage) -> bool {
-        self.order() < other.order()
-    }
-}
-
 /// Which logits a run returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Logits {
@@ -118,9 +94,7 @@ impl Model {
         let t = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
         if let Positional::Learned { max_positions } = self.cfg.positional {
             if t > max_positions {
-                return Err(crate::Error::input(format!(
-                    "prompt of {t} tokens exceeds the model's {max_positions} positions"
-                )));
+                return Err(crate::Error::input(format!("prompt of {t} tokens exceeds the model's {max_positions} positions")));
             }
         }
         let mut tokens = vec![0u32; b * t];
@@ -206,7 +180,13 @@ impl Model {
     /// as [`Activations::prefix`] gives; points before `stage` are not hooked again). A prefix with fewer rows than
     /// the batch (one copy of a candidate batch) is tiled where the run starts. Returns the activations and the
     /// logits (`[B, V]` or `[B, T, V]`, see [`Logits`]).
-    pub fn run(&self, batch: &Batch, hooks: &dyn Hooks, from: Option<(Stage, Activations)>, logits: Logits) -> Result<(Activations, Tensor)> {
+    pub fn run(
+        &self,
+        batch: &Batch,
+        hooks: &dyn Hooks,
+        from: Option<(Stage, Activations)>,
+        logits: Logits,
+    ) -> Result<(Activations, Tensor)> {
         let rows = batch.size();
         let (start, mut acts) = match from {
             Some((stage, mut prefix)) => {
@@ -259,7 +239,8 @@ impl Model {
             let resid = (&acts.resid_mid[last] + &acts.mlps[last])?;
             acts.resid_final = Some(hook(hooks, HookPoint::ResidFinal, resid, &mut acts)?);
         }
-        let x = acts.resid_final.clone().ok_or_else(|| crate::Error::bug("a run from the logits stage needs the prefix's final residual"))?;
+        let x =
+            acts.resid_final.clone().ok_or_else(|| crate::Error::bug("a run from the logits stage needs the prefix's final residual"))?;
         let x = hook(hooks, HookPoint::LogitsIn, x, &mut acts)?;
         let out = self.unembed_with(&x, logits, diff)?;
         Ok((acts, out))
@@ -435,10 +416,7 @@ impl Model {
             Mlp::GeluTanh { w_out, b_out, .. } => linear(&hidden, w_out, diff)?.broadcast_add(b_out)?,
             Mlp::SwiGlu { w_down, .. } => linear(&hidden, w_down, diff)?,
         };
-        debug_assert!(matches!(
-            (mlp, self.cfg.mlp),
-            (Mlp::GeluTanh { .. }, MlpKind::GeluTanh) | (Mlp::SwiGlu { .. }, MlpKind::SwiGlu)
-        ));
+        debug_assert!(matches!((mlp, self.cfg.mlp), (Mlp::GeluTanh { .. }, MlpKind::GeluTanh) | (Mlp::SwiGlu { .. }, MlpKind::SwiGlu)));
         hook(hooks, HookPoint::MlpOut(l), y.reshape((b, t, d))?, acts)
     }
 
@@ -473,7 +451,8 @@ fn hook(hooks: &dyn Hooks, point: HookPoint, value: Tensor, acts: &mut Activatio
         true => hooks.write(point, &value, acts)?.unwrap_or(value),
         false => value,
     };
-    let fixed = matches!(point, HookPoint::Embed | HookPoint::ResidPre(_) | HookPoint::ResidMid(_) | HookPoint::MlpOut(_) | HookPoint::ResidFinal);
+    let fixed =
+        matches!(point, HookPoint::Embed | HookPoint::ResidPre(_) | HookPoint::ResidMid(_) | HookPoint::MlpOut(_) | HookPoint::ResidFinal);
     if !fixed && hooks.reads(point) {
         acts.cache.insert(point, value.clone());
     }
@@ -509,11 +488,7 @@ fn norm_with(x: &Tensor, n: &Norm, cfg: &Config, diff: bool) -> Result<Tensor> {
     let center = cfg.norm == NormKind::LayerNorm;
     // The checkpoint's eps is an f32 (GGUF stores it so, PyTorch adds it in f32).
     let eps = cfg.norm_eps as f32 as f64;
-    let normed = if diff {
-        super::ops::normalize_differentiable(x, eps, center)?
-    } else {
-        super::ops::normalize(x, eps, center)?
-    };
+    let normed = if diff { super::ops::normalize_differentiable(x, eps, center)? } else { super::ops::normalize(x, eps, center)? };
     let y = normed.broadcast_mul(&n.weight)?;
     Ok(match &n.bias {
         Some(b) => y.broadcast_add(b)?,
@@ -547,8 +522,5 @@ fn rotary_tables(positions: &[u32], b: usize, t: usize, dh: usize, theta: f64, d
             }
         }
     }
-    Ok((
-        Tensor::from_vec(cos, (b, t, dh), dev)?.to_dtype(DType::F32)?,
-        Tensor::from_vec(sin, (b, t, dh), dev)?.to_dtype(DType::F32)?,
-    ))
+    Ok((Tensor::from_vec(cos, (b, t, dh), dev)?.to_dtype(DType::F32)?, Tensor::from_vec(sin, (b, t, dh), dev)?.to_dtype(DType::F32)?))
 }

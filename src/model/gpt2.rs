@@ -85,14 +85,7 @@ pub fn weights(src: &dyn TensorSource, cfg: &Config) -> Result<Weights> {
         });
     }
     let unembed = if src.has("lm_head.weight") { src.get("lm_head.weight")?.t()?.contiguous()? } else { embed.t()?.contiguous()? };
-    Ok(Weights {
-        pos_embed: Some(get("wpe.weight")?),
-        embed,
-        layers,
-        ln_final: norm("ln_f")?,
-        unembed,
-        b_unembed: None,
-    })
+    Ok(Weights { pos_embed: Some(get("wpe.weight")?), embed, layers, ln_final: norm("ln_f")?, unembed, b_unembed: None })
 }
 
 /// Fails with a one-line checkpoint error when a tensor's shape is not what the config promises.

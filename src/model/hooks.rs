@@ -11,8 +11,31 @@ use std::collections::BTreeMap;
 
 use candle_core::Tensor;
 
-use super::engine::Stage;
 use crate::Result;
+
+/// Where a forward pass (re)starts: stages run in this order, attention then MLP in each layer, then logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Attn(usize),
+    Mlp(usize),
+    Logits,
+}
+
+impl Stage {
+    /// Position in forward order.
+    fn order(self) -> usize {
+        match self {
+            Stage::Attn(l) => 2 * l,
+            Stage::Mlp(l) => 2 * l + 1,
+            Stage::Logits => usize::MAX,
+        }
+    }
+
+    /// Whether this stage runs before `other`.
+    pub fn before(self, other: Stage) -> bool {
+        self.order() < other.order()
+    }
+}
 
 /// A named place in the forward pass. Shapes use B = batch rows, T = padded sequence length, D = d_model,
 /// H = query heads, P = H + 2K attention input ports (K = key/value heads), dh = d_head.

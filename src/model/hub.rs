@@ -34,7 +34,10 @@ pub fn resolve(name: &str, need_weights: bool) -> Result<ModelFiles> {
     if path.is_file() {
         return match path.extension().and_then(|e| e.to_str()) {
             Some("gguf") => Ok(ModelFiles::Gguf(path.to_path_buf())),
-            _ => Err(Error::ModelNotFound { name: name.into(), reason: "a model file must be a .gguf (or give a folder with config.json)".into() }),
+            _ => Err(Error::ModelNotFound {
+                name: name.into(),
+                reason: "a model file must be a .gguf (or give a folder with config.json)".into(),
+            }),
         };
     }
     if path.is_dir() {
@@ -100,7 +103,9 @@ fn hub(name: &str, need_weights: bool) -> Result<ModelFiles> {
             Some(api) => match api.get(file) {
                 Ok(p) => Ok(Some(p)),
                 Err(_) if !required => Ok(None),
-                Err(e) => Err(not_found(format!("cannot fetch `{file}` of {id} from the Hugging Face hub ({})", super::source::one_line(&e)))),
+                Err(e) => {
+                    Err(not_found(format!("cannot fetch `{file}` of {id} from the Hugging Face hub ({})", super::source::one_line(&e))))
+                }
             },
         }
     };
@@ -112,7 +117,8 @@ fn hub(name: &str, need_weights: bool) -> Result<ModelFiles> {
         tokenizer_config = fetch("tokenizer_config.json", false)?;
         if let Some(index) = fetch("model.safetensors.index.json", false)? {
             let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-            let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::BadCheckpoint { path: index.clone(), reason: e.to_string() })?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::BadCheckpoint { path: index.clone(), reason: e.to_string() })?;
             let mut shards: Vec<String> = json["weight_map"]
                 .as_object()
                 .map(|m| m.values().filter_map(|v| v.as_str().map(String::from)).collect())

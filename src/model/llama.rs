@@ -51,11 +51,8 @@ pub fn gguf_config(g: &Gguf) -> Result<Config> {
     let d_model = g.meta_usize(&k("embedding_length"))?;
     let n_heads = g.meta_usize(&k("attention.head_count"))?;
     let n_kv_heads = if g.has_meta(&k("attention.head_count_kv")) { g.meta_usize(&k("attention.head_count_kv"))? } else { n_heads };
-    let vocab_size = if g.has_meta(&k("vocab_size")) {
-        g.meta_usize(&k("vocab_size"))?
-    } else {
-        g.meta_strings("tokenizer.ggml.tokens")?.len()
-    };
+    let vocab_size =
+        if g.has_meta(&k("vocab_size")) { g.meta_usize(&k("vocab_size"))? } else { g.meta_strings("tokenizer.ggml.tokens")?.len() };
     let d_head = if g.has_meta(&k("attention.key_length")) { g.meta_usize(&k("attention.key_length"))? } else { d_model / n_heads.max(1) };
     let cfg = Config {
         family: "llama".into(),
@@ -151,7 +148,11 @@ fn read(src: &dyn TensorSource, cfg: &Config, names: &Names) -> Result<Weights> 
     check(src, names.embed, &embed, &[cfg.vocab_size, d])?;
     let bias = |l: usize, part: &str| -> Result<Option<Tensor>> {
         let n = format!("{}.bias", (names.layer)(l, part));
-        if src.has(&n) { Ok(Some(src.get(&n)?)) } else { Ok(None) }
+        if src.has(&n) {
+            Ok(Some(src.get(&n)?))
+        } else {
+            Ok(None)
+        }
     };
     let mut layers = Vec::with_capacity(cfg.n_layers);
     for l in 0..cfg.n_layers {

@@ -16,8 +16,8 @@ use candle_core::Device;
 use serde_json::Value;
 
 pub use config::{Config, MlpKind, NormKind, Positional};
-pub use engine::{Batch, Logits, Model, Stage};
-pub use hooks::{Activations, Clean, HookPoint, Hooks};
+pub use engine::{Batch, Logits, Model};
+pub use hooks::{Activations, Clean, HookPoint, Hooks, Stage};
 use hub::ModelFiles;
 use source::{Gguf, Safetensors};
 

@@ -70,9 +70,8 @@ impl candle_core::CustomOp1 for Normalize {
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use candle_core::CpuStorage;
         use rayon::prelude::*;
-        let (start, end) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("normalize: input must be contiguous".into()))?;
+        let (start, end) =
+            layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("normalize: input must be contiguous".into()))?;
         let dim = *layout.dims().last().unwrap_or(&1);
         let out = match storage {
             CpuStorage::F32(v) => {

@@ -83,8 +83,8 @@ impl Gguf {
     pub fn open(path: &Path, device: &Device) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let mut reader = BufReader::new(file);
-        let content = gguf_file::Content::read(&mut reader)
-            .map_err(|e| Error::BadCheckpoint { path: path.to_path_buf(), reason: one_line(&e) })?;
+        let content =
+            gguf_file::Content::read(&mut reader).map_err(|e| Error::BadCheckpoint { path: path.to_path_buf(), reason: one_line(&e) })?;
         Ok(Self { content, file: std::sync::Mutex::new(reader), path: path.to_path_buf(), device: device.clone() })
     }
 
@@ -143,7 +143,8 @@ impl TensorSource for Gguf {
     }
     fn get(&self, name: &str) -> Result<Tensor> {
         let mut reader = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        let bad = |e: candle_core::Error| Error::BadCheckpoint { path: self.path.clone(), reason: format!("tensor `{name}`: {}", one_line(&e)) };
+        let bad =
+            |e: candle_core::Error| Error::BadCheckpoint { path: self.path.clone(), reason: format!("tensor `{name}`: {}", one_line(&e)) };
         let q = self.content.tensor(&mut *reader, name, &self.device).map_err(bad)?;
         Ok(q.dequantize(&self.device).map_err(bad)?.to_dtype(DType::F32)?)
     }

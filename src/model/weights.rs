@@ -106,16 +106,6 @@ impl Attention {
         let w_qkv = Tensor::cat(&[&m.w_q, &m.w_k, &m.w_v], 1)?.contiguous()?;
         // The value bias lives in `b_o` now, so the fused projection leaves it out.
         let b_qkv = Tensor::cat(&[&b_q, &b_k, &zeros(kv * dh)?], 0)?;
-        Ok(Self {
-            w_q,
-            b_q: b_q.reshape((h, 1, dh))?,
-            w_k,
-            b_k: b_k.reshape((kv, 1, dh))?,
-            w_v,
-            w_o,
-            b_o,
-            w_qkv,
-            b_qkv,
-        })
+        Ok(Self { w_q, b_q: b_q.reshape((h, 1, dh))?, w_k, b_k: b_k.reshape((kv, 1, dh))?, w_v, w_o, b_o, w_qkv, b_qkv })
     }
 }

@@ -16,9 +16,7 @@ pub fn fixture(p: &str) -> PathBuf {
 
 /// The real SmolLM2-135M-Instruct GGUF (`scripts/fetch-models.sh` puts it there; the README's test command runs it).
 pub fn smollm2_path() -> PathBuf {
-    let p = std::env::var("KCIRC_SMOLLM2")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    let p = std::env::var("KCIRC_SMOLLM2").map(PathBuf::from).unwrap_or_else(|_| root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
     assert!(p.is_file(), "{} is missing: run scripts/fetch-models.sh first", p.display());
     p
 }
@@ -126,7 +124,13 @@ pub fn examples(model: &Model, prompts: &[Vec<u32>]) -> Vec<kcirc::data::Example
         .iter()
         .zip(top)
         .map(|(p, t)| kcirc::data::Example {
-            triple: kcirc::data::Triple { subject: "s".into(), relation: "r".into(), object: "o".into(), template: "{}".into(), prompt: None },
+            triple: kcirc::data::Triple {
+                subject: "s".into(),
+                relation: "r".into(),
+                object: "o".into(),
+                template: "{}".into(),
+                prompt: None,
+            },
             tokens: p.clone(),
             target: t,
         })
@@ -137,12 +141,24 @@ pub fn examples(model: &Model, prompts: &[Vec<u32>]) -> Vec<kcirc::data::Example
 /// one, Bosnia and Herzegovina (13 tokens), that no other fact can stand in for under resample ablation.
 pub fn capitals_with_a_long_subject() -> kcirc::data::Relation {
     let facts = [
-        ("France", "Paris"), ("Spain", "Madrid"), ("Italy", "Rome"), ("Japan", "Tokyo"), ("China", "Beijing"),
-        ("Canada", "Ottawa"), ("Germany", "Berlin"), ("Russia", "Moscow"), ("Peru", "Lima"), ("Egypt", "Cairo"),
+        ("France", "Paris"),
+        ("Spain", "Madrid"),
+        ("Italy", "Rome"),
+        ("Japan", "Tokyo"),
+        ("China", "Beijing"),
+        ("Canada", "Ottawa"),
+        ("Germany", "Berlin"),
+        ("Russia", "Moscow"),
+        ("Peru", "Lima"),
+        ("Egypt", "Cairo"),
         ("Bosnia and Herzegovina", "Sarajevo"),
     ];
     let t = |(s, o): (&str, &str)| kcirc::data::Triple {
-        subject: s.into(), relation: "capitals".into(), object: o.into(), template: "The capital of {} is the city of".into(), prompt: None,
+        subject: s.into(),
+        relation: "capitals".into(),
+        object: o.into(),
+        template: "The capital of {} is the city of".into(),
+        prompt: None,
     };
     kcirc::data::Relation::new("capitals", facts.into_iter().map(t).collect())
 }
