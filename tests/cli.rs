@@ -153,6 +153,16 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     p.to_str().unwrap().to_string()
 }
 
+/// `kcirc eval` of `circuit` on the tiny random GPT-2 and the capitals (every fact kept).
+fn tiny_eval(circuit: &Path, extra: &[&str]) -> Output {
+    let model = fixture("gpt2-tiny");
+    let triples = root().join("data/country_capital_city.jsonl");
+    let mut args = vec!["eval", "--model", model.to_str().unwrap(), "--circuit", circuit.to_str().unwrap()];
+    args.extend_from_slice(&["--triples", triples.to_str().unwrap(), "--no-filter"]);
+    args.extend_from_slice(extra);
+    kcirc(&args)
+}
+
 /// Discovery on the tiny random GPT-2 (it knows no facts, so `--no-filter`), zero ablation, logit metric.
 fn tiny_discover(dir: &Path, out: &str, extra: &[&str]) -> Output {
     let model = fixture("gpt2-tiny");
@@ -216,20 +226,7 @@ fn discover_writes_a_circuit_that_eval_reads_back() {
     assert!(n_edges > 0 && n_edges < 190, "{n_edges}");
     assert!(std::fs::read_to_string(dir.path().join("c.dot")).unwrap().starts_with("digraph"));
     // eval on the same relation agrees with discover's own held-out report.
-    let model = fixture("gpt2-tiny");
-    let triples = root().join("data/country_capital_city.jsonl");
-    let o = kcirc(&[
-        "eval",
-        "--model",
-        model.to_str().unwrap(),
-        "--circuit",
-        dir.path().join("c.json").to_str().unwrap(),
-        "--triples",
-        triples.to_str().unwrap(),
-        "--no-filter",
-        "--random",
-        "2",
-    ]);
+    let o = tiny_eval(&dir.path().join("c.json"), &["--random", "2"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(r, c["eval"], "eval and discover's held-out report differ");
@@ -238,56 +235,17 @@ fn discover_writes_a_circuit_that_eval_reads_back() {
     }
     assert_eq!(r["n_skipped_discovery"], 3);
     // Gates: an impossible one fails with exit 1 and says which.
-    let o = kcirc(&[
-        "eval",
-        "--model",
-        model.to_str().unwrap(),
-        "--circuit",
-        dir.path().join("c.json").to_str().unwrap(),
-        "--triples",
-        triples.to_str().unwrap(),
-        "--no-filter",
-        "--random",
-        "1",
-        "--min-faithfulness",
-        "1000",
-    ]);
+    let o = tiny_eval(&dir.path().join("c.json"), &["--random", "1", "--min-faithfulness", "1000"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("faithfulness"), "{}", stderr(&o));
-    let o = kcirc(&[
-        "eval",
-        "--model",
-        model.to_str().unwrap(),
-        "--circuit",
-        dir.path().join("c.json").to_str().unwrap(),
-        "--triples",
-        triples.to_str().unwrap(),
-        "--no-filter",
-        "--random",
-        "1",
-        "--min-faithfulness",
-        "-1000",
-    ]);
+    let o = tiny_eval(&dir.path().join("c.json"), &["--random", "1", "--min-faithfulness", "-1000"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(!stderr(&o).contains("cannot separate"), "{}", stderr(&o));
     // With k at least the number of distinct answers, Hit@k says nothing: the report says so.
     let distinct = r["n_distinct_targets"].as_u64().unwrap();
     assert!(distinct > 10, "{distinct}");
     let k = distinct.to_string();
-    let o = kcirc(&[
-        "eval",
-        "--model",
-        model.to_str().unwrap(),
-        "--circuit",
-        dir.path().join("c.json").to_str().unwrap(),
-        "--triples",
-        triples.to_str().unwrap(),
-        "--no-filter",
-        "--random",
-        "1",
-        "--k",
-        &k,
-    ]);
+    let o = tiny_eval(&dir.path().join("c.json"), &["--random", "1", "--k", &k]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains(&format!("has only {distinct} distinct answers")), "{}", stderr(&o));
 }
@@ -847,22 +805,7 @@ fn circuit_files_of_format_1_read_and_newer_ones_are_refused() {
     let o = tiny_discover(dir.path(), "c.json", &["--no-eval"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut c = read_json(&dir.path().join("c.json"));
-    let model = fixture("gpt2-tiny");
-    let triples = root().join("data/country_capital_city.jsonl");
-    let ev = |p: &Path| {
-        kcirc(&[
-            "eval",
-            "--model",
-            model.to_str().unwrap(),
-            "--circuit",
-            p.to_str().unwrap(),
-            "--triples",
-            triples.to_str().unwrap(),
-            "--no-filter",
-            "--random",
-            "1",
-        ])
-    };
+    let ev = |p: &Path| tiny_eval(p, &["--random", "1"]);
     let now = ev(&dir.path().join("c.json"));
     assert!(now.status.success(), "{}", stderr(&now));
     // As kcirc 0.1 wrote it: format 1, no run parameters beyond threshold and signed.
