@@ -46,10 +46,15 @@ impl Bar {
         Bar { bar, quiet: false }
     }
 
+    /// A line (or a table: its first line prefixed, the rest as they are) on stderr, around the bar.
     fn line(&self, line: &str) {
         self.bar.suspend(|| {
-            for l in line.lines() {
-                eprintln!("kcirc: {l}");
+            let mut lines = line.lines();
+            if let Some(first) = lines.next() {
+                eprintln!("kcirc: {first}");
+            }
+            for l in lines {
+                eprintln!("{l}");
             }
         });
     }
