@@ -219,8 +219,7 @@ impl CircuitFile {
     }
 
     pub fn read(path: &Path) -> Result<CircuitFile> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        CircuitFile::parse(&text, &path.display().to_string())
+        CircuitFile::parse(&read_text(path)?, &path.display().to_string())
     }
 
     /// A circuit file's text, read from `label`: format 1 or 2; a newer format is refused by name.
@@ -280,6 +279,11 @@ pub fn to_dot(file: &CircuitFile) -> String {
     }
     s += "}\n";
     s
+}
+
+/// A text file's contents; the error names the path.
+pub fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
 }
 
 /// Writes `text` to `path` atomically: a temporary file beside it, renamed into place, so a failed run

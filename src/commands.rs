@@ -91,6 +91,22 @@ pub enum Format {
     Text,
 }
 
+/// How a batch run's summary is printed.
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum SummaryFormat {
+    Jsonl,
+    Tsv,
+    Text,
+}
+
+/// How `kcirc graph` prints its counts.
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum GraphFormat {
+    Json,
+    Tsv,
+    Text,
+}
+
 /// `--metric`: see [`kcirc::metric::Metric`].
 #[derive(Clone, Copy, ValueEnum)]
 pub enum MetricArg {
@@ -177,16 +193,25 @@ pub struct GraphArgs {
     /// Model: hub id, folder (a config.json alone is enough) or .gguf file.
     #[arg(long)]
     pub model: String,
-    /// Print a JSON object instead of a table.
+    /// Print a JSON object instead of a table (`--format json`).
     #[arg(long)]
     pub json: bool,
+    #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+    pub format: GraphFormat,
 }
 
 pub fn graph(a: &GraphArgs) -> Result<()> {
     let cfg = kcirc::model::load_config(&a.model)?;
     let counts = Graph::new(&cfg).counts();
-    if a.json {
+    let format = if a.json { GraphFormat::Json } else { a.format };
+    if format == GraphFormat::Json {
         println!("{}", serde_json::to_string(&counts)?);
+    } else if format == GraphFormat::Tsv {
+        println!("layers\tquery_heads\tkv_heads\tnodes\tsenders\treceivers\tedges");
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, counts.nodes, counts.senders, counts.receivers, counts.edges
+        );
     } else {
         println!("model      {}", a.model);
         println!("layers     {} ({} query heads, {} key/value heads)", cfg.n_layers, cfg.n_heads, cfg.n_kv_heads);
@@ -221,8 +246,9 @@ pub struct DiscoverArgs {
     /// Model: hub id, local folder or .gguf file. With --rerun, defaults to the circuit file's model.
     #[arg(long, required_unless_present = "rerun")]
     pub model: Option<String>,
-    /// Triples: JSON Lines (subject, relation, object, template) or an LRE relation file. Repeat for several
-    /// relations (one circuit each, into --out-dir). With --rerun, where the relation file is now.
+    /// Triples: JSON Lines (subject, relation, object, template) or an LRE relation file (`-`: standard input).
+    /// Repeat for several relations (one circuit each, into --out-dir). With --rerun, where the relation file is
+    /// now.
     #[arg(long, required_unless_present_any = ["relations", "rerun"])]
     pub triples: Vec<PathBuf>,
     /// Every relation file (*.json, *.jsonl) in this folder, one circuit each, into --out-dir.
@@ -256,9 +282,14 @@ pub struct DiscoverArgs {
     pub candidates: Option<usize>,
     /// Write every edge's attribution score (JSON Lines with a header) for `kcirc select` (eap, eap-ig; hybrid
     /// writes its EAP-IG scores). With FILE: there (one relation only). Without: beside the circuit, `--out`'s
-    /// name with `.scores.jsonl`; in a batch run `<out-dir>/<relation>.scores.jsonl` for every relation.
+    /// name with `.scores.jsonl`; in a batch run `<out-dir>/<relation>.scores.jsonl` for every relation. `-`:
+    /// standard output (with --out FILE).
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
     pub scores: Option<Option<PathBuf>>,
+    /// How a batch run prints its summary on standard output: one JSON object per relation (docs/schema/
+    /// summary.schema.json), tab-separated with a header line, or a table.
+    #[arg(long, value_enum, default_value_t = SummaryFormat::Jsonl)]
+    pub format: SummaryFormat,
     /// τ: prune an edge whose removal changes the metric by less than this.
     #[arg(long, allow_negative_numbers = true)]
     pub threshold: Option<f64>,
@@ -285,10 +316,10 @@ pub struct DiscoverArgs {
 /// Where a circuit goes, and its held-out evaluation (`discover`, `select`).
 #[derive(Args)]
 pub struct CircuitOutput {
-    /// Write the circuit here (JSON) instead of stdout.
+    /// Write the circuit here (JSON) instead of standard output.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Also write the circuit as Graphviz DOT.
+    /// Also write the circuit as Graphviz DOT (`-`: standard output, with --out FILE).
     #[arg(long)]
     pub dot: Option<PathBuf>,
     /// Skip the held-out evaluation.
@@ -399,15 +430,19 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
         let scores = match &a.scores {
             Some(Some(p)) => Some(p.clone()),
             Some(None) => match &a.output.out {
-                Some(out) => Some(out.with_extension("scores.jsonl")),
-                None => bail!("--scores without a file name writes beside the circuit: give --out too (or --scores FILE)"),
+                Some(out) if !is_std(out) => Some(out.with_extension("scores.jsonl")),
+                _ => bail!("--scores without a file name writes beside the circuit: give --out FILE too (or --scores FILE)"),
             },
             None => None,
         };
-        let relation = kcirc::data::read(&files[0])?;
-        let (model, tok) = kcirc::model::load(&model_name, &dev)?;
         let out = Outputs { circuit: a.output.out.clone(), dot: a.output.dot.clone(), scores };
+        check_stdout(&out)?;
+        let relation = read_relation(&files[0])?;
+        let (model, tok) = kcirc::model::load(&model_name, &dev)?;
         return discover_one(cli, &model, &tok, &model_name, &relation, &s, eval.as_ref(), &out);
+    }
+    if files.iter().any(|f| is_std(f)) {
+        bail!("--triples - reads one relation from standard input: a batch run needs files");
     }
     if let Some(Some(p)) = &a.scores {
         bail!("--scores {}: a batch run writes one scores file per relation, `<out-dir>/<relation>.scores.jsonl`: give --scores without a file name", p.display());
@@ -416,11 +451,26 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
     let (model, tok) = kcirc::model::load(&model_name, &dev)?;
     let outputs = pipeline::BatchOutputs { out_dir, dot: a.output.dot.is_some(), scores: a.scores.is_some() };
     let bar = Bar::new(cli, "edges");
+    let mut first = true;
     let mut print = |line: &SummaryLine| {
         if let SummaryLine::Failed { file, error } = line {
             bar.line(&format!("error: {}: {error}", file.display()));
         }
-        println!("{}", serde_json::to_string(line).unwrap_or_default());
+        match a.format {
+            SummaryFormat::Jsonl => println!("{}", serde_json::to_string(line).unwrap_or_default()),
+            SummaryFormat::Tsv => {
+                if std::mem::take(&mut first) {
+                    println!("{}", SummaryLine::TSV_HEADER);
+                }
+                println!("{}", line.tsv_row());
+            }
+            SummaryFormat::Text => {
+                if std::mem::take(&mut first) {
+                    println!("{}", SummaryLine::TABLE_HEADER);
+                }
+                println!("{}", line.table_row());
+            }
+        }
     };
     let lines = pipeline::discover_batch(&model, &tok, &model_name, &files, &s, eval.as_ref(), &outputs, &bar, &mut print)?;
     bar.finish();
@@ -454,11 +504,27 @@ fn discover_one(
     let d = pipeline::discover(model, tok, model_name, relation, s, eval, &bar)?;
     bar.finish();
     bar.info(&format!("{} in {:.1}s", pipeline::kept_line(&d.file), t0.elapsed().as_secs_f64()));
-    pipeline::write(&d, out)?;
-    if out.circuit.is_none() {
+    // Files first (atomically), then whichever output goes to standard output.
+    let file = |p: &Option<PathBuf>| p.clone().filter(|p| !is_std(p));
+    pipeline::write(&d, &Outputs { circuit: file(&out.circuit), dot: file(&out.dot), scores: file(&out.scores) })?;
+    let to_stdout = |p: &Option<PathBuf>| p.as_deref().is_some_and(is_std);
+    if out.circuit.is_none() || to_stdout(&out.circuit) {
         println!("{}", d.file.to_json()?);
+    } else if to_stdout(&out.dot) {
+        print!("{}", kcirc::circuit::to_dot(&d.file));
+    } else if to_stdout(&out.scores) {
+        let (header, scores) =
+            d.scores.as_ref().ok_or_else(|| anyhow::anyhow!("--scores: method {} computes no edge scores", d.file.run.method))?;
+        print!("{}", kcirc::scores::render(header, &d.graph, scores)?);
     }
     Ok(())
+}
+
+/// One output at most on standard output: the circuit (without `--out`, or `--out -`), `--dot -`, `--scores -`.
+fn check_stdout(out: &Outputs) -> Result<()> {
+    let std = |p: &Option<PathBuf>| p.as_deref().is_some_and(is_std);
+    let circuit = if out.circuit.is_none() { "the circuit (no --out)" } else { "--out -" };
+    one_stdout(&[(circuit, out.circuit.is_none() || std(&out.circuit)), ("--dot -", std(&out.dot)), ("--scores -", std(&out.scores))])
 }
 
 /// `discover --rerun FILE`: the settings, discovery examples' split and evaluation the file records.
@@ -472,7 +538,7 @@ fn rerun(cli: &Cli, a: &DiscoverArgs, circuit: &Path) -> Result<()> {
         ([], _) => bail!("{}: the circuit file names no relation file to read again: give --triples", circuit.display()),
         _ => bail!("--rerun takes one --triples"),
     };
-    let relation = kcirc::data::read(&path)?;
+    let relation = read_relation(&path)?;
     if let (Some(was), Some(now)) = (&run.triples, &relation.source) {
         if was.digest != now.digest {
             bail!(
@@ -493,15 +559,16 @@ fn rerun(cli: &Cli, a: &DiscoverArgs, circuit: &Path) -> Result<()> {
         }
         _ => None,
     };
-    let (model, tok) = kcirc::model::load(&model_name, &device(cli.device)?)?;
     let out = Outputs { circuit: a.output.out.clone(), dot: a.output.dot.clone(), scores: a.scores.clone().flatten() };
+    check_stdout(&out)?;
+    let (model, tok) = kcirc::model::load(&model_name, &device(cli.device)?)?;
     discover_one(cli, &model, &tok, &model_name, &relation, &s, eval.as_ref(), &out)
 }
 
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("selection").required(true).args(["top_n", "score_threshold"])))]
 pub struct SelectArgs {
-    /// Edge scores written by `kcirc discover --scores`.
+    /// Edge scores written by `kcirc discover --scores` (`-`: standard input).
     #[arg(long)]
     pub scores: PathBuf,
     /// The model the scores were computed on: hub id, local folder or .gguf file.
@@ -513,7 +580,7 @@ pub struct SelectArgs {
     /// Keep edges with |score| at least this.
     #[arg(long, allow_negative_numbers = true)]
     pub score_threshold: Option<f64>,
-    /// The relation's triples, for the held-out evaluation (without them it is skipped).
+    /// The relation's triples, for the held-out evaluation (without them it is skipped; `-`: standard input).
     #[arg(long)]
     pub triples: Option<PathBuf>,
     #[command(flatten)]
@@ -529,13 +596,21 @@ pub fn select(cli: &Cli, a: &SelectArgs) -> Result<()> {
         (None, Some(x)) => Selection::Threshold(x),
         (None, None) => bail!("give --top-n or --score-threshold"),
     };
-    let file = kcirc::scores::ScoresFile::read(&a.scores)?;
+    one_stdin(&[("--scores", Some(&a.scores)), ("--triples", a.triples.as_deref())])?;
+    one_stdout(&[
+        (if a.output.out.is_none() { "the circuit (no --out)" } else { "--out -" }, a.output.out.as_deref().map_or(true, is_std)),
+        ("--dot -", a.output.dot.as_deref().is_some_and(is_std)),
+    ])?;
+    let file = match is_std(&a.scores) {
+        true => kcirc::scores::ScoresFile::parse(&read_text(&a.scores)?, &a.scores)?,
+        false => kcirc::scores::ScoresFile::read(&a.scores)?,
+    };
     // The graph check needs only the model's config: a scores file from another model fails before loading.
     let cfg = kcirc::model::load_config(&a.model)?;
     file.scores(&Graph::new(&cfg), &cfg)?;
     let bar = Bar::new(cli, "edges");
     let relation = match (&a.triples, a.output.no_eval) {
-        (Some(p), false) => Some(kcirc::data::read(p)?),
+        (Some(p), false) => Some(read_relation(p)?),
         (None, false) => {
             bar.warn("no --triples: held-out evaluation skipped");
             None
@@ -545,15 +620,32 @@ pub fn select(cli: &Cli, a: &SelectArgs) -> Result<()> {
     let (model, tok) = kcirc::model::load(&a.model, &device(cli.device)?)?;
     let (circuit, _) = pipeline::select(&model, &tok, &a.model, &file, selection, relation.as_ref().map(|r| (r, a.output.random)), &bar)?;
     bar.info(&format!("{} in {:.1}s", pipeline::kept_line(&circuit), t0.elapsed().as_secs_f64()));
-    let json = circuit.to_json()?;
-    match &a.output.out {
-        Some(p) => kcirc::circuit::write_atomic(p, &(json + "\n"))?,
-        None => println!("{json}"),
+    let json = circuit.to_json()? + "\n";
+    let dot = kcirc::circuit::to_dot(&circuit);
+    for (target, text) in [(&a.output.out, &json), (&a.output.dot, &dot)] {
+        if let Some(p) = target.as_deref().filter(|p| !is_std(p)) {
+            kcirc::circuit::write_atomic(p, text)?;
+        }
     }
-    if let Some(p) = &a.output.dot {
-        kcirc::circuit::write_atomic(p, &kcirc::circuit::to_dot(&circuit))?;
+    if a.output.out.as_deref().map_or(true, is_std) {
+        print!("{json}");
+    } else if a.output.dot.as_deref().is_some_and(is_std) {
+        print!("{dot}");
     }
     Ok(())
+}
+
+/// How `kcirc eval` prints its report on stdout.
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum ReportFormat {
+    /// Pretty JSON (docs/schema/report.schema.json).
+    Json,
+    /// The same JSON on one line.
+    Jsonl,
+    /// Tab-separated, a header line, one row per variant (full, circuit, random, random_sd, empty).
+    Tsv,
+    /// The human-readable table.
+    Text,
 }
 
 #[derive(Args)]
@@ -561,10 +653,10 @@ pub struct EvalArgs {
     /// Model the circuit was discovered on: hub id, local folder or .gguf file.
     #[arg(long)]
     pub model: String,
-    /// Circuit file written by `kcirc discover`.
+    /// Circuit file written by `kcirc discover` (`-`: standard input).
     #[arg(long)]
     pub circuit: PathBuf,
-    /// Triples to score on (JSON Lines or LRE); the circuit's discovery triples are skipped.
+    /// Triples to score on (JSON Lines or LRE; `-`: standard input); the circuit's discovery triples are skipped.
     #[arg(long)]
     pub triples: PathBuf,
     /// k of Hit@k.
@@ -579,52 +671,152 @@ pub struct EvalArgs {
     /// Keep triples the full model does not know.
     #[arg(long)]
     pub no_filter: bool,
+    /// How to print the report.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Json)]
+    pub format: ReportFormat,
     /// Gate: exit 1 unless the circuit's Hit@10 is at least this.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub min_hit10: Option<f64>,
+    /// Gate: exit 1 unless the circuit's Hit@1 is at least this.
+    #[arg(long, allow_negative_numbers = true)]
+    pub min_hit1: Option<f64>,
     /// Gate: exit 1 unless the faithfulness is at least this.
     #[arg(long, allow_negative_numbers = true)]
     pub min_faithfulness: Option<f64>,
+    /// Gate: exit 1 unless circuit Hit@k ÷ full-model Hit@k is at least this.
+    #[arg(long, allow_negative_numbers = true)]
+    pub min_ratio: Option<f64>,
+    /// Gate: exit 1 unless the random circuits' mean Hit@10 is at most this.
+    #[arg(long, allow_negative_numbers = true)]
+    pub max_random_hit10: Option<f64>,
+    /// Gate: an accepted report (or a circuit file with its `eval`; `-`: standard input) that circuit Hit@k,
+    /// Hit@1, MRR and faithfulness may not fall below by more than --max-drop.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// With --baseline: the largest drop allowed in each watched metric.
+    #[arg(long, requires = "baseline", default_value_t = 0.0)]
+    pub max_drop: f64,
+}
+
+/// `-` as a path: standard input (or output).
+fn is_std(p: &Path) -> bool {
+    p.as_os_str() == "-"
+}
+
+/// Fails when more than one of the named input flags reads standard input.
+fn one_stdin(inputs: &[(&str, Option<&Path>)]) -> Result<()> {
+    let claims: Vec<&str> = inputs.iter().filter(|(_, p)| p.is_some_and(is_std)).map(|(f, _)| *f).collect();
+    if claims.len() > 1 {
+        bail!("{} cannot all read standard input: give files to all but one", claims.join(" and "));
+    }
+    Ok(())
+}
+
+/// Fails when more than one output claims standard output (`claims`: flag, whether it writes there).
+fn one_stdout(claims: &[(&str, bool)]) -> Result<()> {
+    let on: Vec<&str> = claims.iter().filter(|(_, c)| *c).map(|(f, _)| *f).collect();
+    if on.len() > 1 {
+        bail!("{} cannot all write to standard output: give files to all but one", on.join(" and "));
+    }
+    Ok(())
+}
+
+/// All of standard input, as bytes.
+fn stdin_bytes() -> Result<Vec<u8>> {
+    let mut v = vec![];
+    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut v).map_err(|e| anyhow::anyhow!("standard input: {e}"))?;
+    Ok(v)
+}
+
+/// A relation file, or standard input for `-`.
+fn read_relation(p: &Path) -> Result<kcirc::data::Relation> {
+    Ok(match is_std(p) {
+        true => kcirc::data::parse(&stdin_bytes()?, "stdin", "-")?,
+        false => kcirc::data::read(p)?,
+    })
+}
+
+/// A file's text, or standard input for `-`.
+fn read_text(p: &Path) -> Result<String> {
+    match is_std(p) {
+        true => String::from_utf8(stdin_bytes()?).map_err(|e| anyhow::anyhow!("standard input: not UTF-8: {e}")),
+        false => Ok(kcirc::circuit::read_text(p)?),
+    }
+}
+
+/// A circuit file, or standard input for `-`.
+fn read_circuit(p: &Path) -> Result<kcirc::circuit::CircuitFile> {
+    Ok(kcirc::circuit::CircuitFile::parse(&read_text(p)?, &p.display().to_string())?)
 }
 
 pub fn eval(cli: &Cli, a: &EvalArgs) -> Result<()> {
+    use kcirc::gate::Gate;
     if a.k == 0 {
         bail!("--k must be at least 1");
     }
-    for (name, v) in [("--min-hit10", a.min_hit10), ("--min-faithfulness", a.min_faithfulness)] {
+    let bounds = [
+        ("--min-hit10", a.min_hit10),
+        ("--min-hit1", a.min_hit1),
+        ("--min-faithfulness", a.min_faithfulness),
+        ("--min-ratio", a.min_ratio),
+        ("--max-random-hit10", a.max_random_hit10),
+        ("--max-drop", Some(a.max_drop)),
+    ];
+    for (name, v) in bounds {
         if v.is_some_and(|v| !v.is_finite()) {
             bail!("{name} must be a finite number");
         }
     }
-    if a.min_hit10.is_some() && a.k != 10 {
-        bail!("--min-hit10 needs --k 10");
+    if a.max_drop < 0.0 {
+        bail!("--max-drop must be at least 0");
     }
-    let circuit = kcirc::circuit::CircuitFile::read(&a.circuit)?;
-    let relation = kcirc::data::read(&a.triples)?;
+    if (a.min_hit10.is_some() || a.max_random_hit10.is_some()) && a.k != 10 {
+        bail!("--min-hit10 and --max-random-hit10 need --k 10");
+    }
+    one_stdin(&[("--circuit", Some(&a.circuit)), ("--triples", Some(&a.triples)), ("--baseline", a.baseline.as_deref())])?;
+    let circuit = read_circuit(&a.circuit)?;
+    let relation = read_relation(&a.triples)?;
+    let baseline = match &a.baseline {
+        Some(p) => {
+            let text = read_text(p)?;
+            let value = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", p.display()))?;
+            Some(kcirc::gate::baseline_report(value, &p.display().to_string())?)
+        }
+        None => None,
+    };
     let dev = device(cli.device)?;
     let (model, tok) = kcirc::model::load(&a.model, &dev)?;
     let opts = kcirc::eval::EvalOptions { k: a.k, random: a.random, seed: a.seed.unwrap_or(circuit.run.seed), filter_known: !a.no_filter };
     let report = kcirc::eval::evaluate(&model, &tok, &circuit, &relation, &opts)?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    match a.format {
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        ReportFormat::Jsonl => println!("{}", serde_json::to_string(&report)?),
+        ReportFormat::Tsv => print!("{}", report.tsv()),
+        ReportFormat::Text => print!("{}", report.table()),
+    }
     let bar = Bar::new(cli, "facts");
-    bar.info(report.table().trim_end());
+    if a.format != ReportFormat::Text {
+        bar.info(report.table().trim_end());
+    }
     for w in report.warnings() {
         bar.warn(&w);
     }
-    let mut failed = vec![];
-    if let Some(x) = a.min_hit10 {
-        // Hit@10 is the circuit's Hit@k with k = 10.
-        if report.circuit.hit_at_k < x {
-            failed.push(format!("circuit Hit@10 {:.3} < --min-hit10 {x}", report.circuit.hit_at_k));
-        }
-    }
-    if let Some(x) = a.min_faithfulness {
-        if report.faithfulness < x {
-            failed.push(format!("faithfulness {:.3} < --min-faithfulness {x}", report.faithfulness));
-        }
+    let gates: Vec<(Gate, &str)> = [
+        a.min_hit10.map(|x| (Gate::MinHitK(x), "--min-hit10")),
+        a.min_hit1.map(|x| (Gate::MinHit1(x), "--min-hit1")),
+        a.min_faithfulness.map(|x| (Gate::MinFaithfulness(x), "--min-faithfulness")),
+        a.min_ratio.map(|x| (Gate::MinRatio(x), "--min-ratio")),
+        a.max_random_hit10.map(|x| (Gate::MaxRandomHitK(x), "--max-random-hit10")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut failed = kcirc::gate::check(&report, &gates);
+    if let Some(b) = &baseline {
+        failed.extend(kcirc::gate::against_baseline(&report, b, a.max_drop)?);
     }
     if !failed.is_empty() {
-        return Err(crate::GateFailed(failed.join("; ")).into());
+        return Err(crate::GateFailed(failed.into_iter().map(|f| f.0).collect()).into());
     }
     Ok(())
 }
@@ -639,7 +831,7 @@ pub struct DataArgs {
 pub enum DataCommand {
     /// Convert an LRE relation file (or JSON Lines) to kcirc's JSON Lines on stdout.
     Convert {
-        /// The relation file.
+        /// The relation file (`-`: standard input).
         file: PathBuf,
     },
 }
@@ -647,7 +839,7 @@ pub enum DataCommand {
 pub fn data(a: &DataArgs) -> Result<()> {
     match &a.command {
         DataCommand::Convert { file } => {
-            let rel = kcirc::data::read(file)?;
+            let rel = read_relation(file)?;
             let mut out = std::io::stdout().lock();
             for t in &rel.triples {
                 writeln!(out, "{}", serde_json::to_string(t)?)?;

@@ -107,9 +107,18 @@ pub struct RandomBaseline {
     pub sd: Metrics,
 }
 
+/// Version of the report layout (its `format` field; reports without one are version 1).
+pub const REPORT_FORMAT: u32 = 1;
+
+fn report_format() -> u32 {
+    1
+}
+
 /// The held-out report of one circuit (`kcirc eval`, and `eval` inside a circuit file).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
+    #[serde(default = "report_format")]
+    pub format: u32,
     pub model: String,
     pub relation: String,
     pub k: usize,
@@ -247,6 +256,7 @@ pub fn evaluate(
     let (full, circ, emp) = (ms[0], ms[1], ms[2]);
     let denom = full.target_logit - emp.target_logit;
     Ok(Report {
+        format: REPORT_FORMAT,
         model: model.name.clone(),
         relation: relation.name.clone(),
         k: opts.k,
@@ -304,6 +314,38 @@ impl Report {
             self.n_nodes,
             self.faithfulness
         );
+        s
+    }
+
+    /// Tab-separated values with a header line: one row per model variant (`full`, `circuit`, `random`, `random_sd`,
+    /// `empty`), the run's counts repeated on each, for `cut` and `awk`.
+    pub fn tsv(&self) -> String {
+        let mut s = String::from(
+            "relation\tk\tn_triples\tvariant\thit_at_1\thit_at_k\tmrr\ttarget_logit\ttarget_prob\tfaithfulness\tn_edges\tn_edges_total\n",
+        );
+        let rows = [
+            ("full", &self.full),
+            ("circuit", &self.circuit),
+            ("random", &self.random.mean),
+            ("random_sd", &self.random.sd),
+            ("empty", &self.empty),
+        ];
+        for (name, m) in rows {
+            s += &format!(
+                "{}\t{}\t{}\t{name}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+                self.relation,
+                self.k,
+                self.n_triples,
+                m.hit_at_1,
+                m.hit_at_k,
+                m.mrr,
+                m.target_logit,
+                m.target_prob,
+                self.faithfulness,
+                self.n_edges,
+                self.n_edges_total
+            );
+        }
         s
     }
 

@@ -12,6 +12,7 @@ pub mod data;
 pub mod discover;
 pub mod error;
 pub mod eval;
+pub mod gate;
 pub mod gradient;
 pub mod graph;
 pub mod intervene;

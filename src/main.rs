@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 mod commands;
 
@@ -17,7 +17,7 @@ pub struct Cli {
     /// Device to run on.
     #[arg(long, global = true, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
-    /// No progress bars.
+    /// No progress bars or run summaries (notes that change how the results read still show).
     #[arg(long, short, global = true)]
     pub quiet: bool,
     /// Worker threads (default: all cores). Results do not depend on it.
@@ -25,6 +25,13 @@ pub struct Cli {
     pub threads: Option<usize>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SchemaName {
+    Circuit,
+    Report,
+    Summary,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -59,14 +66,27 @@ pub enum Command {
     /// Node, sender, receiver and edge counts of the computation graph (needs only the model's config).
     #[command(after_help = "Example:\n  kcirc graph --model gpt2-medium --json")]
     Graph(commands::GraphArgs),
+    /// Shell completions on stdout: `kcirc completions bash > /etc/bash_completion.d/kcirc`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// The man page (roff) on stdout: `kcirc man > kcirc.1`.
+    Man,
+    /// The JSON Schema of an output on stdout: circuit (the circuit file), report (`kcirc eval`), summary (a
+    /// batch run's summary line).
+    Schema {
+        #[arg(value_enum)]
+        name: SchemaName,
+    },
 }
 
-/// An error that has its own exit code (a failed gate).
+/// An error that has its own exit code: gates that failed, each named.
 #[derive(Debug)]
-pub struct GateFailed(pub String);
+pub struct GateFailed(pub Vec<String>);
 impl std::fmt::Display for GateFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.0.join("; "))
     }
 }
 impl std::error::Error for GateFailed {}
@@ -79,13 +99,32 @@ fn run(cli: Cli) -> Result<()> {
         Command::Select(a) => commands::select(&cli, a),
         Command::Eval(a) => commands::eval(&cli, a),
         Command::Data(a) => commands::data(a),
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "kcirc", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
+        Command::Schema { name } => {
+            print!(
+                "{}",
+                match name {
+                    SchemaName::Circuit => include_str!("../docs/schema/circuit.schema.json"),
+                    SchemaName::Report => include_str!("../docs/schema/report.schema.json"),
+                    SchemaName::Summary => include_str!("../docs/schema/summary.schema.json"),
+                }
+            );
+            Ok(())
+        }
     }
 }
 
 /// The exit code and the one stderr line of a failed run: 1 for a failed gate, 70 for a bug, 2 for bad input.
 fn failure(e: &anyhow::Error) -> (u8, String) {
-    if e.downcast_ref::<GateFailed>().is_some() {
-        return (1, format!("kcirc: gate failed: {e}"));
+    if let Some(g) = e.downcast_ref::<GateFailed>() {
+        return (1, g.0.iter().map(|f| format!("kcirc: gate failed: {f}")).collect::<Vec<_>>().join("\n"));
     }
     let msg = format!("{e:#}");
     let line = msg.lines().next().unwrap_or("");
@@ -95,8 +134,36 @@ fn failure(e: &anyhow::Error) -> (u8, String) {
     (2, format!("kcirc: error: {line}"))
 }
 
+/// A flag error as one line: clap's message and the lines that complete it (possible values, the missing
+/// arguments), without the usage block.
+fn usage_error(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect();
+    format!("kcirc: {} (kcirc --help)", parts.join(" "))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::error::ErrorKind;
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            eprintln!("{}", usage_error(&e));
+            return ExitCode::from(2);
+        }
+    };
     kcirc::parallel::configure(cli.threads.unwrap_or_else(kcirc::parallel::available));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -123,7 +190,10 @@ mod tests {
         assert!(line.contains("a bug in kcirc") && line.contains("hook_result"), "{line}");
         let tensor = anyhow::Error::from(kcirc::Error::from(candle_core::Error::Msg("shape mismatch".into())));
         assert_eq!(failure(&tensor).0, 70);
-        assert_eq!(failure(&anyhow::Error::from(GateFailed("faithfulness 0.1 < 0.5".into()))).0, 1);
+        let gates = GateFailed(vec!["faithfulness 0.100 < --min-faithfulness 0.5".into(), "circuit Hit@1 0.2 < --min-hit1 0.3".into()]);
+        let (code, lines) = failure(&anyhow::Error::from(gates));
+        assert_eq!(code, 1);
+        assert_eq!(lines.lines().count(), 2, "every failed gate on its own line: {lines}");
         // An I/O error says its cause once.
         let io = anyhow::Error::from(kcirc::Error::io("x.jsonl", std::io::Error::from(std::io::ErrorKind::NotFound)));
         let line = failure(&io).1;

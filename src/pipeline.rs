@@ -375,6 +375,44 @@ impl SummaryLine {
 
     /// The header of the batch table.
     pub const TABLE_HEADER: &'static str = "relation                       edges    %edges  full@10  circ@10  rand@10  faithful";
+
+    /// The header of the tab-separated summary ([`SummaryLine::tsv_row`]).
+    pub const TSV_HEADER: &'static str =
+        "relation\tstatus\tcircuit\tn_edges\tn_edges_total\tn_triples\tfull_hit_at_k\tcircuit_hit_at_k\trandom_hit_at_k\tfaithfulness\terror";
+
+    /// The line as tab-separated values (empty fields where a value does not apply; tabs in an error become
+    /// spaces).
+    pub fn tsv_row(&self) -> String {
+        let num = |v: &Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+        match self {
+            SummaryLine::Done {
+                relation,
+                circuit,
+                n_edges,
+                n_edges_total,
+                n_triples,
+                full_hit_at_k,
+                circuit_hit_at_k,
+                random_hit_at_k,
+                faithfulness,
+                ..
+            } => {
+                format!(
+                    "{relation}\tok\t{}\t{n_edges}\t{n_edges_total}\t{}\t{}\t{}\t{}\t{}\t",
+                    circuit.display(),
+                    n_triples.map(|n| n.to_string()).unwrap_or_default(),
+                    num(full_hit_at_k),
+                    num(circuit_hit_at_k),
+                    num(random_hit_at_k),
+                    num(faithfulness)
+                )
+            }
+            SummaryLine::Failed { file, error } => {
+                let name = file.file_stem().and_then(|x| x.to_str()).unwrap_or("?");
+                format!("{name}\tfailed\t\t\t\t\t\t\t\t\t{}", error.replace('\t', " "))
+            }
+        }
+    }
 }
 
 /// A batch run's outputs: one circuit per relation in `out_dir` (`<relation>.json`, and `.dot` and

@@ -68,23 +68,33 @@ pub struct ScoresFile {
     pub lines: Vec<(usize, ScoreLine)>,
 }
 
-/// Writes `scores` (one per edge of `g`, graph order) under `header`, atomically.
-pub fn write(path: &Path, header: &Header, g: &Graph, scores: &[f64]) -> Result<()> {
-    fn line<T: Serialize>(path: &Path, v: &T) -> Result<String> {
-        serde_json::to_string(v).map(|s| s + "\n").map_err(|e| Error::bug(format!("{}: {e}", path.display())))
+/// The scores file's text: `header`, then `scores` (one per edge of `g`, graph order).
+pub fn render(header: &Header, g: &Graph, scores: &[f64]) -> Result<String> {
+    fn line<T: Serialize>(v: &T) -> Result<String> {
+        serde_json::to_string(v).map(|s| s + "\n").map_err(|e| Error::bug(e.to_string()))
     }
-    let mut text = line(path, header)?;
+    let mut text = line(header)?;
     for (edge, &score) in g.edges.iter().zip(scores) {
         let name = edge.name.clone();
-        text += &line(path, &ScoreLine { name, sender: g.sender_name(edge.sender), receiver: g.receiver_name(edge.receiver), score })?;
+        text += &line(&ScoreLine { name, sender: g.sender_name(edge.sender), receiver: g.receiver_name(edge.receiver), score })?;
     }
-    write_atomic(path, &text)
+    Ok(text)
+}
+
+/// Writes the scores file atomically.
+pub fn write(path: &Path, header: &Header, g: &Graph, scores: &[f64]) -> Result<()> {
+    write_atomic(path, &render(header, g, scores)?)
 }
 
 impl ScoresFile {
     /// Reads and parses a scores file; an error names the file and the line at fault.
     pub fn read(path: &Path) -> Result<ScoresFile> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        ScoresFile::parse(&text, path)
+    }
+
+    /// Parses a scores file's text read from `path` (`-` for standard input).
+    pub fn parse(text: &str, path: &Path) -> Result<ScoresFile> {
         let at = |line: usize, msg: String| Error::input(format!("{}: line {line}: {msg}", path.display()));
         let mut rows = text.lines().enumerate().map(|(i, l)| (i + 1, l)).filter(|(_, l)| !l.trim().is_empty());
         let (n, first) = rows.next().ok_or_else(|| Error::input(format!("{}: empty scores file", path.display())))?;
