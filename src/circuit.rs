@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Source, Triple};
-use crate::discover::{Circuit, Task};
+use crate::discover::{ChosenSize, Circuit, Task};
 use crate::graph::{Graph, Node, Selection};
 use crate::intervene::Ablation;
 use crate::metric::Metric;
@@ -108,6 +108,9 @@ pub struct RunInfo {
     /// The kcirc that made the file.
     #[serde(default)]
     pub kcirc_version: String,
+    /// Whether a second, disjoint split was discovered to measure stability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stability: Option<bool>,
     /// The discovery triples.
     pub examples: Vec<Triple>,
 }
@@ -132,13 +135,31 @@ pub struct CircuitFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric_empty: Option<f64>,
     pub metric_circuit: f64,
+    /// How a faithfulness target chose the circuit's size (attribution with `target_faithfulness`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen_size: Option<ChosenSize>,
     pub n_edges_total: usize,
     pub n_edges: usize,
     pub nodes: Vec<String>,
     pub edges: Vec<EdgeRecord>,
+    /// How much a circuit from other facts shares with this one (`discover --stability`).
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "stability_report")]
+    pub stability: Option<Stability>,
     /// Held-out evaluation report, when `discover` ran one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<serde_json::Value>,
+}
+
+/// A circuit against one discovered, with the same settings, from as many other facts of the relation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stability {
+    /// Discovery facts of the second circuit (disjoint from the first's).
+    pub n_examples: usize,
+    pub n_edges_other: usize,
+    /// |A ∩ B| / |A ∪ B| of the kept edges.
+    pub edge_jaccard: f64,
+    /// The same over the circuits' nodes.
+    pub node_jaccard: f64,
 }
 
 /// Names of the graph nodes a circuit touches: senders with a kept outgoing edge, receivers with a kept
@@ -201,10 +222,12 @@ impl CircuitFile {
             metric_full: 0.0,
             metric_empty: None,
             metric_circuit: c.metric,
+            chosen_size: c.chosen.clone(),
             n_edges_total: g.edges.len(),
             n_edges: c.n_kept(),
             nodes: circuit_nodes(g, c),
             edges: edge_records(g, c),
+            stability: None,
             eval: None,
         }
     }

@@ -224,11 +224,14 @@ pub fn graph(a: &GraphArgs) -> Result<()> {
 }
 
 /// Discovery flags that `--rerun` takes from the circuit file instead.
-const SETTING_FLAGS: [&str; 14] = [
+const SETTING_FLAGS: [&str; 17] = [
+    "stability",
     "config",
     "method",
     "top_n",
     "score_threshold",
+    "top_fraction",
+    "target_faithfulness",
     "ig_steps",
     "candidates",
     "threshold",
@@ -274,6 +277,14 @@ pub struct DiscoverArgs {
     /// eap/eap-ig: keep edges with |score| at least this.
     #[arg(long, allow_negative_numbers = true)]
     pub score_threshold: Option<f64>,
+    /// eap/eap-ig: keep this fraction of all edges by |score|.
+    #[arg(long, allow_negative_numbers = true)]
+    pub top_fraction: Option<f64>,
+    /// eap/eap-ig (the default size rule, 0.9): keep the smallest top-n whose faithfulness on the discovery
+    /// facts, 1 − m(circuit)/m(empty) under --metric, reaches this. --top-n, --top-fraction or
+    /// --score-threshold win over it.
+    #[arg(long, allow_negative_numbers = true)]
+    pub target_faithfulness: Option<f64>,
     /// EAP-IG interpolation steps.
     #[arg(long)]
     pub ig_steps: Option<usize>,
@@ -300,7 +311,7 @@ pub struct DiscoverArgs {
     pub metric: Option<MetricArg>,
     #[arg(long, value_enum)]
     pub ablation: Option<AblationArg>,
-    /// Number of discovery triples.
+    /// Number of discovery triples (default: half the facts the model knows, at most 32).
     #[arg(long)]
     pub examples: Option<usize>,
     /// Seed of the discovery/test split (and of corrupted prompts).
@@ -309,6 +320,10 @@ pub struct DiscoverArgs {
     /// Keep facts the full model does not know (rank ≥ k) instead of dropping them.
     #[arg(long)]
     pub no_filter: bool,
+    /// Also discover from as many other facts (disjoint from the discovery split) and report the edge and node
+    /// Jaccard of the two circuits (`stability_report` in the file).
+    #[arg(long)]
+    pub stability: bool,
     #[command(flatten)]
     pub output: CircuitOutput,
 }
@@ -353,7 +368,7 @@ impl DiscoverArgs {
             s.ablation = a.into();
         }
         if let Some(n) = self.examples {
-            s.examples = n;
+            s.examples = Some(n);
         }
         if let Some(seed) = self.seed {
             s.seed = seed;
@@ -361,11 +376,20 @@ impl DiscoverArgs {
         if self.no_filter {
             s.filter_known = false;
         }
+        if self.stability {
+            s.stability = true;
+        }
         if self.top_n.is_some() {
             s.top_n = self.top_n;
         }
         if self.score_threshold.is_some() {
             s.score_threshold = self.score_threshold;
+        }
+        if self.top_fraction.is_some() {
+            s.top_fraction = self.top_fraction;
+        }
+        if self.target_faithfulness.is_some() {
+            s.target_faithfulness = self.target_faithfulness;
         }
         if let Some(k) = self.ig_steps {
             s.ig_steps = k;
@@ -400,7 +424,18 @@ impl DiscoverArgs {
 /// `top_n must…` → `--top-n must…`: a settings message in terms of the flags.
 fn flag_names(msg: &str) -> String {
     let mut out = msg.to_string();
-    for name in ["score_threshold", "top_fraction", "top_n", "ig_steps", "candidates", "threshold", "examples", "k", "method"] {
+    for name in [
+        "score_threshold",
+        "target_faithfulness",
+        "top_fraction",
+        "top_n",
+        "ig_steps",
+        "candidates",
+        "threshold",
+        "examples",
+        "k",
+        "method",
+    ] {
         if out.starts_with(name) && out[name.len()..].starts_with(' ') {
             out = format!("--{}{}", name.replace('_', "-"), &out[name.len()..]);
             break;
@@ -566,7 +601,7 @@ fn rerun(cli: &Cli, a: &DiscoverArgs, circuit: &Path) -> Result<()> {
 }
 
 #[derive(Args)]
-#[command(group(clap::ArgGroup::new("selection").required(true).args(["top_n", "score_threshold"])))]
+#[command(group(clap::ArgGroup::new("selection").required(true).args(["top_n", "score_threshold", "target_faithfulness"])))]
 pub struct SelectArgs {
     /// Edge scores written by `kcirc discover --scores` (`-`: standard input).
     #[arg(long)]
@@ -580,6 +615,9 @@ pub struct SelectArgs {
     /// Keep edges with |score| at least this.
     #[arg(long, allow_negative_numbers = true)]
     pub score_threshold: Option<f64>,
+    /// Keep the smallest top-n whose faithfulness on the header's discovery facts reaches this.
+    #[arg(long, allow_negative_numbers = true)]
+    pub target_faithfulness: Option<f64>,
     /// The relation's triples, for the held-out evaluation (without them it is skipped; `-`: standard input).
     #[arg(long)]
     pub triples: Option<PathBuf>,
@@ -589,12 +627,14 @@ pub struct SelectArgs {
 
 pub fn select(cli: &Cli, a: &SelectArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
-    let selection = match (a.top_n, a.score_threshold) {
-        (Some(0), _) => bail!("--top-n must be at least 1"),
-        (Some(n), _) => Selection::TopN(n),
-        (None, Some(x)) if !x.is_finite() || x < 0.0 => bail!("--score-threshold must be a finite number ≥ 0, got {x}"),
-        (None, Some(x)) => Selection::Threshold(x),
-        (None, None) => bail!("give --top-n or --score-threshold"),
+    let selection = match (a.top_n, a.score_threshold, a.target_faithfulness) {
+        (Some(0), ..) => bail!("--top-n must be at least 1"),
+        (Some(n), ..) => Selection::TopN(n),
+        (None, Some(x), _) if !x.is_finite() || x < 0.0 => bail!("--score-threshold must be a finite number ≥ 0, got {x}"),
+        (None, Some(x), _) => Selection::Threshold(x),
+        (None, None, Some(t)) if !(t > 0.0 && t <= 1.0) => bail!("--target-faithfulness must be in (0, 1], got {t}"),
+        (None, None, Some(t)) => Selection::TargetFaithfulness(t),
+        (None, None, None) => bail!("give --top-n, --score-threshold or --target-faithfulness"),
     };
     one_stdin(&[("--scores", Some(&a.scores)), ("--triples", a.triples.as_deref())])?;
     one_stdout(&[
@@ -846,5 +886,106 @@ pub fn data(a: &DataArgs) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct CurveArgs {
+    /// Model: hub id, local folder or .gguf file.
+    #[arg(long)]
+    pub model: String,
+    /// The relation's triples (JSON Lines or LRE; `-`: standard input), for the split and the held-out facts.
+    #[arg(long)]
+    pub triples: PathBuf,
+    /// Rank the edges by the scores of `kcirc discover --scores` (its header fixes the discovery facts).
+    #[arg(long, conflicts_with_all = ["method", "config", "ablation", "metric", "examples", "seed", "no_filter", "ig_steps"])]
+    pub scores: Option<PathBuf>,
+    /// Rank the edges by this attribution: eap or eap-ig (default).
+    #[arg(long)]
+    pub method: Option<String>,
+    /// A preset of discovery settings (JSON); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    pub ablation: Option<AblationArg>,
+    #[arg(long, value_enum)]
+    pub metric: Option<MetricArg>,
+    /// Number of discovery triples.
+    #[arg(long)]
+    pub examples: Option<usize>,
+    /// Seed of the split and of the random circuits.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Keep facts the full model does not know.
+    #[arg(long)]
+    pub no_filter: bool,
+    /// EAP-IG interpolation steps.
+    #[arg(long)]
+    pub ig_steps: Option<usize>,
+    /// Circuit sizes, fractions of all edges in (0, 1], increasing (size 0, the empty circuit, is always the
+    /// first point).
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, default_value = "0.001,0.002,0.005,0.01,0.02,0.05,0.1,0.2,0.5,1")]
+    pub sizes: Vec<f64>,
+    /// Random circuits per size.
+    #[arg(long, default_value_t = 3)]
+    pub random: usize,
+    /// Measure on the discovery facts only (no held-out Hit@k).
+    #[arg(long)]
+    pub no_eval: bool,
+}
+
+pub fn curve(cli: &Cli, a: &CurveArgs) -> Result<()> {
+    kcirc::curve::check_sizes(&a.sizes).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    let mut s = match &a.config {
+        Some(p) => Settings::from_file(p)?,
+        None => Settings::default(),
+    };
+    if let Some(m) = &a.method {
+        s.method = m.clone();
+    }
+    if !matches!(s.method.as_str(), "eap" | "eap-ig") {
+        bail!("--method {}: a curve ranks edges by attribution (eap or eap-ig)", s.method);
+    }
+    if let Some(x) = a.ablation {
+        s.ablation = x.into();
+    }
+    if let Some(m) = a.metric {
+        s.metric = m.into();
+    }
+    if let Some(n) = a.examples {
+        s.examples = Some(n);
+    }
+    if let Some(seed) = a.seed {
+        s.seed = seed;
+    }
+    if a.no_filter {
+        s.filter_known = false;
+    }
+    if let Some(k) = a.ig_steps {
+        s.ig_steps = k;
+    }
+    s.validate().map_err(|e| anyhow::anyhow!("{}", flag_names(&e.to_string())))?;
+    one_stdin(&[("--triples", Some(&a.triples)), ("--scores", a.scores.as_deref())])?;
+    let scores = match &a.scores {
+        Some(p) if is_std(p) => Some(kcirc::scores::ScoresFile::parse(&read_text(p)?, p)?),
+        Some(p) => Some(kcirc::scores::ScoresFile::read(p)?),
+        None => None,
+    };
+    let relation = read_relation(&a.triples)?;
+    let (model, tok) = kcirc::model::load(&a.model, &device(cli.device)?)?;
+    let eval = (!a.no_eval).then_some(kcirc::eval::EvalOptions { k: s.k, random: a.random, seed: s.seed, filter_known: s.filter_known });
+    let bar = Bar::new(cli, "sizes");
+    let curve = pipeline::curve(&model, &tok, &a.model, &relation, &s, scores.as_ref(), &a.sizes, eval.as_ref(), &bar)?;
+    bar.finish();
+    let ar = &curve.areas;
+    bar.info(&format!(
+        "{}: CMD {:.3} (logit) {:.3} (KL){}{}",
+        curve.relation,
+        ar.logit.cmd,
+        ar.kl.cmd,
+        ar.random_logit.map(|r| format!(", random {:.3}", r.cmd)).unwrap_or_default(),
+        ar.held_out.map(|h| format!("; held-out CMD {:.3}", h.cmd)).unwrap_or_default()
+    ));
+    println!("{}", serde_json::to_string_pretty(&curve)?);
     Ok(())
 }

@@ -182,6 +182,112 @@ pub fn random_edges(total: usize, count: usize, seed: u64) -> Vec<usize> {
     ids
 }
 
+/// The held-out facts of a relation for a circuit discovered on `discovery`, and how removed edges are filled in
+/// on them: what every held-out score (a report, a faithfulness curve) is computed on.
+pub struct HeldOut {
+    pub test: Vec<Example>,
+    pub ablation: AblationSource,
+    /// Facts skipped because the circuit was discovered on them.
+    pub n_skipped: usize,
+    /// Facts the full model does not know (rank ≥ k), dropped.
+    pub n_dropped_unknown: usize,
+    /// Facts without a same-length partner under resample ablation, dropped.
+    pub n_dropped_no_partner: usize,
+    /// Distinct answer tokens among all the relation's facts.
+    pub n_distinct_targets: usize,
+}
+
+impl HeldOut {
+    /// Every fact of `relation` not among `discovery`, known to the full model (when `filter_known`), with its
+    /// ablated values: the discovery prompts' means, corrupted partners (seeded by `seed`), or zero.
+    pub fn new(
+        model: &Model,
+        discovery: &[Example],
+        relation: &crate::data::Relation,
+        all: Vec<Example>,
+        ablation: crate::intervene::Ablation,
+        opts: &EvalOptions,
+        seed: u64,
+    ) -> Result<HeldOut> {
+        use crate::Error;
+        let seen = |e: &Example| discovery.iter().any(|d| d.tokens == e.tokens && d.target == e.target);
+        let held: Vec<Example> = all.iter().filter(|e| !seen(e)).cloned().collect();
+        let n_skipped = all.len() - held.len();
+        let mut test: Vec<Example> = if opts.filter_known {
+            let o = full_model_outcomes(model, &held)?;
+            held.into_iter().zip(o).filter(|(_, o)| o.rank < opts.k).map(|(e, _)| e).collect()
+        } else {
+            held
+        };
+        let n_dropped_unknown = all.len() - n_skipped - test.len();
+        if test.is_empty() {
+            return Err(Error::input(format!("relation `{}`: no held-out triples to evaluate on", relation.name)));
+        }
+        let mut n_dropped_no_partner = 0;
+        let ablation = match ablation {
+            crate::intervene::Ablation::Zero => AblationSource::Zero,
+            crate::intervene::Ablation::Mean => {
+                let prompts: Vec<Vec<u32>> = discovery.iter().map(|e| e.tokens.clone()).collect();
+                let batch = model.batch(&prompts)?;
+                let acts = model.run(&batch, &crate::intervene::RecordHeads, None, Logits::Hidden)?.0;
+                AblationSource::Mean(crate::intervene::mean_values(&acts, &batch.lengths)?)
+            }
+            crate::intervene::Ablation::Resample => {
+                // A fact no other fact can corrupt (no same-length prompt) is dropped and counted.
+                let partners = crate::split::partners(&test, &all, seed);
+                let (kept, corrupt): (Vec<Example>, Vec<Vec<u32>>) =
+                    test.iter().zip(partners).filter_map(|(e, p)| p.map(|p| (e.clone(), p.tokens.clone()))).unzip();
+                n_dropped_no_partner = test.len() - kept.len();
+                if kept.is_empty() {
+                    return Err(Error::input(format!(
+                        "relation `{}`: none of the {} held-out triples has a same-length partner for resample ablation",
+                        relation.name,
+                        test.len()
+                    )));
+                }
+                test = kept;
+                AblationSource::Resample(corrupt)
+            }
+        };
+        let n_distinct_targets = all.iter().map(|e| e.target).collect::<std::collections::BTreeSet<_>>().len();
+        Ok(HeldOut { test, ablation, n_skipped, n_dropped_unknown, n_dropped_no_partner, n_distinct_targets })
+    }
+
+    /// Metrics of each circuit (removed-edge flags) on the held-out facts.
+    pub fn metrics(&self, model: &Model, graph: &crate::graph::Graph, circuits: &[&[bool]], k: usize) -> Result<Vec<Metrics>> {
+        let out = circuits_outcomes(model, graph, circuits, &self.test, &self.ablation)?;
+        Ok(out.iter().map(|o| Metrics::new(o, k)).collect())
+    }
+}
+
+/// `count` random circuits of exactly `n_kept` of `total` edges (removed-edge flags), seeded `seed + 1`, `+ 2`, ….
+pub fn random_circuits(total: usize, n_kept: usize, count: usize, seed: u64) -> Vec<Vec<bool>> {
+    (0..count)
+        .map(|i| {
+            let mut r = vec![true; total];
+            for e in random_edges(total, n_kept, seed.wrapping_add(1 + i as u64)) {
+                r[e] = false;
+            }
+            r
+        })
+        .collect()
+}
+
+/// `(circuit − empty) / (full − empty)` of the mean target logit; 0 when full and empty do not differ.
+pub fn logit_faithfulness(full: &Metrics, circuit: &Metrics, empty: &Metrics) -> f64 {
+    let denom = full.target_logit - empty.target_logit;
+    if denom.abs() > 1e-12 {
+        (circuit.target_logit - empty.target_logit) / denom
+    } else {
+        0.0
+    }
+}
+
+/// Mean and sample standard deviation of several metric sets.
+pub fn mean_and_sd(ms: &[Metrics]) -> (Metrics, Metrics) {
+    mean_sd(ms)
+}
+
 /// Scores `circuit` on the facts of `relation` it was not discovered from, beside the full model, the empty
 /// circuit and `opts.random` random circuits with as many edges.
 pub fn evaluate(
@@ -192,84 +298,35 @@ pub fn evaluate(
     opts: &EvalOptions,
 ) -> Result<Report> {
     use crate::data::example;
-    use crate::Error;
     let graph = crate::graph::Graph::new(&model.cfg);
     let removed = circuit.removed(&graph, &model.cfg)?;
     let discovery: Vec<Example> = circuit.run.examples.iter().map(|t| example(t, tok)).collect::<Result<_>>()?;
     let all = relation.examples(tok)?;
-    let seen = |e: &Example| discovery.iter().any(|d| d.tokens == e.tokens && d.target == e.target);
-    let held: Vec<Example> = all.iter().filter(|e| !seen(e)).cloned().collect();
-    let n_skipped = all.len() - held.len();
-    let mut test: Vec<Example> = if opts.filter_known {
-        let o = full_model_outcomes(model, &held)?;
-        held.into_iter().zip(o).filter(|(_, o)| o.rank < opts.k).map(|(e, _)| e).collect()
-    } else {
-        held
-    };
-    let n_dropped = all.len() - n_skipped - test.len();
-    if test.is_empty() {
-        return Err(Error::input(format!("relation `{}`: no held-out triples to evaluate on", relation.name)));
-    }
-    let mut n_no_partner = 0;
-    let ablation = match circuit.run.ablation {
-        crate::intervene::Ablation::Zero => AblationSource::Zero,
-        crate::intervene::Ablation::Mean => {
-            let prompts: Vec<Vec<u32>> = discovery.iter().map(|e| e.tokens.clone()).collect();
-            let batch = model.batch(&prompts)?;
-            let acts = model.run(&batch, &crate::intervene::RecordHeads, None, Logits::Hidden)?.0;
-            AblationSource::Mean(crate::intervene::mean_values(&acts, &batch.lengths)?)
-        }
-        crate::intervene::Ablation::Resample => {
-            // A fact no other fact can corrupt (no same-length prompt) is dropped and counted.
-            let partners = crate::split::partners(&test, &all, circuit.run.seed);
-            let (kept, corrupt): (Vec<Example>, Vec<Vec<u32>>) =
-                test.iter().zip(partners).filter_map(|(e, p)| p.map(|p| (e.clone(), p.tokens.clone()))).unzip();
-            n_no_partner = test.len() - kept.len();
-            if kept.is_empty() {
-                return Err(Error::input(format!(
-                    "relation `{}`: none of the {} held-out triples has a same-length partner for resample ablation",
-                    relation.name,
-                    test.len()
-                )));
-            }
-            test = kept;
-            AblationSource::Resample(corrupt)
-        }
-    };
+    let held = HeldOut::new(model, &discovery, relation, all, circuit.run.ablation, opts, circuit.run.seed)?;
     let n_kept = removed.iter().filter(|r| !**r).count();
     let none = vec![false; removed.len()];
     let empty = vec![true; removed.len()];
-    let randoms: Vec<Vec<bool>> = (0..opts.random)
-        .map(|i| {
-            let mut r = vec![true; removed.len()];
-            for e in random_edges(removed.len(), n_kept, opts.seed.wrapping_add(1 + i as u64)) {
-                r[e] = false;
-            }
-            r
-        })
-        .collect();
+    let randoms = random_circuits(removed.len(), n_kept, opts.random, opts.seed);
     let mut circuits: Vec<&[bool]> = vec![&none, &removed, &empty];
     circuits.extend(randoms.iter().map(|r| r.as_slice()));
-    let out = circuits_outcomes(model, &graph, &circuits, &test, &ablation)?;
-    let ms: Vec<Metrics> = out.iter().map(|o| Metrics::new(o, opts.k)).collect();
+    let ms = held.metrics(model, &graph, &circuits, opts.k)?;
     let (mean, sd) = mean_sd(&ms[3..]);
     let (full, circ, emp) = (ms[0], ms[1], ms[2]);
-    let denom = full.target_logit - emp.target_logit;
     Ok(Report {
         format: REPORT_FORMAT,
         model: model.name.clone(),
         relation: relation.name.clone(),
         k: opts.k,
-        n_triples: test.len(),
-        n_skipped_discovery: n_skipped,
-        n_dropped_unknown: n_dropped,
-        n_dropped_no_partner: n_no_partner,
-        n_distinct_targets: all.iter().map(|e| e.target).collect::<std::collections::BTreeSet<_>>().len(),
+        n_triples: held.test.len(),
+        n_skipped_discovery: held.n_skipped,
+        n_dropped_unknown: held.n_dropped_unknown,
+        n_dropped_no_partner: held.n_dropped_no_partner,
+        n_distinct_targets: held.n_distinct_targets,
         full,
         circuit: circ,
         random: RandomBaseline { runs: opts.random, mean, sd },
         empty: emp,
-        faithfulness: if denom.abs() > 1e-12 { (circ.target_logit - emp.target_logit) / denom } else { 0.0 },
+        faithfulness: logit_faithfulness(&full, &circ, &emp),
         n_edges: n_kept,
         n_edges_total: removed.len(),
         n_nodes: circuit.nodes.len(),

@@ -323,6 +323,10 @@ pub enum Selection {
     /// The top fraction of all edges by |score|.
     #[serde(rename = "top_fraction")]
     Fraction(f64),
+    /// The smallest top-n whose faithfulness on the discovery facts reaches this (needs a task to measure it:
+    /// `discover::eap::choose_size` turns it into `TopN`).
+    #[serde(rename = "target_faithfulness")]
+    TargetFaithfulness(f64),
 }
 
 impl Graph {
@@ -371,6 +375,9 @@ impl Graph {
             Selection::TopN(n) => Some(n),
             Selection::Fraction(f) => Some((f * scores.len() as f64).round() as usize),
             Selection::Threshold(_) => None,
+            Selection::TargetFaithfulness(_) => {
+                return Err(Error::bug("a faithfulness target is chosen on a task (discover::eap::choose_size)"))
+            }
         };
         let mut removed = vec![true; scores.len()];
         match (n, selection) {

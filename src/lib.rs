@@ -8,6 +8,7 @@
 //! - [`discover`]: discovery methods behind one trait; [`eval`]: held-out scoring.
 //! - [`pipeline`]: facts → split → task → discovery → evaluation → circuit file, what every command runs.
 pub mod circuit;
+pub mod curve;
 pub mod data;
 pub mod discover;
 pub mod error;

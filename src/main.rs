@@ -56,6 +56,12 @@ pub enum Command {
         after_help = "Examples:\n  kcirc discover --model gpt2 --triples facts.jsonl --method eap-ig --scores scores.jsonl --out c.json\n  kcirc select --model gpt2 --scores scores.jsonl --top-n 500 --triples facts.jsonl --out c500.json"
     )]
     Select(commands::SelectArgs),
+    /// Faithfulness curve: the edges ranked by attribution, cut at several sizes, each measured on the discovery
+    /// and held-out facts beside random circuits, with the areas CPR and CMD (MIB's convention).
+    #[command(
+        after_help = "Example:\n  kcirc curve --model models/SmolLM2-135M-Instruct.Q4_1.gguf --triples data/country_capital_city.jsonl --sizes 0.001,0.01,0.05,0.2,1"
+    )]
+    Curve(Box<commands::CurveArgs>),
     /// Score a circuit on held-out triples: full model vs circuit vs random circuits of the same size.
     #[command(
         after_help = "Examples:\n  kcirc eval --model gpt2-medium --circuit circuit.json --triples test.jsonl --min-hit10 0.8\n\nExit codes: 0 every gate holds, 1 a gate failed (named on stderr), 2 bad input, 70 a bug in kcirc."
@@ -98,6 +104,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Discover(a) => commands::discover(&cli, a),
         Command::Select(a) => commands::select(&cli, a),
         Command::Eval(a) => commands::eval(&cli, a),
+        Command::Curve(a) => commands::curve(&cli, a),
         Command::Data(a) => commands::data(a),
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "kcirc", &mut std::io::stdout());

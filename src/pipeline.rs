@@ -33,8 +33,8 @@ pub struct Settings {
     pub signed: bool,
     pub metric: Metric,
     pub ablation: Ablation,
-    /// Discovery examples.
-    pub examples: usize,
+    /// Discovery examples; `None`: half the facts the model knows, at most 32 (`split::AUTO_EXAMPLES`).
+    pub examples: Option<usize>,
     pub seed: u64,
     /// Keep only facts the full model ranks below `k` (and say how many were dropped).
     pub filter_known: bool,
@@ -43,13 +43,22 @@ pub struct Settings {
     pub top_n: Option<usize>,
     /// Attribution: keep edges with |score| ≥ this instead.
     pub score_threshold: Option<f64>,
-    /// Attribution without `top_n` or `score_threshold`: keep this fraction of all edges.
-    pub top_fraction: f64,
+    /// Attribution: keep this fraction of all edges.
+    pub top_fraction: Option<f64>,
+    /// Attribution without `top_n`, `score_threshold` or `top_fraction`: the smallest top-n whose faithfulness
+    /// on the discovery facts (`1 − m(C)/m(∅)` under `metric`) reaches this.
+    pub target_faithfulness: Option<f64>,
     /// EAP-IG interpolation steps.
     pub ig_steps: usize,
     /// Hybrid: EAP-IG candidate edges handed to exact ablation.
     pub candidates: usize,
+    /// Also discover from a second split disjoint from the first and report how much the circuits share.
+    pub stability: bool,
 }
+
+/// The default size rule of attribution: the smallest circuit whose faithfulness on the discovery facts reaches
+/// this (chosen by measuring every shipped relation: docs/results.md).
+pub const DEFAULT_TARGET_FAITHFULNESS: f64 = 0.9;
 
 /// The discovery methods, as `method` names them.
 pub const METHODS: [&str; 4] = ["acdc", "eap", "eap-ig", "hybrid"];
@@ -64,15 +73,17 @@ impl Default for Settings {
             signed: false,
             metric: Metric::Logit,
             ablation: Ablation::Mean,
-            examples: 8,
+            examples: None,
             seed: 0,
             filter_known: true,
             k: 10,
             top_n: None,
             score_threshold: None,
-            top_fraction: 0.05,
+            top_fraction: None,
+            target_faithfulness: Some(DEFAULT_TARGET_FAITHFULNESS),
             ig_steps: 5,
             candidates: 3000,
+            stability: false,
         }
     }
 }
@@ -92,7 +103,8 @@ impl Settings {
         if !self.threshold.is_finite() || self.threshold < 0.0 {
             return Err(Error::input(format!("threshold must be a finite number ≥ 0, got {}", self.threshold)));
         }
-        let at_least_one = [("examples", self.examples), ("k", self.k), ("ig_steps", self.ig_steps), ("candidates", self.candidates)];
+        let at_least_one =
+            [("examples", self.examples.unwrap_or(1)), ("k", self.k), ("ig_steps", self.ig_steps), ("candidates", self.candidates)];
         if let Some((name, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
             return Err(Error::input(format!("{name} must be at least 1")));
         }
@@ -102,18 +114,24 @@ impl Settings {
         if self.score_threshold.is_some_and(|x| !x.is_finite() || x < 0.0) {
             return Err(Error::input("score_threshold must be a finite number ≥ 0"));
         }
-        if !(self.top_fraction > 0.0 && self.top_fraction <= 1.0) {
+        if self.top_fraction.is_some_and(|f| !(f > 0.0 && f <= 1.0)) {
             return Err(Error::input("top_fraction must be in (0, 1]"));
+        }
+        if self.target_faithfulness.is_some_and(|f| !(f > 0.0 && f <= 1.0)) {
+            return Err(Error::input("target_faithfulness must be in (0, 1]"));
         }
         Ok(())
     }
 
-    /// The attribution selection: a score threshold, else top-n, else the top fraction.
+    /// The attribution selection: a score threshold, else top-n, else a top fraction, else the faithfulness
+    /// target (else 5% of the edges).
     pub fn selection(&self) -> Selection {
-        match (self.top_n, self.score_threshold) {
-            (_, Some(x)) => Selection::Threshold(x),
-            (Some(n), None) => Selection::TopN(n),
-            (None, None) => Selection::Fraction(self.top_fraction),
+        match (self.score_threshold, self.top_n, self.top_fraction, self.target_faithfulness) {
+            (Some(x), ..) => Selection::Threshold(x),
+            (None, Some(n), ..) => Selection::TopN(n),
+            (None, None, Some(f), _) => Selection::Fraction(f),
+            (None, None, None, Some(t)) => Selection::TargetFaithfulness(t),
+            (None, None, None, None) => Selection::Fraction(0.05),
         }
     }
 
@@ -157,8 +175,9 @@ impl Settings {
             seed: self.seed,
             k: self.k,
             filter_known: self.filter_known,
-            n_examples: self.examples,
+            n_examples: examples.len(),
             kcirc_version: crate::VERSION.into(),
+            stability: self.stability.then_some(true),
             examples,
         }
     }
@@ -166,11 +185,12 @@ impl Settings {
     /// The settings that made a circuit file (what `discover --rerun` runs again).
     pub fn from_run(run: &RunInfo) -> Result<Settings> {
         let d = Settings::default();
-        let (top_n, score_threshold, top_fraction) = match run.selection {
-            Some(Selection::TopN(n)) => (Some(n), None, d.top_fraction),
-            Some(Selection::Threshold(x)) => (None, Some(x), d.top_fraction),
-            Some(Selection::Fraction(f)) => (None, None, f),
-            None => (None, None, d.top_fraction),
+        let (top_n, score_threshold, top_fraction, target_faithfulness) = match run.selection {
+            Some(Selection::TopN(n)) => (Some(n), None, None, None),
+            Some(Selection::Threshold(x)) => (None, Some(x), None, None),
+            Some(Selection::Fraction(f)) => (None, None, Some(f), None),
+            Some(Selection::TargetFaithfulness(t)) => (None, None, None, Some(t)),
+            None => (None, None, d.top_fraction, d.target_faithfulness),
         };
         let n_examples = if run.n_examples > 0 { run.n_examples } else { run.examples.len() };
         let s = Settings {
@@ -179,15 +199,17 @@ impl Settings {
             signed: run.signed.unwrap_or(d.signed),
             metric: run.metric,
             ablation: run.ablation,
-            examples: n_examples,
+            examples: Some(n_examples),
             seed: run.seed,
             filter_known: run.filter_known,
             k: run.k,
             top_n,
             score_threshold,
             top_fraction,
+            target_faithfulness,
             ig_steps: run.ig_steps.unwrap_or(d.ig_steps),
             candidates: run.candidates.unwrap_or(d.candidates),
+            stability: run.stability.unwrap_or(false),
         };
         s.validate()?;
         Ok(s)
@@ -232,15 +254,82 @@ pub fn discover(
     let (circuit, scores) = method.discover_scored(&task, progress)?;
     let run = settings.run_info(model_name, model, relation, prepared.discovery.iter().map(|e| e.triple.clone()).collect());
     let mut file = CircuitFile::measured(run.clone(), &task, &circuit)?;
+    if let Some(c) = &file.chosen_size {
+        progress.info(&size_line(c, task.n_examples()));
+    }
     let scores = scores.map(|s| {
         let corrupted = prepared.corrupted.as_ref().map(|c| c.iter().map(|e| e.triple.clone()).collect());
         (Header::new(run, &s, corrupted), s.scores)
     });
+    if settings.stability {
+        let st = stability(model, tok, relation, settings, &prepared, &task.graph, &circuit, method.as_ref(), progress)?;
+        progress.info(&format!(
+            "stability: a circuit from {} other facts shares edges with Jaccard {:.3}, nodes {:.3}",
+            st.n_examples, st.edge_jaccard, st.node_jaccard
+        ));
+        file.stability = Some(st);
+    }
     let report = match eval {
         Some(opts) if !prepared.test.is_empty() => Some(attach_report(&mut file, model, tok, relation, opts, progress)?),
         _ => None,
     };
     Ok(Discovered { file, graph: task.graph, scores, prepared, report })
+}
+
+/// How much a circuit depends on its discovery facts: the same method on as many other facts of the relation
+/// (the first of the held-out split, so the two discovery sets are disjoint), compared edge by edge and node by
+/// node.
+#[allow(clippy::too_many_arguments)]
+fn stability(
+    model: &Model,
+    tok: &Tokenizer,
+    relation: &Relation,
+    settings: &Settings,
+    prepared: &Prepared,
+    graph: &Graph,
+    circuit: &crate::discover::Circuit,
+    method: &dyn Discovery,
+    progress: &dyn Progress,
+) -> Result<crate::circuit::Stability> {
+    let n = prepared.discovery.len().min(prepared.test.len());
+    if n == 0 {
+        return Err(Error::input(format!("relation `{}`: no facts left for a second, disjoint discovery split", relation.name)));
+    }
+    let other: Vec<crate::data::Example> = prepared.test[..n].to_vec();
+    let corrupted = match settings.ablation {
+        Ablation::Resample => {
+            let all = relation.examples(tok)?;
+            let p = crate::split::partners(&other, &all, settings.seed);
+            Some(
+                p.iter()
+                    .map(|p| p.map(|e| e.tokens.clone()))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| Error::bug("held-out facts have partners"))?,
+            )
+        }
+        _ => None,
+    };
+    progress.message("stability: a second split");
+    let task = Task::new(model, other, settings.ablation, corrupted, settings.metric)?;
+    let second = method.discover(&task, progress)?;
+    let jaccard = |a: &[String], b: &[String]| -> f64 {
+        let (a, b): (std::collections::BTreeSet<&String>, std::collections::BTreeSet<&String>) = (a.iter().collect(), b.iter().collect());
+        let union = a.union(&b).count();
+        if union == 0 {
+            1.0
+        } else {
+            a.intersection(&b).count() as f64 / union as f64
+        }
+    };
+    let names = |c: &crate::discover::Circuit| -> Vec<String> { c.kept().map(|e| graph.edges[e].name.clone()).collect() };
+    let (ea, eb) = (names(circuit), names(&second));
+    let (na, nb) = (crate::circuit::circuit_nodes(graph, circuit), crate::circuit::circuit_nodes(graph, &second));
+    Ok(crate::circuit::Stability {
+        n_examples: n,
+        n_edges_other: second.n_kept(),
+        edge_jaccard: jaccard(&ea, &eb),
+        node_jaccard: jaccard(&na, &nb),
+    })
 }
 
 /// Scores `file` on the held-out facts of `relation` and puts the report into the file; the table goes to
@@ -260,6 +349,17 @@ pub fn attach_report(
     }
     file.eval = Some(serde_json::to_value(&report).map_err(|e| Error::bug(e.to_string()))?);
     Ok(report)
+}
+
+/// Why a circuit has its size, in one line.
+pub fn size_line(c: &crate::discover::ChosenSize, n_examples: usize) -> String {
+    format!(
+        "size: the smallest top-n whose faithfulness on the {n_examples} discovery facts reaches {}: top {} edges, faithfulness {:.3} ({} sizes measured)",
+        c.target,
+        c.top_n,
+        c.faithfulness,
+        c.searched.len()
+    )
 }
 
 /// What a circuit kept, in one line (after a discovery or a selection).
@@ -484,4 +584,74 @@ pub fn discover_batch(
         lines.push(line);
     }
     Ok(lines)
+}
+
+/// The faithfulness curve of one relation (`kcirc curve`): the edges ranked by `settings`' attribution (or by
+/// the scores of `scores`, whose header then fixes the discovery facts and ablation), cut at `sizes`, measured
+/// on the discovery facts and, with `eval`, on the held-out ones.
+#[allow(clippy::too_many_arguments)]
+pub fn curve(
+    model: &Model,
+    tok: &Tokenizer,
+    model_name: &str,
+    relation: &Relation,
+    settings: &Settings,
+    scores: Option<&ScoresFile>,
+    sizes: &[f64],
+    eval: Option<&EvalOptions>,
+    progress: &dyn Progress,
+) -> Result<crate::curve::Curve> {
+    crate::curve::check_sizes(sizes)?;
+    settings.validate()?;
+    let (task, edge_scores, method, seed, k, filter_known) = match scores {
+        Some(file) => {
+            let h = &file.header;
+            let examples: Vec<crate::data::Example> = h.run.examples.iter().map(|t| crate::data::example(t, tok)).collect::<Result<_>>()?;
+            let corrupted = match &h.corrupted {
+                Some(c) => Some(c.iter().map(|t| crate::data::example(t, tok).map(|e| e.tokens)).collect::<Result<Vec<_>>>()?),
+                None => None,
+            };
+            let task = Task::new(model, examples, h.run.ablation, corrupted, h.run.metric)?;
+            let s = file.scores(&task.graph, &model.cfg)?;
+            (task, s, h.run.method.clone(), h.run.seed, h.run.k, h.run.filter_known)
+        }
+        None => {
+            let ig_steps = match settings.method.as_str() {
+                "eap" => None,
+                "eap-ig" => Some(settings.ig_steps),
+                other => return Err(Error::input(format!("a curve ranks edges by attribution: method eap or eap-ig, not {other}"))),
+            };
+            let prepared = prepare(model, tok, relation, &settings.split_rule())?;
+            progress.info(&prepared.summary(&relation.name));
+            let task = Task::new(model, prepared.discovery.clone(), settings.ablation, prepared.corrupted_prompts(), settings.metric)?;
+            progress.message("attribution");
+            let s = crate::discover::eap::edge_scores(&task, ig_steps, progress)?;
+            (task, s, settings.method.clone(), settings.seed, settings.k, settings.filter_known)
+        }
+    };
+    let held = match eval {
+        Some(opts) => {
+            let opts = EvalOptions { k, seed, filter_known, ..opts.clone() };
+            Some(crate::eval::HeldOut::new(model, &task.examples, relation, relation.examples(tok)?, task.ablation, &opts, seed)?)
+        }
+        None => None,
+    };
+    let random = eval.map_or(0, |e| e.random);
+    let set = held.as_ref().map(|h| crate::curve::HeldOutSet { set: h, k });
+    let (points, areas) = crate::curve::measure(&task, &edge_scores, sizes, set.as_ref(), random.max(1), seed, progress)?;
+    Ok(crate::curve::Curve {
+        format: crate::curve::CURVE_FORMAT,
+        model: model_name.to_string(),
+        relation: relation.name.clone(),
+        method,
+        ablation: task.ablation,
+        seed,
+        k,
+        n_examples: task.n_examples(),
+        n_held_out: held.as_ref().map_or(0, |h| h.test.len()),
+        n_edges_total: task.graph.edges.len(),
+        random_runs: random.max(1),
+        points,
+        areas,
+    })
 }

@@ -7,11 +7,15 @@ use crate::rank::full_model_outcomes;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
+/// The most discovery examples the automatic split takes: attribution costs seconds, so use the facts a
+/// relation has, while at least half of them stay held out.
+pub const AUTO_EXAMPLES: usize = 32;
+
 /// How a relation's facts are split (the fields of the discovery settings that decide it).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SplitRule {
-    /// Discovery examples.
-    pub examples: usize,
+    /// Discovery examples: exactly this many, or (`None`) half the usable facts, at most [`AUTO_EXAMPLES`].
+    pub examples: Option<usize>,
     pub seed: u64,
     /// Keep only facts the full model ranks below `k`.
     pub filter_known: bool,
@@ -54,7 +58,7 @@ impl Prepared {
 }
 
 /// Tokenises `rel`, keeps known facts (unless disabled), shuffles by seed and takes the first
-/// `settings.examples` for discovery; the rest are held out. Under resample ablation a fact without a
+/// `settings.examples` (or half, at most [`AUTO_EXAMPLES`]) for discovery; the rest are held out. Under resample ablation a fact without a
 /// corruption partner (see [`partners`]) can be neither discovery example nor held out: it is skipped and
 /// counted, and the discovery examples are the first `settings.examples` facts that have one.
 pub fn prepare(model: &Model, tok: &Tokenizer, rel: &Relation, settings: &SplitRule) -> Result<Prepared> {
@@ -76,7 +80,11 @@ pub fn prepare(model: &Model, tok: &Tokenizer, rel: &Relation, settings: &SplitR
         _ => None,
     };
     let dropped_no_partner = n_known - order.len();
-    if order.len() < settings.examples {
+    let n = match settings.examples {
+        Some(n) => n,
+        None => order.len().div_ceil(2).clamp(1, AUTO_EXAMPLES),
+    };
+    if order.len() < n {
         let why = if dropped_no_partner > 0 {
             format!(", {dropped_no_partner} of them without a same-length partner for resample ablation")
         } else {
@@ -86,15 +94,12 @@ pub fn prepare(model: &Model, tok: &Tokenizer, rel: &Relation, settings: &SplitR
             true => format!("{n_known} of {} facts are known to the model (rank < {})", all.len(), settings.k),
             false => format!("{} facts", all.len()),
         };
-        return Err(Error::input(format!(
-            "relation `{}`: {usable}{why}, fewer than the {} discovery examples asked for",
-            rel.name, settings.examples
-        )));
+        return Err(Error::input(format!("relation `{}`: {usable}{why}, fewer than the {} discovery examples asked for", rel.name, n)));
     }
-    let discovery: Vec<Example> = order[..settings.examples].iter().map(|&i| all[i].clone()).collect();
-    let test: Vec<Example> = order[settings.examples..].iter().map(|&i| all[i].clone()).collect();
+    let discovery: Vec<Example> = order[..n].iter().map(|&i| all[i].clone()).collect();
+    let test: Vec<Example> = order[n..].iter().map(|&i| all[i].clone()).collect();
     // Every fact left in `order` has a partner (the others were dropped above).
-    let corrupted = partner.map(|p| order[..settings.examples].iter().filter_map(|&i| p[i].cloned()).collect());
+    let corrupted = partner.map(|p| order[..n].iter().filter_map(|&i| p[i].cloned()).collect());
     Ok(Prepared { discovery, test, corrupted, dropped_unknown, dropped_no_partner, total: all.len(), rule: *settings })
 }
 

@@ -348,7 +348,7 @@ fn smollm2_circuit_file_reproduces_its_metric() {
     assert!(file.n_edges > 0 && file.n_edges <= 300, "{}", file.n_edges);
     let (model, tok) = smollm2();
     let rel = kcirc::data::read(&triples).unwrap();
-    let s = Settings { examples: 4, ablation: kcirc::intervene::Ablation::Mean, ..Default::default() };
+    let s = Settings { examples: Some(4), ablation: kcirc::intervene::Ablation::Mean, ..Default::default() };
     let prep = prepare(&model, &tok, &rel, &s.split_rule()).unwrap();
     assert_eq!(prep.discovery.iter().map(|e| e.triple.clone()).collect::<Vec<_>>(), file.run.examples);
     let task = kcirc::discover::Task::new(&model, prep.discovery, s.ablation, None, s.metric).unwrap();
@@ -750,7 +750,10 @@ fn rerun_reproduces_circuit_files_byte_for_byte() {
         match method {
             "acdc" => assert_eq!(c["signed"], true),
             "eap-ig" => assert_eq!(c["selection"], serde_json::json!({"top_n": 30})),
-            "eap" => assert_eq!(c["selection"], serde_json::json!({"top_fraction": 0.05})),
+            "eap" => {
+                assert_eq!(c["selection"], serde_json::json!({"target_faithfulness": 0.9}));
+                assert!(c["chosen_size"]["faithfulness"].as_f64().unwrap() >= 0.9, "{c}");
+            }
             _ => assert_eq!(c["candidates"], 30),
         }
         let b = dir.path().join(format!("{method}.again.json"));

@@ -53,7 +53,7 @@ fn capitals() -> Relation {
 fn split_is_deterministic_and_disjoint() {
     let (model, tok) = tiny_gpt2();
     let rel = capitals();
-    let s = Settings { examples: 5, filter_known: false, ..Default::default() };
+    let s = Settings { examples: Some(5), filter_known: false, ..Default::default() };
     let a = prepare(&model, &tok, &rel, &s.split_rule()).unwrap();
     let b = prepare(&model, &tok, &rel, &s.split_rule()).unwrap();
     assert_eq!(a.discovery, b.discovery);
@@ -68,7 +68,7 @@ fn split_is_deterministic_and_disjoint() {
 
 fn circuit_file(model: &kcirc::model::Model, removed: &[bool], examples: Vec<kcirc::data::Triple>, ablation: Ablation) -> CircuitFile {
     let g = kcirc::graph::Graph::new(&model.cfg);
-    let c = kcirc::discover::Circuit { removed: removed.to_vec(), effect: vec![None; removed.len()], metric: 0.0 };
+    let c = kcirc::discover::Circuit { removed: removed.to_vec(), effect: vec![None; removed.len()], metric: 0.0, chosen: None };
     let run = RunInfo {
         model: "tiny".into(),
         model_shape: ModelShape::from(&model.cfg),
@@ -87,6 +87,7 @@ fn circuit_file(model: &kcirc::model::Model, removed: &[bool], examples: Vec<kci
         filter_known: false,
         n_examples: examples.len(),
         kcirc_version: kcirc::VERSION.into(),
+        stability: None,
         examples,
     };
     CircuitFile::new(run, &g, &c)
@@ -96,7 +97,7 @@ fn circuit_file(model: &kcirc::model::Model, removed: &[bool], examples: Vec<kci
 fn full_circuit_is_fully_faithful_and_faithfulness_is_the_logit_ratio() {
     let (model, tok) = tiny_gpt2();
     let rel = capitals();
-    let s = Settings { examples: 3, filter_known: false, ..Default::default() };
+    let s = Settings { examples: Some(3), filter_known: false, ..Default::default() };
     let prep = prepare(&model, &tok, &rel, &s.split_rule()).unwrap();
     let n = kcirc::graph::Graph::new(&model.cfg).edges.len();
     let examples: Vec<_> = prep.discovery.iter().map(|e| e.triple.clone()).collect();
@@ -152,7 +153,7 @@ fn facts_without_a_resample_partner_are_skipped_in_discovery_and_dropped_in_eval
         assert_ne!(q.target, e.target);
     }
     // Discovery: the partnerless fact is skipped (even when every other fact is needed) and counted.
-    let s = Settings { examples: 10, filter_known: false, ablation: Ablation::Resample, ..Default::default() };
+    let s = Settings { examples: Some(10), filter_known: false, ablation: Ablation::Resample, ..Default::default() };
     let prep = prepare(&model, &tok, &rel, &s.split_rule()).unwrap();
     assert_eq!(prep.discovery.len(), 10);
     assert!(prep.test.is_empty());
@@ -164,10 +165,10 @@ fn facts_without_a_resample_partner_are_skipped_in_discovery_and_dropped_in_eval
     let prep_mean = prepare(&model, &tok, &rel, &Settings { ablation: Ablation::Mean, ..s.clone() }.split_rule()).unwrap();
     assert_eq!(prep_mean.dropped_no_partner, 0);
     assert_eq!(prep_mean.test.len(), 1);
-    let err = prepare(&model, &tok, &rel, &Settings { examples: 11, ..s.clone() }.split_rule()).err().unwrap();
+    let err = prepare(&model, &tok, &rel, &Settings { examples: Some(11), ..s.clone() }.split_rule()).err().unwrap();
     assert!(err.to_string().contains("1 of them without a same-length partner"), "{err}");
     // Evaluation: the held-out partnerless fact is dropped and counted; the rest are scored.
-    let s3 = Settings { examples: 3, ..s.clone() };
+    let s3 = Settings { examples: Some(3), ..s.clone() };
     let prep = prepare(&model, &tok, &rel, &s3.split_rule()).unwrap();
     let n = kcirc::graph::Graph::new(&model.cfg).edges.len();
     let examples: Vec<_> = prep.discovery.iter().map(|e| e.triple.clone()).collect();

@@ -8,7 +8,7 @@
 //! gradients): the backward costs ~2.1× a forward, not 3.5×.
 use candle_core::{Tensor, Var};
 
-use super::{Circuit, Discovery, EdgeScores, Task};
+use super::{ChosenSize, Circuit, Discovery, EdgeScores, Task};
 use crate::graph::Selection;
 use crate::model::{Activations, HookPoint, Hooks, Logits};
 use crate::progress::Progress;
@@ -177,12 +177,103 @@ pub fn edge_scores(task: &Task, ig_steps: Option<usize>, progress: &dyn Progress
     Ok(scores)
 }
 
-/// The circuit an attribution run keeps: `selection` over `scores` (unconnected edges pruned), every edge's
-/// score as its effect, and its metric measured on `task`. `kcirc select` rebuilds discovery's circuit with it.
+/// Graphs with at most this many edges are searched size by size; larger ones on a geometric grid, then
+/// edge by edge within the last step.
+pub const EXHAUSTIVE_EDGES: usize = 2048;
+
+/// Faithfulness of a circuit with metric `m` when the empty circuit has `m_empty` (the full model has 0, every
+/// metric being a loss against it): `1 − m / m_empty`, 0 when the empty circuit loses nothing.
+pub fn faithfulness(m: f64, m_empty: f64) -> f64 {
+    if m_empty.abs() > 1e-12 {
+        1.0 - m / m_empty
+    } else {
+        0.0
+    }
+}
+
+/// The smallest top-n by |score| whose faithfulness on `task` reaches `target`. Up to [`EXHAUSTIVE_EDGES`]
+/// edges every n is tried in order (the exact smallest); above, a geometric grid of sizes (each ~15% above the
+/// last) is tried in order and the first step that reaches the target is bisected, assuming faithfulness grows
+/// with size within that step. All edges always reach 1.
+pub fn choose_size(task: &Task, scores: &[f64], target: f64) -> Result<ChosenSize> {
+    choose_size_with(task, scores, target, EXHAUSTIVE_EDGES)
+}
+
+/// [`choose_size`] with graphs above `exhaustive` edges searched on the grid (tests force the grid with 0).
+pub fn choose_size_with(task: &Task, scores: &[f64], target: f64, exhaustive: usize) -> Result<ChosenSize> {
+    if !(target > 0.0 && target <= 1.0) {
+        return Err(crate::Error::input(format!("target faithfulness must be in (0, 1], got {target}")));
+    }
+    let g = &task.graph;
+    let total = g.edges.len();
+    let m_empty = task.score(&vec![true; total])?;
+    let mut searched: Vec<(usize, f64)> = vec![];
+    let mut measure = |ns: &[usize]| -> Result<Vec<f64>> {
+        let circuits: Vec<Vec<bool>> = ns.iter().map(|&n| g.select(scores, Selection::TopN(n))).collect::<Result<_>>()?;
+        let ms = task.scores_of(&circuits, &[task.metric])?;
+        let fs: Vec<f64> = ms.iter().map(|m| faithfulness(m[0], m_empty)).collect();
+        searched.extend(ns.iter().copied().zip(fs.iter().copied()));
+        Ok(fs)
+    };
+    let grid: Vec<usize> = if total <= exhaustive {
+        (1..=total).collect()
+    } else {
+        let mut v = vec![];
+        let mut x = 1.0f64;
+        while (x.ceil() as usize) < total {
+            let n = x.ceil() as usize;
+            if v.last() != Some(&n) {
+                v.push(n);
+            }
+            x *= 1.15;
+        }
+        v.push(total);
+        v
+    };
+    // Ascending, a few sizes at a time (one per worker), stopping at the first that reaches the target.
+    let batch = (2 * crate::parallel::threads()).max(2);
+    let mut hit: Option<(usize, usize, f64)> = None; // (grid index, n, faithfulness)
+    'scan: for (c, chunk) in grid.chunks(batch).enumerate() {
+        let fs = measure(chunk)?;
+        for (i, (&n, &f)) in chunk.iter().zip(&fs).enumerate() {
+            if f >= target {
+                hit = Some((c * batch + i, n, f));
+                break 'scan;
+            }
+        }
+    }
+    let (idx, mut n, mut f) = hit.ok_or_else(|| crate::Error::bug("every edge kept must reach faithfulness 1"))?;
+    if total > exhaustive && idx > 0 {
+        // Bisect (grid[idx − 1], n]: the smallest n there whose faithfulness reaches the target.
+        let mut lo = grid[idx - 1];
+        while n - lo > 1 {
+            let mid = lo + (n - lo) / 2;
+            let fm = measure(&[mid])?[0];
+            if fm >= target {
+                (n, f) = (mid, fm);
+            } else {
+                lo = mid;
+            }
+        }
+    }
+    searched.sort_by_key(|&(n, _)| n);
+    Ok(ChosenSize { target, top_n: n, faithfulness: f, searched })
+}
+
+/// The circuit an attribution run keeps: `selection` over `scores` (unconnected edges pruned; a faithfulness
+/// target first turned into a top-n on `task`), every edge's score as its effect, and its metric measured on
+/// `task`. `kcirc select` rebuilds discovery's circuit with it.
 pub fn selected_circuit(task: &Task, scores: &[f64], selection: Selection) -> Result<Circuit> {
+    let (selection, chosen) = match selection {
+        Selection::TargetFaithfulness(t) => {
+            let c = choose_size(task, scores, t)?;
+            (Selection::TopN(c.top_n), Some(c))
+        }
+        other => (other, None),
+    };
     let removed = task.graph.select(scores, selection)?;
     let metric = task.score(&removed)?;
-    Ok(Circuit { removed, effect: scores.iter().copied().map(Some).collect(), metric })
+    Ok(Circuit { removed, effect: scores.iter().copied().map(Some).collect(), metric, chosen })
 }
 
 impl Discovery for Eap {

@@ -71,6 +71,17 @@ impl<'a> Task<'a> {
         Ok(self.full.score(self.metric, self.model, &hidden)?[0])
     }
 
+    /// Each circuit's value of each of `metrics`, from one intervened forward pass per circuit (circuits spread
+    /// over kcirc's threads; the result does not depend on their number).
+    pub fn scores_of(&self, circuits: &[Vec<bool>], metrics: &[Metric]) -> Result<Vec<Vec<f64>>> {
+        let out = crate::parallel::map(circuits, |removed| -> Result<Vec<f64>> {
+            let hook = EdgeInputs::new(&self.graph, vec![removed.as_slice()], self.ablated.as_ref(), self.n_examples());
+            let hidden = self.model.run(&self.batch, &hook, None, Logits::Hidden)?.1;
+            metrics.iter().map(|&m| Ok(self.full.score(m, self.model, &hidden)?[0])).collect()
+        });
+        out.into_iter().collect()
+    }
+
     /// The same metric through the naive reference intervention (every receiver input rebuilt from scratch).
     pub fn score_naive(&self, removed: &[bool]) -> Result<f64> {
         let hook = NaiveInputs { model: self.model, graph: &self.graph, removed, ablated: self.ablated.as_ref() };
@@ -87,12 +98,27 @@ pub struct Circuit {
     pub effect: Vec<Option<f64>>,
     /// Metric of the final circuit, as the method measured it.
     pub metric: f64,
+    /// How the size was chosen, when a faithfulness target chose it.
+    pub chosen: Option<ChosenSize>,
+}
+
+/// The size a faithfulness target chose: the smallest top-n whose faithfulness on the discovery facts,
+/// `1 − m(C) / m(∅)` under the run's metric, reaches the target.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ChosenSize {
+    pub target: f64,
+    /// Edges selected by |score| before unconnected ones were dropped.
+    pub top_n: usize,
+    /// Faithfulness of the chosen circuit on the discovery facts.
+    pub faithfulness: f64,
+    /// Sizes measured on the way, as `[top_n, faithfulness]`.
+    pub searched: Vec<(usize, f64)>,
 }
 
 impl Circuit {
     /// The full model: no edge removed.
     pub fn full(graph: &Graph) -> Circuit {
-        Circuit { removed: vec![false; graph.edges.len()], effect: vec![None; graph.edges.len()], metric: 0.0 }
+        Circuit { removed: vec![false; graph.edges.len()], effect: vec![None; graph.edges.len()], metric: 0.0, chosen: None }
     }
     pub fn n_kept(&self) -> usize {
         self.removed.iter().filter(|r| !**r).count()

@@ -1,0 +1,39 @@
+#!/usr/bin/env python3
+"""Which faithfulness target makes a good default: from `kcirc curve` outputs (one JSON per relation, in DIR),
+for each candidate target the size it would choose (the first curve size whose discovery faithfulness reaches
+it) and the held-out Hit@10 there, over the relations with more than 10 distinct answers and at least 8
+held-out facts (the others cannot separate a circuit from chance with Hit@10).
+
+  python3 scripts/choose-target.py DIR [--form kl|logit] [--data data/]
+"""
+import json, os, statistics, sys
+
+def main():
+    args = sys.argv[1:]
+    d = args[0]
+    form = args[args.index("--form") + 1] if "--form" in args else "kl"
+    data = args[args.index("--data") + 1] if "--data" in args else "data"
+    curves = {}
+    for f in sorted(os.listdir(d)):
+        if f.endswith(".json"):
+            try:
+                curves[f[:-5]] = json.load(open(os.path.join(d, f)))
+            except Exception:
+                pass
+    def distinct(rel):
+        path = os.path.join(data, rel + ".jsonl")
+        return len({json.loads(l)["object"] for l in open(path) if l.strip()}) if os.path.exists(path) else 0
+    eligible = {r: c for r, c in curves.items() if c["n_held_out"] >= 8 and distinct(r) > 10}
+    print(f"{len(curves)} curves, {len(eligible)} eligible: {', '.join(eligible)}")
+    for target in [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98]:
+        ratios, sizes, rnd = [], [], []
+        for r, c in eligible.items():
+            pts = c["points"]
+            full = pts[-1]["held_out"]["hit_at_k"]
+            p = next(p for p in pts if p["faithfulness"][form] >= target)
+            ratios.append(p["held_out"]["hit_at_k"] / full if full else 0)
+            sizes.append(p["size"])
+            rnd.append(p["random"]["held_out_mean"]["hit_at_k"])
+        print(f"target {target:.2f}: mean ratio {statistics.mean(ratios):.3f}, min {min(ratios):.3f}, median size {statistics.median(sizes):.3f}, mean random {statistics.mean(rnd):.3f}")
+
+main()
