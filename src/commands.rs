@@ -280,7 +280,7 @@ pub struct DiscoverArgs {
     /// eap/eap-ig: keep this fraction of all edges by |score|.
     #[arg(long, allow_negative_numbers = true)]
     pub top_fraction: Option<f64>,
-    /// eap/eap-ig (the default size rule, 0.9): keep the smallest top-n whose faithfulness on the discovery
+    /// eap/eap-ig (the default size rule, 0.85): keep the smallest top-n whose faithfulness on the discovery
     /// facts, 1 − m(circuit)/m(empty) under --metric, reaches this. --top-n, --top-fraction or
     /// --score-threshold win over it.
     #[arg(long, allow_negative_numbers = true)]
@@ -932,6 +932,10 @@ pub struct CurveArgs {
     /// Measure on the discovery facts only (no held-out Hit@k).
     #[arg(long)]
     pub no_eval: bool,
+    /// Held-out facts scored at each size, at most (the first in file order; every size costs a forward pass
+    /// of them per circuit).
+    #[arg(long, default_value_t = 64)]
+    pub max_held_out: usize,
 }
 
 pub fn curve(cli: &Cli, a: &CurveArgs) -> Result<()> {
@@ -975,7 +979,20 @@ pub fn curve(cli: &Cli, a: &CurveArgs) -> Result<()> {
     let (model, tok) = kcirc::model::load(&a.model, &device(cli.device)?)?;
     let eval = (!a.no_eval).then_some(kcirc::eval::EvalOptions { k: s.k, random: a.random, seed: s.seed, filter_known: s.filter_known });
     let bar = Bar::new(cli, "sizes");
-    let curve = pipeline::curve(&model, &tok, &a.model, &relation, &s, scores.as_ref(), &a.sizes, eval.as_ref(), &bar)?;
+    if a.max_held_out == 0 {
+        bail!("--max-held-out must be at least 1 (or --no-eval)");
+    }
+    let curve = pipeline::curve(
+        &model,
+        &tok,
+        &a.model,
+        &relation,
+        &s,
+        scores.as_ref(),
+        &a.sizes,
+        eval.as_ref().map(|e| (e, a.max_held_out)),
+        &bar,
+    )?;
     bar.finish();
     let ar = &curve.areas;
     bar.info(&format!(

@@ -253,6 +253,15 @@ impl HeldOut {
         Ok(HeldOut { test, ablation, n_skipped, n_dropped_unknown, n_dropped_no_partner, n_distinct_targets })
     }
 
+    /// Keeps the first `n` held-out facts (they are in the relation's file order): a curve over hundreds of facts
+    /// costs as many forward passes per size.
+    pub fn truncate(&mut self, n: usize) {
+        self.test.truncate(n);
+        if let AblationSource::Resample(c) = &mut self.ablation {
+            c.truncate(n);
+        }
+    }
+
     /// Metrics of each circuit (removed-edge flags) on the held-out facts.
     pub fn metrics(&self, model: &Model, graph: &crate::graph::Graph, circuits: &[&[bool]], k: usize) -> Result<Vec<Metrics>> {
         let out = circuits_outcomes(model, graph, circuits, &self.test, &self.ablation)?;

@@ -128,6 +128,10 @@ fn curve_json_is_byte_identical_and_bad_sizes_are_refused() {
     assert_eq!(c["points"].as_array().unwrap().len(), 5);
     assert_eq!(c["points"][4]["faithfulness"]["kl"], 1.0);
     assert!(c["areas"]["random_logit"]["cmd"].as_f64().is_some());
+    assert_eq!(c["n_held_out"], 20, "24 facts, 4 for discovery");
+    let capped: serde_json::Value = serde_json::from_slice(&run(&["--max-held-out", "5"]).stdout).unwrap();
+    assert_eq!(capped["n_held_out"], 5);
+    assert_eq!(capped["points"][2]["faithfulness"], c["points"][2]["faithfulness"], "discovery numbers do not depend on it");
     for (sizes, needle) in [("0,0.5", "(0, 1]"), ("0.5,0.2", "must increase"), ("0.1,1.5", "(0, 1]"), ("", "sizes")] {
         let o = run(&["--sizes", sizes]);
         assert_eq!(o.status.code(), Some(2), "{sizes}: {}", String::from_utf8_lossy(&o.stderr));
