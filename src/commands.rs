@@ -264,13 +264,6 @@ pub struct DiscoverArgs {
     /// Folder for the circuits of a batch run (`<relation>.json`); a JSON Lines summary goes to stdout.
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
-    /// A preset of discovery settings (JSON; configs/paper.json, configs/cpu.json); flags override it.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Discovery method: acdc (exact), eap, eap-ig (attribution, the default), hybrid (EAP-IG candidates, exact
-    /// ablation).
-    #[arg(long)]
-    pub method: Option<String>,
     /// eap/eap-ig: keep the top-n edges by |score|.
     #[arg(long)]
     pub top_n: Option<usize>,
@@ -285,9 +278,6 @@ pub struct DiscoverArgs {
     /// --score-threshold win over it.
     #[arg(long, allow_negative_numbers = true)]
     pub target_faithfulness: Option<f64>,
-    /// EAP-IG interpolation steps.
-    #[arg(long)]
-    pub ig_steps: Option<usize>,
     /// hybrid: EAP-IG candidate edges for exact ablation.
     #[arg(long)]
     pub candidates: Option<usize>,
@@ -307,6 +297,26 @@ pub struct DiscoverArgs {
     /// Signed rule `Δ < τ` (ACDC's and the paper's) instead of `|Δ| < τ`.
     #[arg(long)]
     pub signed: bool,
+    /// Also discover from as many other facts (disjoint from the discovery split) and report the edge and node
+    /// Jaccard of the two circuits (`stability_report` in the file).
+    #[arg(long)]
+    pub stability: bool,
+    #[command(flatten)]
+    pub common: SettingFlags,
+    #[command(flatten)]
+    pub output: CircuitOutput,
+}
+
+/// The discovery settings `discover` and `curve` share: a preset and the flags that override it.
+#[derive(Args)]
+pub struct SettingFlags {
+    /// A preset of discovery settings (JSON; configs/paper.json, configs/cpu.json); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Discovery method: acdc (exact), eap, eap-ig (attribution, the default), hybrid (EAP-IG candidates, exact
+    /// ablation).
+    #[arg(long)]
+    pub method: Option<String>,
     #[arg(long, value_enum)]
     pub metric: Option<MetricArg>,
     #[arg(long, value_enum)]
@@ -314,18 +324,47 @@ pub struct DiscoverArgs {
     /// Number of discovery triples (default: half the facts the model knows, at most 32).
     #[arg(long)]
     pub examples: Option<usize>,
-    /// Seed of the discovery/test split (and of corrupted prompts).
+    /// Seed of the discovery/test split (and of corrupted prompts and random circuits).
     #[arg(long)]
     pub seed: Option<u64>,
     /// Keep facts the full model does not know (rank ≥ k) instead of dropping them.
     #[arg(long)]
     pub no_filter: bool,
-    /// Also discover from as many other facts (disjoint from the discovery split) and report the edge and node
-    /// Jaccard of the two circuits (`stability_report` in the file).
+    /// EAP-IG interpolation steps.
     #[arg(long)]
-    pub stability: bool,
-    #[command(flatten)]
-    pub output: CircuitOutput,
+    pub ig_steps: Option<usize>,
+}
+
+impl SettingFlags {
+    /// The preset (or the defaults), overridden by these flags; not yet validated.
+    pub fn settings(&self) -> Result<Settings> {
+        let mut s = match &self.config {
+            Some(p) => Settings::from_file(p)?,
+            None => Settings::default(),
+        };
+        if let Some(m) = &self.method {
+            s.method = m.clone();
+        }
+        if let Some(m) = self.metric {
+            s.metric = m.into();
+        }
+        if let Some(a) = self.ablation {
+            s.ablation = a.into();
+        }
+        if let Some(n) = self.examples {
+            s.examples = Some(n);
+        }
+        if let Some(seed) = self.seed {
+            s.seed = seed;
+        }
+        if self.no_filter {
+            s.filter_known = false;
+        }
+        if let Some(k) = self.ig_steps {
+            s.ig_steps = k;
+        }
+        Ok(s)
+    }
 }
 
 /// Where a circuit goes, and its held-out evaluation (`discover`, `select`).
@@ -348,33 +387,12 @@ pub struct CircuitOutput {
 impl DiscoverArgs {
     /// The preset, overridden by explicit flags.
     pub fn settings(&self) -> Result<Settings> {
-        let mut s = match &self.config {
-            Some(p) => Settings::from_file(p)?,
-            None => Settings::default(),
-        };
-        if let Some(m) = &self.method {
-            s.method = m.clone();
-        }
+        let mut s = self.common.settings()?;
         if let Some(t) = self.threshold {
             s.threshold = t;
         }
         if self.signed {
             s.signed = true;
-        }
-        if let Some(m) = self.metric {
-            s.metric = m.into();
-        }
-        if let Some(a) = self.ablation {
-            s.ablation = a.into();
-        }
-        if let Some(n) = self.examples {
-            s.examples = Some(n);
-        }
-        if let Some(seed) = self.seed {
-            s.seed = seed;
-        }
-        if self.no_filter {
-            s.filter_known = false;
         }
         if self.stability {
             s.stability = true;
@@ -390,9 +408,6 @@ impl DiscoverArgs {
         }
         if self.target_faithfulness.is_some() {
             s.target_faithfulness = self.target_faithfulness;
-        }
-        if let Some(k) = self.ig_steps {
-            s.ig_steps = k;
         }
         if let Some(c) = self.candidates {
             s.candidates = c;
@@ -641,10 +656,7 @@ pub fn select(cli: &Cli, a: &SelectArgs) -> Result<()> {
         (if a.output.out.is_none() { "the circuit (no --out)" } else { "--out -" }, a.output.out.as_deref().map_or(true, is_std)),
         ("--dot -", a.output.dot.as_deref().is_some_and(is_std)),
     ])?;
-    let file = match is_std(&a.scores) {
-        true => kcirc::scores::ScoresFile::parse(&read_text(&a.scores)?, &a.scores)?,
-        false => kcirc::scores::ScoresFile::read(&a.scores)?,
-    };
+    let file = read_scores(&a.scores)?;
     // The graph check needs only the model's config: a scores file from another model fails before loading.
     let cfg = kcirc::model::load_config(&a.model)?;
     file.scores(&Graph::new(&cfg), &cfg)?;
@@ -784,6 +796,11 @@ fn read_text(p: &Path) -> Result<String> {
     }
 }
 
+/// A scores file, or standard input for `-`.
+fn read_scores(p: &Path) -> Result<kcirc::scores::ScoresFile> {
+    Ok(kcirc::scores::ScoresFile::parse(&read_text(p)?, p)?)
+}
+
 /// A circuit file, or standard input for `-`.
 fn read_circuit(p: &Path) -> Result<kcirc::circuit::CircuitFile> {
     Ok(kcirc::circuit::CircuitFile::parse(&read_text(p)?, &p.display().to_string())?)
@@ -900,28 +917,8 @@ pub struct CurveArgs {
     /// Rank the edges by the scores of `kcirc discover --scores` (its header fixes the discovery facts).
     #[arg(long, conflicts_with_all = ["method", "config", "ablation", "metric", "examples", "seed", "no_filter", "ig_steps"])]
     pub scores: Option<PathBuf>,
-    /// Rank the edges by this attribution: eap or eap-ig (default).
-    #[arg(long)]
-    pub method: Option<String>,
-    /// A preset of discovery settings (JSON); flags override it.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    #[arg(long, value_enum)]
-    pub ablation: Option<AblationArg>,
-    #[arg(long, value_enum)]
-    pub metric: Option<MetricArg>,
-    /// Number of discovery triples.
-    #[arg(long)]
-    pub examples: Option<usize>,
-    /// Seed of the split and of the random circuits.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Keep facts the full model does not know.
-    #[arg(long)]
-    pub no_filter: bool,
-    /// EAP-IG interpolation steps.
-    #[arg(long)]
-    pub ig_steps: Option<usize>,
+    #[command(flatten)]
+    pub common: SettingFlags,
     /// Circuit sizes, fractions of all edges in (0, 1], increasing (size 0, the empty circuit, is always the
     /// first point).
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true, default_value = "0.001,0.002,0.005,0.01,0.02,0.05,0.1,0.2,0.5,1")]
@@ -940,48 +937,20 @@ pub struct CurveArgs {
 
 pub fn curve(cli: &Cli, a: &CurveArgs) -> Result<()> {
     kcirc::curve::check_sizes(&a.sizes).map_err(|e| anyhow::anyhow!("--{e}"))?;
-    let mut s = match &a.config {
-        Some(p) => Settings::from_file(p)?,
-        None => Settings::default(),
-    };
-    if let Some(m) = &a.method {
-        s.method = m.clone();
-    }
+    let s = a.common.settings()?;
     if !matches!(s.method.as_str(), "eap" | "eap-ig") {
         bail!("--method {}: a curve ranks edges by attribution (eap or eap-ig)", s.method);
     }
-    if let Some(x) = a.ablation {
-        s.ablation = x.into();
-    }
-    if let Some(m) = a.metric {
-        s.metric = m.into();
-    }
-    if let Some(n) = a.examples {
-        s.examples = Some(n);
-    }
-    if let Some(seed) = a.seed {
-        s.seed = seed;
-    }
-    if a.no_filter {
-        s.filter_known = false;
-    }
-    if let Some(k) = a.ig_steps {
-        s.ig_steps = k;
-    }
     s.validate().map_err(|e| anyhow::anyhow!("{}", flag_names(&e.to_string())))?;
+    if a.max_held_out == 0 {
+        bail!("--max-held-out must be at least 1 (or --no-eval)");
+    }
     one_stdin(&[("--triples", Some(&a.triples)), ("--scores", a.scores.as_deref())])?;
-    let scores = match &a.scores {
-        Some(p) if is_std(p) => Some(kcirc::scores::ScoresFile::parse(&read_text(p)?, p)?),
-        Some(p) => Some(kcirc::scores::ScoresFile::read(p)?),
-        None => None,
-    };
+    let scores = a.scores.as_deref().map(read_scores).transpose()?;
     let relation = read_relation(&a.triples)?;
     let (model, tok) = kcirc::model::load(&a.model, &device(cli.device)?)?;
     let eval = (!a.no_eval).then_some(kcirc::eval::EvalOptions { k: s.k, random: a.random, seed: s.seed, filter_known: s.filter_known });
     let bar = Bar::new(cli, "sizes");
-    if a.max_held_out == 0 {
-        bail!("--max-held-out must be at least 1 (or --no-eval)");
-    }
     let curve = pipeline::curve(
         &model,
         &tok,

@@ -606,12 +606,7 @@ pub fn curve(
     let (task, edge_scores, method, seed, k, filter_known) = match scores {
         Some(file) => {
             let h = &file.header;
-            let examples: Vec<crate::data::Example> = h.run.examples.iter().map(|t| crate::data::example(t, tok)).collect::<Result<_>>()?;
-            let corrupted = match &h.corrupted {
-                Some(c) => Some(c.iter().map(|t| crate::data::example(t, tok).map(|e| e.tokens)).collect::<Result<Vec<_>>>()?),
-                None => None,
-            };
-            let task = Task::new(model, examples, h.run.ablation, corrupted, h.run.metric)?;
+            let task = h.task(model, tok)?;
             let s = file.scores(&task.graph, &model.cfg)?;
             (task, s, h.run.method.clone(), h.run.seed, h.run.k, h.run.filter_known)
         }

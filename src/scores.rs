@@ -33,6 +33,17 @@ pub struct Header {
 }
 
 impl Header {
+    /// The discovery task the scores were computed on: the header's examples, corruption partners, ablation and
+    /// metric, on `model`.
+    pub fn task<'m>(&self, model: &'m Model, tok: &Tokenizer) -> Result<Task<'m>> {
+        let tokenize = |ts: &[Triple]| -> Result<Vec<crate::data::Example>> { ts.iter().map(|t| crate::data::example(t, tok)).collect() };
+        let corrupted = match &self.corrupted {
+            Some(c) => Some(tokenize(c)?.into_iter().map(|e| e.tokens).collect()),
+            None => None,
+        };
+        Task::new(model, tokenize(&self.run.examples)?, self.run.ablation, corrupted, self.run.metric)
+    }
+
     /// The header of `scores`, computed by the run `run`: its method becomes the attribution's, and settings
     /// of exact ablation (a hybrid run's) are dropped.
     pub fn new(run: RunInfo, scores: &EdgeScores, corrupted: Option<Vec<Triple>>) -> Header {
@@ -157,13 +168,7 @@ pub fn select_circuit(
     model_name: &str,
     selection: Selection,
 ) -> Result<CircuitFile> {
-    let tokenize = |ts: &[Triple]| -> Result<Vec<crate::data::Example>> { ts.iter().map(|t| crate::data::example(t, tok)).collect() };
-    let examples = tokenize(&header.run.examples)?;
-    let corrupted = match &header.corrupted {
-        Some(c) => Some(tokenize(c)?.into_iter().map(|e| e.tokens).collect()),
-        None => None,
-    };
-    let task = Task::new(model, examples, header.run.ablation, corrupted, header.run.metric)?;
+    let task = header.task(model, tok)?;
     let circuit = selected_circuit(&task, scores, selection)?;
     let run =
         RunInfo { model: model_name.to_string(), selection: Some(selection), kcirc_version: crate::VERSION.into(), ..header.run.clone() };
