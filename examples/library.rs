@@ -21,7 +21,13 @@ fn main() -> anyhow::Result<()> {
 
     // 1. The pipeline: split, discover (EAP-IG, top 5%), evaluate on the held-out facts.
     let settings = Settings::default();
-    let eval = EvalOptions { k: settings.k, random: 3, seed: settings.seed, filter_known: settings.filter_known };
+    let eval = EvalOptions {
+        k: settings.k,
+        random: 3,
+        seed: settings.seed,
+        filter_known: settings.filter_known,
+        demonstrations: settings.demonstrations,
+    };
     let d = pipeline::discover(&model, &tok, model_path, &relation, &settings, Some(&eval), &Silent)?;
     println!("{}", pipeline::kept_line(&d.file));
     if let Some(r) = &d.report {

@@ -111,8 +111,19 @@ pub struct RunInfo {
     /// Whether a second, disjoint split was discovered to measure stability.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stability: Option<bool>,
+    /// Demonstrations prepended to every prompt (in-context learning), when there were any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demonstrations: Option<usize>,
     /// The discovery triples.
     pub examples: Vec<Triple>,
+}
+
+impl RunInfo {
+    /// The discovery examples as the run saw them: tokenised, with the run's demonstrations (if any) prepended.
+    pub fn discovery_examples(&self, tok: &crate::tokenizer::Tokenizer) -> Result<Vec<crate::data::Example>> {
+        let zero_shot = self.examples.iter().map(|t| crate::data::example(t, tok)).collect::<Result<Vec<_>>>()?;
+        crate::data::in_context(zero_shot, &self.examples, self.demonstrations.unwrap_or(0), self.seed, tok)
+    }
 }
 
 fn default_k() -> usize {

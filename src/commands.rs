@@ -333,6 +333,10 @@ pub struct SettingFlags {
     /// EAP-IG interpolation steps.
     #[arg(long)]
     pub ig_steps: Option<usize>,
+    /// Prepend this many other facts of the discovery split, with their answers, to every prompt (in-context
+    /// learning; mean or zero ablation).
+    #[arg(long)]
+    pub demonstrations: Option<usize>,
 }
 
 impl SettingFlags {
@@ -344,6 +348,9 @@ impl SettingFlags {
         };
         if let Some(m) = &self.method {
             s.method = m.clone();
+        }
+        if let Some(k) = self.demonstrations {
+            s.demonstrations = k;
         }
         if let Some(m) = self.metric {
             s.metric = m.into();
@@ -474,6 +481,7 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
         random: a.output.random,
         seed: s.seed,
         filter_known: s.filter_known,
+        demonstrations: s.demonstrations,
     });
     let dev = device(cli.device)?;
     if files.len() == 1 {
@@ -605,7 +613,13 @@ fn rerun(cli: &Cli, a: &DiscoverArgs, circuit: &Path) -> Result<()> {
         Some(e) if !a.output.no_eval => {
             let random =
                 e["random"]["runs"].as_u64().ok_or_else(|| anyhow::anyhow!("{}: eval report without random.runs", circuit.display()))?;
-            Some(kcirc::eval::EvalOptions { k: s.k, random: random as usize, seed: s.seed, filter_known: s.filter_known })
+            Some(kcirc::eval::EvalOptions {
+                k: s.k,
+                random: random as usize,
+                seed: s.seed,
+                filter_known: s.filter_known,
+                demonstrations: s.demonstrations,
+            })
         }
         _ => None,
     };
@@ -723,6 +737,10 @@ pub struct EvalArgs {
     /// Keep triples the full model does not know.
     #[arg(long)]
     pub no_filter: bool,
+    /// Demonstrations from the circuit's discovery facts prepended to every held-out prompt (default: as many
+    /// as the circuit was discovered with).
+    #[arg(long)]
+    pub demonstrations: Option<usize>,
     /// How to print the report.
     #[arg(long, value_enum, default_value_t = ReportFormat::Json)]
     pub format: ReportFormat,
@@ -843,7 +861,13 @@ pub fn eval(cli: &Cli, a: &EvalArgs) -> Result<()> {
     };
     let dev = device(cli.device)?;
     let (model, tok) = kcirc::model::load(&a.model, &dev)?;
-    let opts = kcirc::eval::EvalOptions { k: a.k, random: a.random, seed: a.seed.unwrap_or(circuit.run.seed), filter_known: !a.no_filter };
+    let opts = kcirc::eval::EvalOptions {
+        k: a.k,
+        random: a.random,
+        seed: a.seed.unwrap_or(circuit.run.seed),
+        filter_known: !a.no_filter,
+        demonstrations: a.demonstrations.unwrap_or(circuit.run.demonstrations.unwrap_or(0)),
+    };
     let report = kcirc::eval::evaluate(&model, &tok, &circuit, &relation, &opts)?;
     match a.format {
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -949,7 +973,13 @@ pub fn curve(cli: &Cli, a: &CurveArgs) -> Result<()> {
     let scores = a.scores.as_deref().map(read_scores).transpose()?;
     let relation = read_relation(&a.triples)?;
     let (model, tok) = kcirc::model::load(&a.model, &device(cli.device)?)?;
-    let eval = (!a.no_eval).then_some(kcirc::eval::EvalOptions { k: s.k, random: a.random, seed: s.seed, filter_known: s.filter_known });
+    let eval = (!a.no_eval).then_some(kcirc::eval::EvalOptions {
+        k: s.k,
+        random: a.random,
+        seed: s.seed,
+        filter_known: s.filter_known,
+        demonstrations: s.demonstrations,
+    });
     let bar = Bar::new(cli, "sizes");
     let curve = pipeline::curve(
         &model,
@@ -973,5 +1003,192 @@ pub fn curve(cli: &Cli, a: &CurveArgs) -> Result<()> {
         ar.held_out.map(|h| format!("; held-out CMD {:.3}", h.cmd)).unwrap_or_default()
     ));
     println!("{}", serde_json::to_string_pretty(&curve)?);
+    Ok(())
+}
+
+/// Where `lens` and `heads` take their facts from.
+#[derive(Args)]
+pub struct FactArgs {
+    /// One prompt to analyse (with --subject and --object) instead of --triples.
+    #[arg(long, conflicts_with = "triples", requires_all = ["subject", "object"])]
+    pub prompt: Option<String>,
+    /// The subject's text in --prompt (its positions are the subject positions).
+    #[arg(long, requires = "prompt")]
+    pub subject: Option<String>,
+    /// The expected answer to --prompt.
+    #[arg(long, requires = "prompt")]
+    pub object: Option<String>,
+    /// Facts to analyse (JSON Lines or LRE; `-`: standard input).
+    #[arg(long)]
+    pub triples: Option<PathBuf>,
+    /// Analyse at most this many facts (the first in file order).
+    #[arg(long, default_value_t = 32)]
+    pub max_facts: usize,
+    /// Prepend this many demonstrations (other facts with their answers) to every prompt: from the circuit's
+    /// discovery facts when --circuit is given (default: as many as it was discovered with), else from the
+    /// other facts of --triples.
+    #[arg(long)]
+    pub demonstrations: Option<usize>,
+}
+
+impl FactArgs {
+    fn options(&self, known_only: bool, k: usize, circuit: Option<&kcirc::circuit::CircuitFile>) -> kcirc::analysis::FactOptions {
+        let recorded = circuit.and_then(|c| c.run.demonstrations).unwrap_or(0);
+        kcirc::analysis::FactOptions {
+            known_only,
+            k,
+            max_facts: self.max_facts,
+            demonstrations: self.demonstrations.unwrap_or(recorded),
+            seed: circuit.map_or(0, |c| c.run.seed),
+        }
+    }
+
+    fn facts(&self) -> Result<kcirc::analysis::Facts> {
+        use kcirc::analysis::Facts;
+        Ok(match (&self.prompt, &self.triples) {
+            (Some(p), _) => Facts::Prompt {
+                prompt: p.clone(),
+                subject: self.subject.clone().unwrap_or_default(),
+                object: self.object.clone().unwrap_or_default(),
+            },
+            (None, Some(t)) => Facts::Relation(read_relation(t)?),
+            (None, None) => bail!("give --triples FILE, or --prompt TEXT with --subject and --object"),
+        })
+    }
+}
+
+#[derive(Args)]
+pub struct LensArgs {
+    /// Model: hub id, local folder or .gguf file.
+    #[arg(long)]
+    pub model: String,
+    #[command(flatten)]
+    pub facts: FactArgs,
+    /// Also read the lens under this circuit's ablation (a circuit file of the same model).
+    #[arg(long)]
+    pub circuit: Option<PathBuf>,
+    /// Follow this answer beside the target (a hallucination: the wrong answer the model gives).
+    #[arg(long, conflicts_with = "compare_predicted")]
+    pub compare_object: Option<String>,
+    /// For each fact the model gets wrong, follow its own top-1 answer beside the target.
+    #[arg(long)]
+    pub compare_predicted: bool,
+    /// Only facts the full model ranks below --k.
+    #[arg(long)]
+    pub known_only: bool,
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+}
+
+pub fn lens(cli: &Cli, a: &LensArgs) -> Result<()> {
+    use kcirc::analysis::{lens::Lens, Context};
+    one_stdin(&[("--triples", a.facts.triples.as_deref()), ("--circuit", a.circuit.as_deref())])?;
+    let facts = a.facts.facts()?;
+    let circuit = a.circuit.as_deref().map(read_circuit).transpose()?;
+    let dev = device(cli.device)?;
+    let (model, tok) = kcirc::model::load(&a.model, &dev)?;
+    let filter = a.facts.options(a.known_only, a.k, circuit.as_ref());
+    let ctx = Context::new(&model, &tok, facts, filter, circuit.as_ref())?;
+    let compare = match &a.compare_object {
+        Some(o) => Some(kcirc::data::answer_token(&tok, o)?),
+        None => None,
+    };
+    let lens = Lens { compare: vec![compare; ctx.facts.len()], compare_predicted: a.compare_predicted };
+    analyse(cli, &lens, &ctx, a.format, kcirc::analysis::lens::Report::table)
+}
+
+/// Runs an analysis with a progress bar and prints its report as JSON or as its text table.
+fn analyse<A: kcirc::analysis::Analysis>(
+    cli: &Cli,
+    analysis: &A,
+    ctx: &kcirc::analysis::Context,
+    format: Format,
+    table: fn(&A::Report) -> String,
+) -> Result<()> {
+    let bar = Bar::new(cli, "facts");
+    let report = analysis.analyse(ctx, &bar)?;
+    bar.finish();
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => print!("{}", table(&report)),
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct HeadsArgs {
+    /// Model the circuit was discovered on.
+    #[arg(long)]
+    pub model: String,
+    /// Circuit file: its heads are reported, and its ablation fills ablated heads.
+    #[arg(long)]
+    pub circuit: PathBuf,
+    #[command(flatten)]
+    pub facts: FactArgs,
+    /// Report every head of the model, not only the circuit's.
+    #[arg(long)]
+    pub all: bool,
+    /// Also check this set of heads against random heads of the same layers (comma-separated, e.g. the heads
+    /// `kcirc diff` says join an in-context circuit: a3.h1,a5.h0).
+    #[arg(long, value_delimiter = ',')]
+    pub ablate: Vec<String>,
+    /// Random head sets per role in the ablation check.
+    #[arg(long, default_value_t = 20)]
+    pub random: usize,
+    /// Seed of the random head sets (default: the circuit's seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Keep facts the full model does not know (by default only facts it ranks below --k).
+    #[arg(long)]
+    pub no_filter: bool,
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+}
+
+pub fn heads(cli: &Cli, a: &HeadsArgs) -> Result<()> {
+    use kcirc::analysis::heads::{circuit_heads, Heads};
+    use kcirc::analysis::Context;
+    one_stdin(&[("--triples", a.facts.triples.as_deref()), ("--circuit", Some(&a.circuit))])?;
+    let facts = a.facts.facts()?;
+    let circuit = read_circuit(&a.circuit)?;
+    let dev = device(cli.device)?;
+    let (model, tok) = kcirc::model::load(&a.model, &dev)?;
+    let filter = a.facts.options(!a.no_filter, a.k, Some(&circuit));
+    let ctx = Context::new(&model, &tok, facts, filter, Some(&circuit))?;
+    let heads = match a.all {
+        true => (0..model.cfg.n_layers).flat_map(|l| (0..model.cfg.n_heads).map(move |h| (l, h))).collect(),
+        false => ctx.circuit.as_ref().map(circuit_heads).unwrap_or_default(),
+    };
+    let mut sets = vec![];
+    if !a.ablate.is_empty() {
+        sets.push(("given".to_string(), kcirc::analysis::heads::parse_heads(&a.ablate, model.cfg.n_layers, model.cfg.n_heads)?));
+    }
+    let analysis = Heads { heads, sets, random_draws: a.random, seed: a.seed.unwrap_or(circuit.run.seed) };
+    analyse(cli, &analysis, &ctx, a.format, kcirc::analysis::heads::Report::table)
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    /// Circuit files of one model (two or more; `-` for one of them: standard input).
+    #[arg(required = true, num_args = 2..)]
+    pub circuits: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+}
+
+pub fn diff(a: &DiffArgs) -> Result<()> {
+    if a.circuits.iter().filter(|p| is_std(p)).count() > 1 {
+        bail!("only one circuit can come from standard input");
+    }
+    let files = a.circuits.iter().map(|p| Ok((p.display().to_string(), read_circuit(p)?))).collect::<Result<Vec<_>>>()?;
+    let report = kcirc::analysis::diff::diff(&files)?;
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => print!("{}", report.table()),
+    }
     Ok(())
 }

@@ -169,26 +169,141 @@ fn from_jsonl(text: &str, stem: &str) -> std::result::Result<Relation, String> {
     Ok(Relation { lines, ..Relation::new(name, triples) })
 }
 
-/// A triple ready for the model: prompt token ids and the target token (first token of `" " + object`).
+/// What a prompt position holds (brief §10): analyses split attention and attribution by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Span {
+    /// A token of the subject (one that overlaps the subject's text).
+    Subject,
+    /// A token of the query's template: the relation words around the subject.
+    Relation,
+    /// A token of a prepended demonstration (in-context learning).
+    Demonstration,
+    /// Anything else: the BOS token.
+    Other,
+}
+
+impl Span {
+    pub const ALL: [Span; 4] = [Span::Subject, Span::Relation, Span::Demonstration, Span::Other];
+    pub fn name(self) -> &'static str {
+        match self {
+            Span::Subject => "subject",
+            Span::Relation => "relation",
+            Span::Demonstration => "demonstration",
+            Span::Other => "other",
+        }
+    }
+}
+
+/// A triple ready for the model: prompt token ids, what each position holds, and the target token (first token
+/// of `" " + object`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Example {
     pub triple: Triple,
     pub tokens: Vec<u32>,
+    /// One per token: subject, relation (template), demonstration or other.
+    #[serde(default)]
+    pub spans: Vec<Span>,
     pub target: u32,
 }
 
-/// Tokenises a triple. Fails on an empty prompt or an object that tokenizes to nothing.
-pub fn example(t: &Triple, tok: &Tokenizer) -> Result<Example> {
-    let prompt = t.prompt_text()?;
-    let tokens = tok.encode(&prompt)?;
-    if tokens.is_empty() {
-        return Err(Error::input(format!("prompt {prompt:?} tokenizes to nothing")));
+impl Example {
+    /// Positions holding `span`.
+    pub fn positions(&self, span: Span) -> Vec<usize> {
+        self.spans.iter().enumerate().filter(|(_, s)| **s == span).map(|(i, _)| i).collect()
     }
-    let target = *tok
-        .encode_plain(&format!(" {}", t.object.trim_start()))?
+}
+
+/// Tokenises a triple. Fails on an empty prompt, an object that tokenizes to nothing, or a prompt override
+/// that does not contain the subject.
+pub fn example(t: &Triple, tok: &Tokenizer) -> Result<Example> {
+    example_in_context(t, &[], tok)
+}
+
+/// The text a demonstration contributes before the query: its filled prompt, its answer and a newline.
+pub fn demonstration_text(t: &Triple) -> Result<String> {
+    Ok(format!("{} {}\n", t.prompt_text()?, t.object.trim()))
+}
+
+/// Tokenises a triple after `demonstrations` (other facts with their answers, one per line: in-context
+/// learning). Spans: the query's subject (the subject's text in the query prompt, its last occurrence when the
+/// prompt is given explicitly), the rest of the query (relation), the demonstrations, and the BOS (other).
+pub fn example_in_context(t: &Triple, demonstrations: &[&Triple], tok: &Tokenizer) -> Result<Example> {
+    let query = t.prompt_text()?;
+    let subject = t.subject.trim();
+    if subject.is_empty() {
+        return Err(Error::input("empty subject"));
+    }
+    let start = match &t.prompt {
+        None => t.template.find("{}").map(|p| p + (t.subject.len() - t.subject.trim_start().len())),
+        Some(p) => p.rfind(subject),
+    }
+    .ok_or_else(|| Error::input(format!("subject {:?} not found in the prompt {query:?}", t.subject)))?;
+    let mut prefix = String::new();
+    for d in demonstrations {
+        prefix.push_str(&demonstration_text(d)?);
+    }
+    let text = format!("{prefix}{query}");
+    let (tokens, ranges) = tok.encode_with_offsets(&text)?;
+    if tokens.is_empty() || query.trim().is_empty() {
+        return Err(Error::input(format!("prompt {query:?} tokenizes to nothing")));
+    }
+    let subj = prefix.len() + start..prefix.len() + start + subject.len();
+    let spans = ranges
+        .iter()
+        .map(|r| {
+            if r.is_empty() {
+                Span::Other
+            } else if r.start < subj.end && subj.start < r.end {
+                Span::Subject
+            } else if r.end <= prefix.len() {
+                Span::Demonstration
+            } else {
+                Span::Relation
+            }
+        })
+        .collect();
+    let target = answer_token(tok, &t.object)?;
+    Ok(Example { triple: t.clone(), tokens, spans, target })
+}
+
+/// The `k` demonstrations of `query` (in-context learning): other facts of `pool` — never one with the query's
+/// subject — in an order fixed by `seed` and the query's subject, so a fact gets the same demonstrations
+/// wherever it is scored (discovery, evaluation, the lens). Fails when `pool` has fewer than `k` such facts.
+pub fn demonstrations_for<'p>(query: &Triple, pool: &'p [Triple], k: usize, seed: u64) -> Result<Vec<&'p Triple>> {
+    let others: Vec<&Triple> = pool.iter().filter(|t| t.subject != query.subject).collect();
+    if others.len() < k {
+        return Err(Error::input(format!(
+            "{k} demonstrations asked for, but only {} other facts of the discovery split are available",
+            others.len()
+        )));
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in query.subject.as_bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let order = shuffled(others.len(), seed ^ h);
+    Ok(order.into_iter().take(k).map(|i| others[i]).collect())
+}
+
+/// `examples` again with `k` demonstrations from `pool` prepended to each (see [`demonstrations_for`]); the
+/// examples themselves when `k` is 0.
+pub fn in_context(examples: Vec<Example>, pool: &[Triple], k: usize, seed: u64, tok: &Tokenizer) -> Result<Vec<Example>> {
+    if k == 0 {
+        return Ok(examples);
+    }
+    examples.iter().map(|e| example_in_context(&e.triple, &demonstrations_for(&e.triple, pool, k, seed)?, tok)).collect()
+}
+
+/// The token an answer is scored by: the first token of `" " + object`. Fails when it tokenizes to nothing.
+pub fn answer_token(tok: &Tokenizer, object: &str) -> Result<u32> {
+    if object.trim().is_empty() {
+        return Err(Error::input(format!("object {object:?} tokenizes to nothing")));
+    }
+    tok.encode_plain(&format!(" {}", object.trim_start()))?
         .first()
-        .ok_or_else(|| Error::input(format!("object {:?} tokenizes to nothing", t.object)))?;
-    Ok(Example { triple: t.clone(), tokens, target })
+        .copied()
+        .ok_or_else(|| Error::input(format!("object {object:?} tokenizes to nothing")))
 }
 
 /// A small deterministic PRNG (SplitMix64): the split must not change with a dependency's version.

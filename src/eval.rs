@@ -19,6 +19,29 @@ pub enum AblationSource {
     Resample(Vec<Vec<u32>>),
 }
 
+impl AblationSource {
+    /// The ablated sender values of examples `rows` (indices into the examples this source was made for) as one
+    /// batch padded to `t` positions; `None` for zero ablation.
+    pub fn values(&self, model: &Model, rows: &[usize], t: usize) -> Result<Option<crate::model::Activations>> {
+        Ok(match self {
+            AblationSource::Zero => None,
+            AblationSource::Mean(m) => Some(mean_for(m, rows.len(), t)?),
+            AblationSource::Resample(corrupt) => {
+                let cp: Vec<Vec<u32>> = rows.iter().map(|&i| corrupt[i].clone()).collect();
+                Some(model.run(&model.batch(&cp)?, &crate::intervene::RecordHeads, None, Logits::Hidden)?.0)
+            }
+        })
+    }
+
+    /// The discovery prompts' per-position means (what mean ablation fills removed edges with).
+    pub fn mean_of(model: &Model, discovery: &[Example]) -> Result<AblationSource> {
+        let prompts: Vec<Vec<u32>> = discovery.iter().map(|e| e.tokens.clone()).collect();
+        let batch = model.batch(&prompts)?;
+        let acts = model.run(&batch, &crate::intervene::RecordHeads, None, Logits::Hidden)?.0;
+        Ok(AblationSource::Mean(crate::intervene::mean_values(&acts, &batch.lengths)?))
+    }
+}
+
 /// Sender values for a chunk of `n` prompts padded to `t` positions, from discovery means `[·, n_d, T_d, D]`
 /// (every row holds the same means).
 fn mean_for(means: &crate::model::Activations, n: usize, t: usize) -> Result<crate::model::Activations> {
@@ -76,20 +99,13 @@ pub fn circuits_outcomes(
     examples: &[Example],
     ablation: &AblationSource,
 ) -> Result<Vec<Vec<Outcome>>> {
-    use crate::intervene::{EdgeInputs, RecordHeads};
+    use crate::intervene::EdgeInputs;
     let chunks = token_chunks(examples);
     let per_chunk = crate::parallel::map(&chunks, |c| -> Result<Vec<Vec<Outcome>>> {
         let prompts: Vec<Vec<u32>> = c.iter().map(|&i| examples[i].tokens.clone()).collect();
         let targets: Vec<u32> = c.iter().map(|&i| examples[i].target).collect();
         let batch = model.batch(&prompts)?;
-        let ablated = match ablation {
-            AblationSource::Zero => None,
-            AblationSource::Mean(m) => Some(mean_for(m, prompts.len(), batch.seq_len)?),
-            AblationSource::Resample(corrupt) => {
-                let cp: Vec<Vec<u32>> = c.iter().map(|&i| corrupt[i].clone()).collect();
-                Some(model.run(&model.batch(&cp)?, &RecordHeads, None, Logits::Hidden)?.0)
-            }
-        };
+        let ablated = ablation.values(model, c, batch.seq_len)?;
         let k = circuits.len();
         let hook = EdgeInputs::new(graph, circuits.to_vec(), ablated.as_ref(), prompts.len());
         let logits = model.run(&batch.repeat(k)?, &hook, None, Logits::Last)?.1; // [k·n, V]
@@ -154,6 +170,8 @@ pub struct EvalOptions {
     pub random: usize,
     pub seed: u64,
     pub filter_known: bool,
+    /// Demonstrations prepended to every held-out prompt, taken from the circuit's discovery facts.
+    pub demonstrations: usize,
 }
 
 fn mean_sd(ms: &[Metrics]) -> (Metrics, Metrics) {
@@ -198,10 +216,13 @@ pub struct HeldOut {
 }
 
 impl HeldOut {
-    /// Every fact of `relation` not among `discovery`, known to the full model (when `filter_known`), with its
+    /// Every fact of `relation` not among `discovery`, known to the full model (when `filter_known`, decided
+    /// without demonstrations), with `opts.demonstrations` demonstrations from the discovery facts, and its
     /// ablated values: the discovery prompts' means, corrupted partners (seeded by `seed`), or zero.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         model: &Model,
+        tok: &crate::tokenizer::Tokenizer,
         discovery: &[Example],
         relation: &crate::data::Relation,
         all: Vec<Example>,
@@ -210,10 +231,10 @@ impl HeldOut {
         seed: u64,
     ) -> Result<HeldOut> {
         use crate::Error;
-        let seen = |e: &Example| discovery.iter().any(|d| d.tokens == e.tokens && d.target == e.target);
+        let seen = |e: &Example| discovery.iter().any(|d| d.triple == e.triple);
         let held: Vec<Example> = all.iter().filter(|e| !seen(e)).cloned().collect();
         let n_skipped = all.len() - held.len();
-        let mut test: Vec<Example> = if opts.filter_known {
+        let test: Vec<Example> = if opts.filter_known {
             let o = full_model_outcomes(model, &held)?;
             held.into_iter().zip(o).filter(|(_, o)| o.rank < opts.k).map(|(e, _)| e).collect()
         } else {
@@ -223,15 +244,12 @@ impl HeldOut {
         if test.is_empty() {
             return Err(Error::input(format!("relation `{}`: no held-out triples to evaluate on", relation.name)));
         }
+        let pool: Vec<crate::data::Triple> = discovery.iter().map(|e| e.triple.clone()).collect();
+        let mut test = crate::data::in_context(test, &pool, opts.demonstrations, seed, tok)?;
         let mut n_dropped_no_partner = 0;
         let ablation = match ablation {
             crate::intervene::Ablation::Zero => AblationSource::Zero,
-            crate::intervene::Ablation::Mean => {
-                let prompts: Vec<Vec<u32>> = discovery.iter().map(|e| e.tokens.clone()).collect();
-                let batch = model.batch(&prompts)?;
-                let acts = model.run(&batch, &crate::intervene::RecordHeads, None, Logits::Hidden)?.0;
-                AblationSource::Mean(crate::intervene::mean_values(&acts, &batch.lengths)?)
-            }
+            crate::intervene::Ablation::Mean => AblationSource::mean_of(model, discovery)?,
             crate::intervene::Ablation::Resample => {
                 // A fact no other fact can corrupt (no same-length prompt) is dropped and counted.
                 let partners = crate::split::partners(&test, &all, seed);
@@ -306,12 +324,15 @@ pub fn evaluate(
     relation: &crate::data::Relation,
     opts: &EvalOptions,
 ) -> Result<Report> {
-    use crate::data::example;
     let graph = crate::graph::Graph::new(&model.cfg);
     let removed = circuit.removed(&graph, &model.cfg)?;
-    let discovery: Vec<Example> = circuit.run.examples.iter().map(|t| example(t, tok)).collect::<Result<_>>()?;
+    if opts.demonstrations > 0 && circuit.run.ablation == crate::intervene::Ablation::Resample {
+        return Err(crate::Error::input("demonstrations with resample ablation are not supported (use mean or zero ablation)"));
+    }
+    // Mean ablation's means come from the discovery prompts as discovery saw them: with their demonstrations.
+    let discovery = circuit.run.discovery_examples(tok)?;
     let all = relation.examples(tok)?;
-    let held = HeldOut::new(model, &discovery, relation, all, circuit.run.ablation, opts, circuit.run.seed)?;
+    let held = HeldOut::new(model, tok, &discovery, relation, all, circuit.run.ablation, opts, circuit.run.seed)?;
     let n_kept = removed.iter().filter(|r| !**r).count();
     let none = vec![false; removed.len()];
     let empty = vec![true; removed.len()];
@@ -443,7 +464,7 @@ mod tests {
     fn ex(len: usize) -> Example {
         let triple =
             Triple { subject: String::new(), relation: String::new(), object: String::new(), template: String::new(), prompt: None };
-        Example { triple, tokens: vec![1; len], target: 0 }
+        Example { triple, tokens: vec![1; len], spans: vec![], target: 0 }
     }
 
     /// Units keep count × longest prompt within the token budget, in order, every example exactly once.

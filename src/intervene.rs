@@ -58,6 +58,32 @@ impl Hooks for RecordHeads {
     }
 }
 
+/// Node ablation of attention heads: the chosen heads' outputs (every edge out of them) replaced by their ablated
+/// values, zero without any. What the head-ablation check of `kcirc heads` runs.
+pub struct AblateHeads<'a> {
+    /// `(layer, head)` pairs.
+    pub heads: &'a [(usize, usize)],
+    /// Ablated sender values with the batch's rows (`None`: zero).
+    pub ablated: Option<&'a Activations>,
+}
+
+impl Hooks for AblateHeads<'_> {
+    fn writes(&self, point: HookPoint) -> bool {
+        matches!(point, HookPoint::HeadOut(l) if self.heads.iter().any(|&(hl, _)| hl == l))
+    }
+    fn write(&self, point: HookPoint, value: &Tensor, _: &Activations) -> Result<Option<Tensor>> {
+        let HookPoint::HeadOut(l) = point else { return Ok(None) };
+        let n = value.dim(0)?;
+        let mask: Vec<u8> = (0..n).map(|h| self.heads.contains(&(l, h)) as u8).collect();
+        let mask = Tensor::from_vec(mask, (n, 1, 1, 1), value.device())?.broadcast_as(value.shape())?;
+        let replacement = match self.ablated {
+            Some(a) => a.heads(l)?,
+            None => value.zeros_like()?,
+        };
+        Ok(Some(mask.where_cond(&replacement, value)?))
+    }
+}
+
 /// Mean of every sender's output over the batch rows, per position, counting only real (unpadded) positions;
 /// broadcast back to every row. `acts` from a run with heads recorded; `lengths` the real prompt lengths.
 pub fn mean_values(acts: &Activations, lengths: &[usize]) -> Result<Activations> {

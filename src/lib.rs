@@ -7,6 +7,7 @@
 //! - [`intervene`]: edge interventions (removed edges carry ablated values) as hook clients.
 //! - [`discover`]: discovery methods behind one trait; [`eval`]: held-out scoring.
 //! - [`pipeline`]: facts → split → task → discovery → evaluation → circuit file, what every command runs.
+pub mod analysis;
 pub mod circuit;
 pub mod curve;
 pub mod data;

@@ -67,6 +67,24 @@ pub enum Command {
         after_help = "Examples:\n  kcirc eval --model gpt2-medium --circuit circuit.json --triples test.jsonl --min-hit10 0.8\n\nExit codes: 0 every gate holds, 1 a gate failed (named on stderr), 2 bad input, 70 a bug in kcirc."
     )]
     Eval(commands::EvalArgs),
+    /// Logit lens: the target's rank and probability after every attention block and MLP, at the last position
+    /// and over the subject's positions; where the answer emerges; direct logit attribution per layer; with
+    /// --circuit the same under the circuit's ablation; with --compare-object a rival answer beside it.
+    #[command(
+        after_help = "Examples:\n  kcirc lens --model models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt 'The capital city of France is' --subject France --object Paris --format text\n  kcirc lens --model gpt2 --triples facts.jsonl --circuit circuit.json --compare-predicted"
+    )]
+    Lens(Box<commands::LensArgs>),
+    /// Head roles: per head of a circuit (or --all), attention from the last position to subject, relation and
+    /// other tokens, direct logit attribution split by source, top tokens, a role (mover, relation, mixed,
+    /// other), and the ablation check of mover and relation heads against random heads of the same layers.
+    #[command(
+        after_help = "Example:\n  kcirc heads --model models/SmolLM2-135M-Instruct.Q4_1.gguf --circuit circuit.json --triples data/country_capital_city.jsonl --format text"
+    )]
+    Heads(Box<commands::HeadsArgs>),
+    /// Compare circuits: shared and unique edges and nodes, Jaccard, per-layer node counts, heads that join or
+    /// leave; an overlap matrix for more than two files.
+    #[command(after_help = "Example:\n  kcirc diff zero-shot.json in-context.json --format text")]
+    Diff(commands::DiffArgs),
     /// Convert data: `kcirc data convert LRE.json > triples.jsonl`.
     Data(commands::DataArgs),
     /// Node, sender, receiver and edge counts of the computation graph (needs only the model's config).
@@ -105,6 +123,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Select(a) => commands::select(&cli, a),
         Command::Eval(a) => commands::eval(&cli, a),
         Command::Curve(a) => commands::curve(&cli, a),
+        Command::Lens(a) => commands::lens(&cli, a),
+        Command::Heads(a) => commands::heads(&cli, a),
+        Command::Diff(a) => commands::diff(a),
         Command::Data(a) => commands::data(a),
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "kcirc", &mut std::io::stdout());

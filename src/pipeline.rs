@@ -54,6 +54,9 @@ pub struct Settings {
     pub candidates: usize,
     /// Also discover from a second split disjoint from the first and report how much the circuits share.
     pub stability: bool,
+    /// Demonstrations prepended to every prompt (in-context learning): other facts of the discovery split with
+    /// their answers, one per line.
+    pub demonstrations: usize,
 }
 
 /// The default size rule of attribution: the smallest circuit whose faithfulness on the discovery facts reaches
@@ -84,6 +87,7 @@ impl Default for Settings {
             ig_steps: 5,
             candidates: 3000,
             stability: false,
+            demonstrations: 0,
         }
     }
 }
@@ -151,7 +155,14 @@ impl Settings {
 
     /// How the relation's facts are split.
     pub fn split_rule(&self) -> SplitRule {
-        SplitRule { examples: self.examples, seed: self.seed, filter_known: self.filter_known, k: self.k, ablation: self.ablation }
+        SplitRule {
+            examples: self.examples,
+            seed: self.seed,
+            filter_known: self.filter_known,
+            k: self.k,
+            ablation: self.ablation,
+            demonstrations: self.demonstrations,
+        }
     }
 
     /// The run record of these settings: each method's own parameters only (`threshold`/`signed` for exact
@@ -178,6 +189,7 @@ impl Settings {
             n_examples: examples.len(),
             kcirc_version: crate::VERSION.into(),
             stability: self.stability.then_some(true),
+            demonstrations: (self.demonstrations > 0).then_some(self.demonstrations),
             examples,
         }
     }
@@ -210,6 +222,7 @@ impl Settings {
             ig_steps: run.ig_steps.unwrap_or(d.ig_steps),
             candidates: run.candidates.unwrap_or(d.candidates),
             stability: run.stability.unwrap_or(false),
+            demonstrations: run.demonstrations.unwrap_or(0),
         };
         s.validate()?;
         Ok(s)
@@ -393,7 +406,13 @@ pub fn select(
     let mut file = scores::select_circuit(h, &scores, model, tok, model_name, selection)?;
     let report = match held_out {
         Some((rel, random)) => {
-            let opts = EvalOptions { k: h.run.k, random, seed: h.run.seed, filter_known: h.run.filter_known };
+            let opts = EvalOptions {
+                k: h.run.k,
+                random,
+                seed: h.run.seed,
+                filter_known: h.run.filter_known,
+                demonstrations: h.run.demonstrations.unwrap_or(0),
+            };
             Some(attach_report(&mut file, model, tok, rel, &opts, progress)?)
         }
         None => None,
@@ -603,12 +622,12 @@ pub fn curve(
 ) -> Result<crate::curve::Curve> {
     crate::curve::check_sizes(sizes)?;
     settings.validate()?;
-    let (task, edge_scores, method, seed, k, filter_known) = match scores {
+    let (task, edge_scores, method, seed, k, filter_known, demonstrations) = match scores {
         Some(file) => {
             let h = &file.header;
             let task = h.task(model, tok)?;
             let s = file.scores(&task.graph, &model.cfg)?;
-            (task, s, h.run.method.clone(), h.run.seed, h.run.k, h.run.filter_known)
+            (task, s, h.run.method.clone(), h.run.seed, h.run.k, h.run.filter_known, h.run.demonstrations.unwrap_or(0))
         }
         None => {
             let ig_steps = match settings.method.as_str() {
@@ -621,13 +640,14 @@ pub fn curve(
             let task = Task::new(model, prepared.discovery.clone(), settings.ablation, prepared.corrupted_prompts(), settings.metric)?;
             progress.message("attribution");
             let s = crate::discover::eap::edge_scores(&task, ig_steps, progress)?;
-            (task, s, settings.method.clone(), settings.seed, settings.k, settings.filter_known)
+            (task, s, settings.method.clone(), settings.seed, settings.k, settings.filter_known, settings.demonstrations)
         }
     };
     let held = match eval {
         Some((opts, max_held_out)) => {
-            let opts = EvalOptions { k, seed, filter_known, ..opts.clone() };
-            let mut h = crate::eval::HeldOut::new(model, &task.examples, relation, relation.examples(tok)?, task.ablation, &opts, seed)?;
+            let opts = EvalOptions { k, seed, filter_known, demonstrations, ..opts.clone() };
+            let mut h =
+                crate::eval::HeldOut::new(model, tok, &task.examples, relation, relation.examples(tok)?, task.ablation, &opts, seed)?;
             h.truncate(max_held_out);
             Some(h)
         }

@@ -28,10 +28,17 @@ pub fn outcomes(logits: &Tensor, targets: &[u32]) -> Result<Vec<Outcome>> {
         .zip(targets)
         .map(|((row, p), &t)| {
             let tl = row[t as usize];
-            let rank = row.iter().enumerate().filter(|&(i, &v)| v > tl || (v == tl && i != t as usize)).count();
+            let rank = rank_in(row, t as usize);
             Outcome { rank, target_logit: tl as f64, target_prob: p[t as usize] as f64 }
         })
         .collect())
+}
+
+/// The rank of entry `t` in `row` (0 = top): entries strictly above it plus the entries tied with it (see
+/// [`Outcome::rank`]).
+pub fn rank_in(row: &[f32], t: usize) -> usize {
+    let tl = row[t];
+    row.iter().enumerate().filter(|&(i, &v)| v > tl || (v == tl && i != t)).count()
 }
 
 /// The full model's outcomes on `examples` (chunked and parallel, see [`Model::forward_prompts`]).

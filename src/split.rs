@@ -21,6 +21,8 @@ pub struct SplitRule {
     pub filter_known: bool,
     pub k: usize,
     pub ablation: Ablation,
+    /// Demonstrations prepended to every prompt (in-context learning), taken from the discovery facts.
+    pub demonstrations: usize,
 }
 
 /// The prepared data of one relation.
@@ -98,6 +100,15 @@ pub fn prepare(model: &Model, tok: &Tokenizer, rel: &Relation, settings: &SplitR
     }
     let discovery: Vec<Example> = order[..n].iter().map(|&i| all[i].clone()).collect();
     let test: Vec<Example> = order[n..].iter().map(|&i| all[i].clone()).collect();
+    // Demonstrations come from the discovery facts only; which facts are known was decided without them, so a
+    // zero-shot and an in-context run look at the same facts.
+    let pool: Vec<data::Triple> = discovery.iter().map(|e| e.triple.clone()).collect();
+    let k = settings.demonstrations;
+    if k > 0 && settings.ablation == Ablation::Resample {
+        return Err(Error::input("demonstrations with resample ablation are not supported (use mean or zero ablation)"));
+    }
+    let discovery = data::in_context(discovery, &pool, k, settings.seed, tok)?;
+    let test = data::in_context(test, &pool, k, settings.seed, tok)?;
     // Every fact left in `order` has a partner (the others were dropped above).
     let corrupted = partner.map(|p| order[..n].iter().filter_map(|&i| p[i].cloned()).collect());
     Ok(Prepared { discovery, test, corrupted, dropped_unknown, dropped_no_partner, total: all.len(), rule: *settings })

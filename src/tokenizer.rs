@@ -73,6 +73,21 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// Token ids of `text` (with the BOS, if the model asks for one) and each token's byte range in `text`
+    /// (the BOS gets the empty range `0..0`): what locates a fact's subject among its prompt's tokens.
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<std::ops::Range<usize>>)> {
+        let enc = self.inner.encode(text, false).map_err(tok_err)?;
+        let mut ids = Vec::with_capacity(enc.len() + 1);
+        let mut ranges = Vec::with_capacity(enc.len() + 1);
+        if let Some(b) = self.bos {
+            ids.push(b);
+            ranges.push(0..0);
+        }
+        ids.extend_from_slice(enc.get_ids());
+        ranges.extend(enc.get_offsets().iter().map(|&(a, b)| a..b));
+        Ok((ids, ranges))
+    }
+
     /// Token ids of `text` without BOS (for answer tokens).
     pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self.inner.encode(text, false).map_err(tok_err)?.get_ids().to_vec())

@@ -827,3 +827,73 @@ fn circuit_files_of_format_1_read_and_newer_ones_are_refused() {
     std::fs::write(&newer, serde_json::to_string_pretty(&c).unwrap()).unwrap();
     assert_input_error(&ev(&newer), "circuit format 3 is newer than this kcirc reads");
 }
+
+/// `lens`, `heads` and `diff` end to end on the tiny GPT-2: JSON whose numbers hold together, and bad input
+/// (an empty object, a subject not in the prompt, a circuit of another model) as one-line errors.
+#[test]
+fn lens_heads_and_diff_run_and_refuse_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = tiny_discover(dir.path(), "c.json", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = dir.path().join("c.json");
+    let model = fixture("gpt2-tiny");
+    let (m, cs) = (model.to_str().unwrap(), c.to_str().unwrap());
+    let triples = root().join("data/country_capital_city.jsonl");
+    let t = triples.to_str().unwrap();
+    let prompt = ["--prompt", "The capital of France is", "--subject", "France"];
+    let o = kcirc(&[&["lens", "--model", m, "--circuit", cs, "--object", "Paris", "--compare-object", "London"][..], &prompt].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let f = &v["facts"][0];
+    assert_eq!(f["subject_positions"], serde_json::json!([3]));
+    assert_eq!(f["full"]["points"].as_array().unwrap().len(), 5, "embed + 2 layers × (attention, MLP)");
+    assert!(f["circuit"]["points"][4]["rank"].is_u64() && f["full"]["points"][0]["compare_rank"].is_u64());
+    let o = kcirc(&["heads", "--model", m, "--circuit", cs, "--triples", t, "--no-filter", "--all", "--random", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["heads"].as_array().unwrap().len(), 8);
+    assert_eq!(v["n_facts"], 24);
+    let o = kcirc(&["diff", cs, cs]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["pairs"][0]["edges"]["jaccard"], 1.0);
+    assert_eq!(v["pairs"][0]["nodes"]["only_b"], 0);
+    // Bad input.
+    let o = kcirc(&[&["lens", "--model", m, "--object", " "][..], &prompt].concat());
+    assert_input_error(&o, "tokenizes to nothing");
+    let o = kcirc(&["lens", "--model", m, "--prompt", "The capital of France is", "--subject", "Spain", "--object", "Paris"]);
+    assert_input_error(&o, "not found in the prompt");
+    let smol = smollm2_path();
+    let o = kcirc(&["heads", "--model", smol.to_str().unwrap(), "--circuit", cs, "--triples", t]);
+    assert_input_error(&o, "circuit is for model");
+    let o = kcirc(&["lens", "--model", smol.to_str().unwrap(), "--circuit", cs, "--triples", t]);
+    assert_input_error(&o, "circuit is for model");
+    let o = kcirc(&["diff", cs]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+/// In-context discovery: the circuit file records its demonstrations, `--rerun` reproduces it byte for byte,
+/// `eval` scores it with them by default (the same report discovery attached), and too many demonstrations for
+/// the discovery split is a one-line error with no file.
+#[test]
+fn discovery_with_demonstrations_is_recorded_and_reproduced() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--method", "eap-ig", "--top-n", "40", "--ablation", "mean", "--demonstrations", "2"];
+    let o = tiny_discover(dir.path(), "icl.json", &flags);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = dir.path().join("icl.json");
+    let c = read_json(&a);
+    assert_eq!(c["demonstrations"], 2);
+    let b = dir.path().join("icl.again.json");
+    let o = kcirc(&["discover", "--rerun", a.to_str().unwrap(), "--out", b.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "rerun differs");
+    let o = tiny_eval(&a, &["--random", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(report["circuit"], c["eval"]["circuit"], "eval with the recorded demonstrations = discovery's report");
+    let zero_shot: serde_json::Value = serde_json::from_str(&stdout(&tiny_eval(&a, &["--random", "2", "--demonstrations", "0"]))).unwrap();
+    assert_ne!(zero_shot["full"], report["full"], "demonstrations change the prompts");
+    let o = tiny_discover(dir.path(), "x.json", &["--method", "eap", "--demonstrations", "3"]);
+    assert_input_error(&o, "3 demonstrations asked for, but only 2");
+    assert!(!dir.path().join("x.json").exists());
+}

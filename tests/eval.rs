@@ -88,6 +88,7 @@ fn circuit_file(model: &kcirc::model::Model, removed: &[bool], examples: Vec<kci
         n_examples: examples.len(),
         kcirc_version: kcirc::VERSION.into(),
         stability: None,
+        demonstrations: None,
         examples,
     };
     CircuitFile::new(run, &g, &c)
@@ -101,7 +102,7 @@ fn full_circuit_is_fully_faithful_and_faithfulness_is_the_logit_ratio() {
     let prep = prepare(&model, &tok, &rel, &s.split_rule()).unwrap();
     let n = kcirc::graph::Graph::new(&model.cfg).edges.len();
     let examples: Vec<_> = prep.discovery.iter().map(|e| e.triple.clone()).collect();
-    let opts = EvalOptions { k: 10, random: 3, seed: 0, filter_known: false };
+    let opts = EvalOptions { k: 10, random: 3, seed: 0, filter_known: false, demonstrations: 0 };
     for ablation in [Ablation::Zero, Ablation::Mean, Ablation::Resample] {
         // The full model as a "circuit": identical to the full model, faithfulness 1.
         let file = circuit_file(&model, &vec![false; n], examples.clone(), ablation);
@@ -131,7 +132,7 @@ fn circuit_from_another_model_is_refused() {
     let other = tiny_llama(0);
     let n = kcirc::graph::Graph::new(&other.cfg).edges.len();
     let file = circuit_file(&other, &vec![false; n], vec![], Ablation::Zero);
-    let opts = EvalOptions { k: 10, random: 1, seed: 0, filter_known: false };
+    let opts = EvalOptions { k: 10, random: 1, seed: 0, filter_known: false, demonstrations: 0 };
     let err = kcirc::eval::evaluate(&model, &tok, &file, &capitals(), &opts).unwrap_err();
     assert!(err.to_string().contains("not this one"), "{err}");
 }
@@ -173,7 +174,7 @@ fn facts_without_a_resample_partner_are_skipped_in_discovery_and_dropped_in_eval
     let n = kcirc::graph::Graph::new(&model.cfg).edges.len();
     let examples: Vec<_> = prep.discovery.iter().map(|e| e.triple.clone()).collect();
     let file = circuit_file(&model, &vec![false; n], examples.clone(), Ablation::Resample);
-    let opts = EvalOptions { k: 10, random: 2, seed: 0, filter_known: false };
+    let opts = EvalOptions { k: 10, random: 2, seed: 0, filter_known: false, demonstrations: 0 };
     let r = kcirc::eval::evaluate(&model, &tok, &file, &rel, &opts).unwrap();
     assert_eq!(r.n_dropped_no_partner, 1);
     assert_eq!(r.n_skipped_discovery, 3);

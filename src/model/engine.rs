@@ -294,7 +294,7 @@ impl Model {
         })
     }
 
-    /// One attention block on the residual `resid [B, T, D]`, hooked at [`HookPoint::AttnIn`], `Pattern`, `Z`,
+    /// One attention block on the residual `resid [B, T, D]`, hooked at [`HookPoint::AttnIn`], `V`, `Pattern`, `Z`,
     /// `HeadOut` and `AttnOut` of layer `l`. Returns the block's output `[B, T, D]` (every head plus the output
     /// bias), which the residual stream adds.
     fn attention(&self, l: usize, resid: &Tensor, hooks: &dyn Hooks, acts: &mut Activations, batch: &Batch, diff: bool) -> Result<Tensor> {
@@ -339,7 +339,7 @@ impl Model {
         };
         let q = q.reshape((h, b, t, dh))?;
         let k = k.reshape((kv, b, t, dh))?;
-        let v = v.reshape((kv, b, t, dh))?;
+        let v = hook(hooks, HookPoint::V(l), v.reshape((kv, b, t, dh))?, acts)?;
         let (q, k) = match &batch.rotary {
             Some((cos, sin)) => (rotate(&q, cos, sin)?, rotate(&k, cos, sin)?),
             None => (q, k),

@@ -49,6 +49,9 @@ pub enum HookPoint {
     /// the key and value inputs (K each) — `[P, B, T, D]`. Receiver input; by default every port reads
     /// `ResidPre(l)` (handed to a writer as a broadcast view).
     AttnIn(usize),
+    /// `blocks.l.attn.hook_v`: the value vectors of every key/value head (value bias folded into `b_O`, so
+    /// without it), `[K, B, T, dh]`. Query head `h` reads key/value head `h / (H / K)`.
+    V(usize),
     /// `blocks.l.attn.hook_pattern`: softmax attention weights, query position × key position, `[H, B, T, T]`.
     Pattern(usize),
     /// `blocks.l.attn.hook_z`: every head's pattern-weighted values, `[H, B, T, dh]`.
@@ -82,7 +85,7 @@ impl HookPoint {
         use HookPoint::*;
         match self {
             Embed => Stage::Attn(0),
-            ResidPre(l) | AttnIn(l) | Pattern(l) | Z(l) | HeadOut(l) | AttnOut(l) | ResidMid(l) => Stage::Attn(l),
+            ResidPre(l) | AttnIn(l) | V(l) | Pattern(l) | Z(l) | HeadOut(l) | AttnOut(l) | ResidMid(l) => Stage::Attn(l),
             MlpIn(l) | MlpHidden(l) | MlpOut(l) => Stage::Mlp(l),
             ResidFinal | LogitsIn => Stage::Logits,
         }
@@ -95,6 +98,7 @@ impl HookPoint {
             Embed => "hook_embed".into(),
             ResidPre(l) => format!("blocks.{l}.hook_resid_pre"),
             AttnIn(l) => format!("blocks.{l}.hook_attn_in"),
+            V(l) => format!("blocks.{l}.attn.hook_v"),
             Pattern(l) => format!("blocks.{l}.attn.hook_pattern"),
             Z(l) => format!("blocks.{l}.attn.hook_z"),
             HeadOut(l) => format!("blocks.{l}.attn.hook_result"),
@@ -113,7 +117,19 @@ impl HookPoint {
         use HookPoint::*;
         let mut v = vec![Embed];
         for l in 0..n_layers {
-            v.extend([ResidPre(l), AttnIn(l), Pattern(l), Z(l), HeadOut(l), AttnOut(l), ResidMid(l), MlpIn(l), MlpHidden(l), MlpOut(l)]);
+            v.extend([
+                ResidPre(l),
+                AttnIn(l),
+                V(l),
+                Pattern(l),
+                Z(l),
+                HeadOut(l),
+                AttnOut(l),
+                ResidMid(l),
+                MlpIn(l),
+                MlpHidden(l),
+                MlpOut(l),
+            ]);
         }
         v.extend([ResidFinal, LogitsIn]);
         v

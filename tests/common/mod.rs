@@ -132,6 +132,8 @@ pub fn examples(model: &Model, prompts: &[Vec<u32>]) -> Vec<kcirc::data::Example
                 prompt: None,
             },
             tokens: p.clone(),
+            // The first token plays the subject, the rest the relation.
+            spans: (0..p.len()).map(|i| if i == 0 { kcirc::data::Span::Subject } else { kcirc::data::Span::Relation }).collect(),
             target: t,
         })
         .collect()
