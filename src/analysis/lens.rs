@@ -113,6 +113,26 @@ pub struct Report {
     pub facts: Vec<FactLens>,
     /// Over facts, per point: mean rank, fraction top-1, of the full model (and the circuit).
     pub summary: Vec<SummaryPoint>,
+    /// How many facts' answers emerge (become and stay top-1) at each point, in forward order; `never` counts
+    /// the facts whose answer does not end top-1.
+    pub emergence: Vec<(String, usize)>,
+    /// The same under the circuit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit_emergence: Option<Vec<(String, usize)>>,
+}
+
+/// Facts per emergence point, in the points' order, then `never`.
+fn emergence(points: &[Point], readings: &[&Reading]) -> Vec<(String, usize)> {
+    let mut out: Vec<(String, usize)> = points
+        .iter()
+        .map(|p| (p.point.clone(), readings.iter().filter(|r| r.emerges_at.as_deref() == Some(p.point.as_str())).count()))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let never = readings.iter().filter(|r| r.emerges_at.is_none()).count();
+    if never > 0 {
+        out.push(("never".into(), never));
+    }
+    out
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -251,7 +271,12 @@ impl Analysis for Lens {
                 }
             })
             .collect();
-        Ok(Report { model: ctx.model.name.clone(), n_facts: facts.len(), facts, summary })
+        let points = facts.first().map(|f| f.full.points.clone()).unwrap_or_default();
+        let full_readings: Vec<&Reading> = facts.iter().map(|f| &f.full).collect();
+        let circuit_readings: Vec<&Reading> = facts.iter().filter_map(|f| f.circuit.as_ref()).collect();
+        let emergence_full = emergence(&points, &full_readings);
+        let circuit_emergence = ctx.circuit.as_ref().map(|_| emergence(&points, &circuit_readings));
+        Ok(Report { model: ctx.model.name.clone(), n_facts: facts.len(), facts, summary, emergence: emergence_full, circuit_emergence })
     }
 }
 
@@ -305,6 +330,13 @@ impl Report {
                 out.push_str(&format!("heads favouring the compared answer (its DLA vs the target's): {}\n", heads.join(", ")));
             }
             out.push('\n');
+        }
+        if self.facts.len() > 1 {
+            let show = |e: &[(String, usize)]| e.iter().map(|(p, n)| format!("{p}: {n}")).collect::<Vec<_>>().join(", ");
+            out.push_str(&format!("{} facts: the answer becomes and stays top-1 at {}\n", self.n_facts, show(&self.emergence)));
+            if let Some(c) = &self.circuit_emergence {
+                out.push_str(&format!("under the circuit: {}\n", show(c)));
+            }
         }
         out
     }
