@@ -915,10 +915,33 @@ pub enum DataCommand {
         /// The relation file (`-`: standard input).
         file: PathBuf,
     },
+    /// Counterfactual edit requests on stdout (JSON Lines for `kcirc edit --requests`): facts the model answers
+    /// right (top-1), each given another answer of its relation; relations take turns, seeded.
+    Counterfactuals {
+        /// Model whose known facts are drawn.
+        #[arg(long)]
+        model: String,
+        /// Relation files to draw from.
+        #[arg(long, required = true)]
+        triples: Vec<PathBuf>,
+        #[arg(long, default_value_t = 20)]
+        count: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
-pub fn data(a: &DataArgs) -> Result<()> {
+pub fn data(cli: &Cli, a: &DataArgs) -> Result<()> {
     match &a.command {
+        DataCommand::Counterfactuals { model, triples, count, seed } => {
+            let rels = triples.iter().map(|p| read_relation(p)).collect::<Result<Vec<_>>>()?;
+            let (model, tok) = kcirc::model::load(model, &device(cli.device)?)?;
+            let reqs = kcirc::edit::counterfactuals(&model, &tok, &rels, *count, *seed)?;
+            let mut out = std::io::stdout().lock();
+            for r in &reqs {
+                writeln!(out, "{}", serde_json::to_string(r)?)?;
+            }
+        }
         DataCommand::Convert { file } => {
             let rel = read_relation(file)?;
             let mut out = std::io::stdout().lock();
@@ -1186,6 +1209,128 @@ pub fn diff(a: &DiffArgs) -> Result<()> {
     }
     let files = a.circuits.iter().map(|p| Ok((p.display().to_string(), read_circuit(p)?))).collect::<Result<Vec<_>>>()?;
     let report = kcirc::analysis::diff::diff(&files)?;
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => print!("{}", report.table()),
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct EditArgs {
+    /// Model to edit: hub id, local folder or .gguf file.
+    #[arg(long)]
+    pub model: String,
+    /// Edit requests, JSON Lines of {"subject", "template", "object", "new_object", "relation"?} (`-`: standard
+    /// input), applied one after another.
+    #[arg(long, conflicts_with_all = ["subject", "template", "object", "new_object"])]
+    pub requests: Option<PathBuf>,
+    /// One edit: the subject (with --template, --object, --new-object).
+    #[arg(long, requires_all = ["template", "object", "new_object"])]
+    pub subject: Option<String>,
+    /// One edit: the prompt template, `{}` for the subject.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// One edit: the current answer.
+    #[arg(long)]
+    pub object: Option<String>,
+    /// One edit: the answer it should become.
+    #[arg(long)]
+    pub new_object: Option<String>,
+    /// One edit: its relation (which --triples relation is "the same relation" for locality and generalization).
+    #[arg(long)]
+    pub relation: Option<String>,
+    /// rome (rank-one update), ft-m (fine-tune one MLP output projection on the new object's tokens), ft-l (the
+    /// same, last prompt position only).
+    #[arg(long, default_value = "rome")]
+    pub method: String,
+    /// Layer whose MLP output projection is rewritten (default: a third of the depth for GPT-2 — 8 of
+    /// GPT-2-medium's 24 —, 5/32 of it for Llama — 5 of SmolLM2-135M's 30).
+    #[arg(long)]
+    pub layer: Option<usize>,
+    /// Relation files for locality (other subjects of the edited relation, facts of the others) and, through
+    /// their templates (an LRE file has several), generalization.
+    #[arg(long)]
+    pub triples: Vec<PathBuf>,
+    /// Locality facts taken per relation (the first in file order).
+    #[arg(long, default_value_t = 24)]
+    pub locality_facts: usize,
+    /// ROME: estimate the key covariance C from this text file instead of C = I.
+    #[arg(long)]
+    pub cov_text: Option<PathBuf>,
+    /// Seed of ROME's context prefixes.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Optimisation steps (default: ROME 20, FT 25).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// FT: L∞ radius of the weight change (default 5e-3).
+    #[arg(long)]
+    pub clamp: Option<f64>,
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+}
+
+impl EditArgs {
+    fn requests(&self) -> Result<Vec<kcirc::edit::Request>> {
+        match (&self.requests, &self.subject) {
+            (Some(p), _) => Ok(kcirc::edit::parse_requests(&read_text(p)?, &p.display().to_string())?),
+            (None, Some(s)) => {
+                let r = kcirc::edit::Request {
+                    subject: s.clone(),
+                    template: self.template.clone().unwrap_or_default(),
+                    object: self.object.clone().unwrap_or_default(),
+                    new_object: self.new_object.clone().unwrap_or_default(),
+                    relation: self.relation.clone().unwrap_or_default(),
+                };
+                Ok(kcirc::edit::parse_requests(&serde_json::to_string(&r)?, "--subject")?)
+            }
+            (None, None) => bail!("give --requests FILE, or --subject, --template, --object and --new-object"),
+        }
+    }
+}
+
+pub fn edit(cli: &Cli, a: &EditArgs) -> Result<()> {
+    use kcirc::edit::{self as ed, Editor};
+    if !ed::METHODS.contains(&a.method.as_str()) {
+        bail!("unknown edit method `{}` (available: {})", a.method, ed::METHODS.join(", "));
+    }
+    if a.clamp.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
+        bail!("--clamp must be a positive number");
+    }
+    let requests = a.requests()?;
+    let relations = a.triples.iter().map(|p| read_relation(p)).collect::<Result<Vec<_>>>()?;
+    let cov = a.cov_text.as_deref().map(read_text).transpose()?;
+    let (model, tok) = kcirc::model::load(&a.model, &device(cli.device)?)?;
+    let layer = a.layer.unwrap_or_else(|| ed::default_layer(&model.cfg));
+    ed::check_layer(layer, &model.cfg)?;
+    let prepared = requests.iter().map(|r| ed::Prepared::new(r, &tok)).collect::<kcirc::Result<Vec<_>>>()?;
+    let editor: Box<dyn Editor> = match a.method.as_str() {
+        "rome" => {
+            let mut r = ed::rome::Rome::new(&model, &tok, layer, a.seed)?;
+            if let Some(s) = a.steps {
+                r.steps = s;
+            }
+            if let Some(text) = &cov {
+                r = r.with_covariance_from(&model, &tok, text)?;
+            }
+            Box::new(r)
+        }
+        m => {
+            let mut f = ed::ft::FineTune::new(&model, layer, m == "ft-l")?;
+            if let Some(s) = a.steps {
+                f.steps = s;
+            }
+            if let Some(c) = a.clamp {
+                f.clamp = c;
+            }
+            Box::new(f)
+        }
+    };
+    let probes = ed::measure::Probes::new(&model, &tok, &relations, ed::measure::templates_of(&relations), a.locality_facts)?;
+    let bar = Bar::new(cli, "steps");
+    let (_edited, report) = ed::measure::run(&model, &tok, editor.as_ref(), &prepared, &probes, &bar)?;
+    bar.finish();
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Text => print!("{}", report.table()),

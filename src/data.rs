@@ -44,6 +44,10 @@ pub struct Relation {
     /// The file it came from, when it came from one.
     #[serde(skip)]
     pub source: Option<Source>,
+    /// Every template the relation has: an LRE file's `prompt_templates` and `prompt_templates_zs`, or the
+    /// distinct templates of its facts (what editing's generalization is measured on).
+    #[serde(skip)]
+    pub templates: Vec<String>,
 }
 
 /// A relation file as the circuit files record it: enough to read it again and notice that it changed.
@@ -69,7 +73,13 @@ impl Relation {
     /// A relation built in code (no file).
     pub fn new(name: impl Into<String>, triples: Vec<Triple>) -> Relation {
         let lines = (1..=triples.len()).collect();
-        Relation { name: name.into(), triples, lines, source: None }
+        let mut templates: Vec<String> = vec![];
+        for t in &triples {
+            if t.prompt.is_none() && !templates.contains(&t.template) {
+                templates.push(t.template.clone());
+            }
+        }
+        Relation { name: name.into(), triples, lines, source: None, templates }
     }
 
     /// Where triple `i` came from, for messages: `file: line N` (or `triple N` without a file).
@@ -146,7 +156,13 @@ fn from_lre(text: &str, stem: &str) -> std::result::Result<Relation, String> {
         .into_iter()
         .map(|s| Triple { subject: s.subject, relation: relation.clone(), object: s.object, template: template.clone(), prompt: None })
         .collect();
-    Ok(Relation::new(relation, triples))
+    let mut rel = Relation::new(relation, triples);
+    for t in f.prompt_templates.iter().chain(&f.prompt_templates_zs) {
+        if t.contains("{}") && !rel.templates.contains(t) {
+            rel.templates.push(t.clone());
+        }
+    }
+    Ok(rel)
 }
 
 fn from_jsonl(text: &str, stem: &str) -> std::result::Result<Relation, String> {

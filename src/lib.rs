@@ -12,6 +12,7 @@ pub mod circuit;
 pub mod curve;
 pub mod data;
 pub mod discover;
+pub mod edit;
 pub mod error;
 pub mod eval;
 pub mod gate;

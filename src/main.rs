@@ -85,6 +85,12 @@ pub enum Command {
     /// leave; an overlap matrix for more than two files.
     #[command(after_help = "Example:\n  kcirc diff zero-shot.json in-context.json --format text")]
     Diff(commands::DiffArgs),
+    /// Edit facts (ROME, FT-M, FT-L on one MLP output projection), one request after another, and measure
+    /// reliability, generalization and locality after each edit and at the end.
+    #[command(
+        after_help = "Examples:\n  kcirc edit --model models/SmolLM2-135M-Instruct.Q4_1.gguf --subject France --template 'The capital of {} is the city of' --object Paris --new-object Rome --triples data/country_capital_city.jsonl\n  kcirc data counterfactuals --model M --triples data/country_capital_city.jsonl --count 20 > requests.jsonl\n  kcirc edit --model M --requests requests.jsonl --method ft-m --triples data/lre/*.json"
+    )]
+    Edit(Box<commands::EditArgs>),
     /// Convert data: `kcirc data convert LRE.json > triples.jsonl`.
     Data(commands::DataArgs),
     /// Node, sender, receiver and edge counts of the computation graph (needs only the model's config).
@@ -126,7 +132,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Lens(a) => commands::lens(&cli, a),
         Command::Heads(a) => commands::heads(&cli, a),
         Command::Diff(a) => commands::diff(a),
-        Command::Data(a) => commands::data(a),
+        Command::Data(a) => commands::data(&cli, a),
+        Command::Edit(a) => commands::edit(&cli, a),
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "kcirc", &mut std::io::stdout());
             Ok(())

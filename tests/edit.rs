@@ -1,0 +1,136 @@
+//! Knowledge editing: ROME's update maps the key to the optimised value and is rank one under C = I; FT stays
+//! inside its clamp; an edit to the current answer changes nothing; bad requests are refused.
+mod common;
+
+use candle_core::Tensor;
+use common::*;
+use kcirc::edit::ft::FineTune;
+use kcirc::edit::measure::{run, templates_of, Probes};
+use kcirc::edit::rome::Rome;
+use kcirc::edit::{Editor, Prepared, Request};
+use kcirc::model::Model;
+use kcirc::progress::Silent;
+use kcirc::tokenizer::Tokenizer;
+
+fn request(new_object: &str) -> Request {
+    Request {
+        subject: "France".into(),
+        template: "The capital of {} is the city of".into(),
+        object: "Paris".into(),
+        new_object: new_object.into(),
+        relation: "country_capital_city".into(),
+    }
+}
+
+fn vals(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+/// `k*·W' + b = v*` and `W' − W` is rank one (`a ⊗ δ̂` reproduces it).
+fn rome_update_is_exact(model: &Model, tok: &Tokenizer, layer: usize) {
+    let rome = Rome::new(model, tok, layer, 0).unwrap();
+    assert_eq!(rome.contexts.len(), 6, "the prompt alone and five prefixes");
+    let req = Prepared::new(&request("Rome"), tok).unwrap();
+    let (k, v, update) = rome.compute(model, tok, &req, &Silent).unwrap();
+    let edited = update.apply(model).unwrap();
+    let mut out = k.unsqueeze(0).unwrap().matmul(edited.mlp_out_weight(layer)).unwrap().squeeze(0).unwrap();
+    if let kcirc::model::weights::Mlp::GeluTanh { b_out, .. } = &model.weights.layers[layer].mlp {
+        out = (out + b_out).unwrap();
+    }
+    let err = vals(&out).iter().zip(vals(&v)).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let scale = vals(&v).iter().map(|x| x.abs()).fold(0f32, f32::max).max(1.0);
+    assert!(err < 1e-4 * scale, "k*·W' + b vs v*: {err}");
+    let diff = (edited.mlp_out_weight(layer) - model.mlp_out_weight(layer)).unwrap();
+    let delta = (&v - rome_base(model, layer, &k)).unwrap();
+    let norm = delta.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+    assert!(norm > 0.0, "the value moved");
+    let unit = (delta / norm as f64).unwrap();
+    let a = diff.matmul(&unit.unsqueeze(1).unwrap()).unwrap(); // [d_mlp, 1]
+    let rebuilt = a.matmul(&unit.unsqueeze(0).unwrap()).unwrap();
+    let resid = vals(&(diff.clone() - rebuilt).unwrap()).iter().map(|x| x.abs()).fold(0f32, f32::max);
+    let size = vals(&diff).iter().map(|x| x.abs()).fold(0f32, f32::max);
+    assert!(resid < 1e-5 * size.max(1e-3) + 1e-7, "not rank one: residual {resid} of {size}");
+}
+
+fn rome_base(model: &Model, layer: usize, k: &Tensor) -> Tensor {
+    let y = k.unsqueeze(0).unwrap().matmul(model.mlp_out_weight(layer)).unwrap().squeeze(0).unwrap();
+    match &model.weights.layers[layer].mlp {
+        kcirc::model::weights::Mlp::GeluTanh { b_out, .. } => (y + b_out).unwrap(),
+        _ => y,
+    }
+}
+
+#[test]
+fn rome_update_maps_the_key_to_the_value_gpt2() {
+    let (model, tok) = tiny_gpt2();
+    rome_update_is_exact(&model, &tok, 0);
+}
+
+#[test]
+fn rome_edits_smollm2_and_keeps_other_relations() {
+    let (model, tok) = smollm2();
+    rome_update_is_exact(&model, &tok, kcirc::edit::default_layer(&model.cfg));
+    let rels = vec![
+        kcirc::data::read(&root().join("data/lre/country_capital_city.json")).unwrap(),
+        kcirc::data::read(&root().join("data/country_language.jsonl")).unwrap(),
+    ];
+    let probes = Probes::new(&model, &tok, &rels, templates_of(&rels), 8).unwrap();
+    let rome = Rome::new(&model, &tok, 5, 0).unwrap();
+    let req = Prepared::new(&request("Rome"), &tok).unwrap();
+    let (_, report) = run(&model, &tok, &rome, &[req], &probes, &Silent).unwrap();
+    let r = &report.requests[0];
+    assert!(r.before.new_rank > 0 && r.after.reliability.new_rank == 0, "{r:?}");
+    assert!(r.after.generalization.as_ref().unwrap().n_templates >= 2);
+    assert!(r.after.locality_other.as_ref().unwrap().unchanged >= 0.75, "{r:?}");
+}
+
+#[test]
+fn fine_tuning_stays_inside_its_clamp() {
+    let (model, tok) = tiny_gpt2();
+    for last in [false, true] {
+        let mut ft = FineTune::new(&model, 1, last).unwrap();
+        ft.clamp = 1e-3;
+        ft.steps = 6;
+        let req = Prepared::new(&request("Rome"), &tok).unwrap();
+        let u = ft.edit(&model, &tok, &req, &Silent).unwrap();
+        let d = vals(&(u.weight - model.mlp_out_weight(1)).unwrap());
+        let max = d.iter().map(|x| x.abs()).fold(0f32, f32::max);
+        assert!(max <= 1e-3 * (1.0 + 1e-5), "{} moved a weight by {max}", ft.name());
+        assert!(max > 5e-4, "{} barely moved ({max})", ft.name());
+    }
+}
+
+#[test]
+fn an_edit_to_the_current_answer_changes_nothing() {
+    let (model, tok) = tiny_gpt2();
+    let rels = vec![kcirc::data::read(&root().join("data/country_capital_city.jsonl")).unwrap()];
+    let probes = Probes::new(&model, &tok, &rels, templates_of(&rels), 6).unwrap();
+    let req = Prepared::new(&request("Paris"), &tok).unwrap();
+    assert!(req.is_noop());
+    let rome = Rome::new(&model, &tok, 0, 0).unwrap();
+    let (edited, report) = run(&model, &tok, &rome, std::slice::from_ref(&req), &probes, &Silent).unwrap();
+    assert!(report.requests[0].skipped.is_some());
+    assert_eq!(vals(edited.mlp_out_weight(0)), vals(model.mlp_out_weight(0)));
+    let l = report.requests[0].after.locality_relation.as_ref().unwrap();
+    assert_eq!((l.unchanged, l.mean_kl), (1.0, 0.0));
+    assert_eq!(report.requests[0].before, report.requests[0].after.reliability);
+}
+
+#[test]
+fn bad_requests_are_refused() {
+    let (_, tok) = tiny_gpt2();
+    let err = |r: Request| Prepared::new(&r, &tok).unwrap_err().to_string();
+    assert!(err(request(" ")).contains("tokenizes to nothing"));
+    assert!(err(Request { object: "".into(), ..request("Rome") }).contains("tokenizes to nothing"));
+    let e = kcirc::edit::parse_requests("{\"subject\": \"x\"}\n", "r.jsonl").unwrap_err().to_string();
+    assert!(e.contains("r.jsonl: line 1"), "{e}");
+    let e = kcirc::edit::parse_requests(
+        "{\"subject\":\"France\",\"template\":\"no slot\",\"object\":\"Paris\",\"new_object\":\"Rome\"}\n",
+        "r.jsonl",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("has no `{}`"), "{e}");
+    let (model, _) = tiny_gpt2();
+    assert!(Rome::new(&model, &tok, 2, 0).unwrap_err().to_string().contains("out of range"));
+}
