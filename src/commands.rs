@@ -1258,6 +1258,17 @@ pub struct EditArgs {
     /// ROME: estimate the key covariance C from this text file instead of C = I.
     #[arg(long)]
     pub cov_text: Option<PathBuf>,
+    /// Write the edited model here: a new folder (model.safetensors in the family's own layout, config.json,
+    /// tokenizer) that kcirc and Hugging Face transformers load; GGUF models come out as safetensors.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Also report the logit lens of the new and the old object on each edit prompt, before and after.
+    #[arg(long)]
+    pub lens: bool,
+    /// The relation's circuit before the edits (a circuit file of this model): it is rediscovered on the edited
+    /// model with the same discovery facts and settings, and the two are compared.
+    #[arg(long)]
+    pub circuit: Option<PathBuf>,
     /// Seed of ROME's context prefixes.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -1298,10 +1309,17 @@ pub fn edit(cli: &Cli, a: &EditArgs) -> Result<()> {
     if a.clamp.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
         bail!("--clamp must be a positive number");
     }
+    if let Some(dir) = a.out.as_deref().filter(|d| d.exists()) {
+        bail!("{}: already exists; kcirc does not overwrite a model folder", dir.display());
+    }
     let requests = a.requests()?;
     let relations = a.triples.iter().map(|p| read_relation(p)).collect::<Result<Vec<_>>>()?;
     let cov = a.cov_text.as_deref().map(read_text).transpose()?;
+    let before_circuit = a.circuit.as_deref().map(read_circuit).transpose()?;
     let (model, tok) = kcirc::model::load(&a.model, &device(cli.device)?)?;
+    if let Some(c) = &before_circuit {
+        c.run.model_shape.check("circuit", &c.run.model, &model.cfg)?;
+    }
     let layer = a.layer.unwrap_or_else(|| ed::default_layer(&model.cfg));
     ed::check_layer(layer, &model.cfg)?;
     let prepared = requests.iter().map(|r| ed::Prepared::new(r, &tok)).collect::<kcirc::Result<Vec<_>>>()?;
@@ -1329,8 +1347,18 @@ pub fn edit(cli: &Cli, a: &EditArgs) -> Result<()> {
     };
     let probes = ed::measure::Probes::new(&model, &tok, &relations, ed::measure::templates_of(&relations), a.locality_facts)?;
     let bar = Bar::new(cli, "steps");
-    let (_edited, report) = ed::measure::run(&model, &tok, editor.as_ref(), &prepared, &probes, &bar)?;
+    let (edited, mut report) = ed::measure::run(&model, &tok, editor.as_ref(), &prepared, &probes, &bar)?;
+    if a.lens {
+        report.lens = Some(prepared.iter().map(|r| ed::circuit::lens(&model, &edited, &tok, r)).collect::<kcirc::Result<Vec<_>>>()?);
+    }
+    if let Some(c) = &before_circuit {
+        let (_, change) = pipeline::rediscover(&edited, &tok, c, &bar)?;
+        report.circuit = Some(serde_json::to_value(change)?);
+    }
     bar.finish();
+    if let Some(dir) = &a.out {
+        kcirc::model::save(&edited, &tok, dir)?;
+    }
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Text => print!("{}", report.table()),

@@ -672,3 +672,28 @@ pub fn curve(
         areas,
     })
 }
+
+/// A circuit before an edit and the same relation's circuit after it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CircuitChange {
+    pub relation: String,
+    pub edges_before: usize,
+    pub edges_after: usize,
+    pub diff: crate::analysis::diff::Pair,
+}
+
+/// Rediscovers the circuit of `before` (a circuit file of the unedited model) on `edited` with the same
+/// discovery facts (with the answers the file records) and settings, and compares the two.
+pub fn rediscover(edited: &Model, tok: &Tokenizer, before: &CircuitFile, progress: &dyn Progress) -> Result<(CircuitFile, CircuitChange)> {
+    let settings = Settings::from_run(&before.run)?;
+    if settings.ablation == Ablation::Resample {
+        return Err(Error::input("rediscovering a resample-ablated circuit after an edit is not supported (use mean or zero ablation)"));
+    }
+    let task = Task::new(edited, before.run.discovery_examples(tok)?, settings.ablation, None, settings.metric)?;
+    progress.message("rediscovering the circuit on the edited model");
+    let (circuit, _) = settings.method()?.discover_scored(&task, progress)?;
+    let after = CircuitFile::measured(before.run.clone(), &task, &circuit)?;
+    let diff = crate::analysis::diff::pair(("before", before), ("after", &after));
+    let change = CircuitChange { relation: before.run.relation.clone(), edges_before: before.n_edges, edges_after: after.n_edges, diff };
+    Ok((after, change))
+}

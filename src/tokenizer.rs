@@ -98,6 +98,11 @@ impl Tokenizer {
         self.inner.decode(&[id], false).ok().or_else(|| self.inner.id_to_token(id)).unwrap_or_else(|| format!("<{id}>"))
     }
 
+    /// Writes the tokenizer as a Hugging Face `tokenizer.json`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.inner.save(path, false).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

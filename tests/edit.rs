@@ -134,3 +134,28 @@ fn bad_requests_are_refused() {
     let (model, _) = tiny_gpt2();
     assert!(Rome::new(&model, &tok, 2, 0).unwrap_err().to_string().contains("out of range"));
 }
+
+/// An edited model written out and loaded again gives the in-memory edited model's logits: GPT-2 (safetensors
+/// source) and SmolLM2 (GGUF source, written as Llama safetensors).
+#[test]
+fn an_edited_model_written_and_loaded_again_gives_the_same_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, (model, tok), layer) in [("gpt2", tiny_gpt2(), 1), ("smollm2", smollm2(), 5)] {
+        let mut ft = FineTune::new(&model, layer, false).unwrap();
+        ft.steps = 2;
+        let req = Prepared::new(&request("Rome"), &tok).unwrap();
+        let edited = ft.edit(&model, &tok, &req, &Silent).unwrap().apply(&model).unwrap();
+        let out = dir.path().join(name);
+        kcirc::model::save(&edited, &tok, &out).unwrap();
+        assert!(kcirc::model::save(&edited, &tok, &out).is_err(), "an existing folder is not overwritten");
+        let (again, tok2) = kcirc::model::load(out.to_str().unwrap(), &candle_core::Device::Cpu).unwrap();
+        let prompts = vec![tok.encode("The capital of France is the city of").unwrap(), tok.encode("Paris 12 ünïcode").unwrap()];
+        assert_eq!(prompts[1], tok2.encode("Paris 12 ünïcode").unwrap(), "{name}: the tokenizer round-trips");
+        let b = edited.batch(&prompts).unwrap();
+        let (x, y) = (vals(&edited.forward(&b).unwrap()), vals(&again.forward(&b).unwrap()));
+        let d = x.iter().zip(&y).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(d < 1e-4, "{name}: written and reloaded logits differ by {d}");
+        let clean = vals(&model.forward(&b).unwrap());
+        assert!(clean.iter().zip(&x).any(|(a, b)| (a - b).abs() > 1e-4), "{name}: the edit changed nothing");
+    }
+}

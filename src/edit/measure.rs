@@ -104,6 +104,12 @@ pub struct Report {
     /// Means of every request measured on the final model.
     #[serde(rename = "final")]
     pub at_end: Summary,
+    /// Per request, the lens of the new and old object before and after all edits (`kcirc edit --lens`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lens: Option<Vec<super::circuit::EditLens>>,
+    /// The relation's circuit before and after (`kcirc edit --circuit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit: Option<serde_json::Value>,
 }
 
 /// What the requests are measured on.
@@ -262,8 +268,16 @@ pub fn run(
     }
     let after_each = summary(&reports.iter().map(|r| &r.after).collect::<Vec<_>>());
     let at_end = summary(&reports.iter().map(|r| &r.at_end).collect::<Vec<_>>());
-    let report =
-        Report { model: model.name.clone(), method: editor.name().into(), layer: editor.layer(), requests: reports, after_each, at_end };
+    let report = Report {
+        model: model.name.clone(),
+        method: editor.name().into(),
+        layer: editor.layer(),
+        requests: reports,
+        after_each,
+        at_end,
+        lens: None,
+        circuit: None,
+    };
     Ok((current, report))
 }
 
@@ -305,6 +319,18 @@ impl Report {
                 opt(r.after.locality_other.as_ref().map(|l| l.mean_kl)),
                 r.skipped.as_ref().map_or(String::new(), |s| format!("  (skipped: {s})")),
             ));
+        }
+        for l in self.lens.iter().flatten() {
+            let never = || "never".to_string();
+            out.push_str(&format!(
+                "lens {}: the edit takes effect at {}; the new object is top-1 from {}\n",
+                l.subject,
+                l.takes_effect_at.clone().unwrap_or_else(never),
+                l.new_top1_from.clone().unwrap_or_else(never)
+            ));
+        }
+        if let Some(c) = &self.circuit {
+            out.push_str(&format!("circuit before/after: {c}\n"));
         }
         for (name, s) in [("after each edit", &self.after_each), ("at the end", &self.at_end)] {
             out.push_str(&format!(

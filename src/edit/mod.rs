@@ -2,6 +2,7 @@
 //! rank-one update ([`rome`]) or fine-tuning that one matrix ([`ft`], FT-M and FT-L) — and measure what the
 //! edit did ([`measure`]: reliability, generalization, locality). Every editor is one module behind [`Editor`];
 //! all read and write the model through hook points and `Model::with_mlp_out_weight`.
+pub mod circuit;
 pub mod ft;
 pub mod measure;
 pub mod rome;

@@ -98,3 +98,62 @@ pub(crate) fn check(src: &dyn TensorSource, name: &str, t: &Tensor, want: &[usiz
     }
     Ok(())
 }
+
+/// The canonical weights in the hub's GPT-2 layout (`transformer.`-prefixed names, Conv1D `[in, out]`
+/// matrices) and its `config.json`. The value bias comes out folded into `attn.c_proj.bias` (and zero in
+/// `c_attn.bias`): the same function, since softmax rows sum to one.
+pub fn export(w: &Weights, cfg: &Config) -> Result<(Vec<(String, Tensor)>, Value)> {
+    let d = cfg.d_model;
+    let mut out: Vec<(String, Tensor)> = vec![("transformer.wte.weight".into(), w.embed.clone())];
+    if let Some(pe) = &w.pos_embed {
+        out.push(("transformer.wpe.weight".into(), pe.clone()));
+    }
+    let norm = |out: &mut Vec<(String, Tensor)>, name: &str, n: &Norm| -> Result<()> {
+        out.push((format!("{name}.weight"), n.weight.clone()));
+        let bias = match &n.bias {
+            Some(b) => b.clone(),
+            None => n.weight.zeros_like()?,
+        };
+        out.push((format!("{name}.bias"), bias));
+        Ok(())
+    };
+    for (l, layer) in w.layers.iter().enumerate() {
+        let p = format!("transformer.h.{l}");
+        norm(&mut out, &format!("{p}.ln_1"), &layer.ln1)?;
+        norm(&mut out, &format!("{p}.ln_2"), &layer.ln2)?;
+        let a = &layer.attn;
+        out.push((format!("{p}.attn.c_attn.weight"), a.w_qkv.clone()));
+        out.push((format!("{p}.attn.c_attn.bias"), a.b_qkv.clone()));
+        out.push((format!("{p}.attn.c_proj.weight"), a.w_o.reshape((d, d))?));
+        out.push((format!("{p}.attn.c_proj.bias"), a.b_o.clone()));
+        let Mlp::GeluTanh { w_in, b_in, w_out, b_out } = &layer.mlp else {
+            return Err(Error::bug("a GPT-2 layer without a GELU MLP"));
+        };
+        out.push((format!("{p}.mlp.c_fc.weight"), w_in.clone()));
+        out.push((format!("{p}.mlp.c_fc.bias"), b_in.clone()));
+        out.push((format!("{p}.mlp.c_proj.weight"), w_out.clone()));
+        out.push((format!("{p}.mlp.c_proj.bias"), b_out.clone()));
+    }
+    norm(&mut out, "transformer.ln_f", &w.ln_final)?;
+    out.push(("lm_head.weight".into(), w.unembed.t()?.contiguous()?));
+    let max_positions = match cfg.positional {
+        Positional::Learned { max_positions } => max_positions,
+        Positional::Rotary { .. } => 1024,
+    };
+    let config = serde_json::json!({
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "activation_function": "gelu_new",
+        "n_embd": d,
+        "n_head": cfg.n_heads,
+        "n_layer": cfg.n_layers,
+        "n_inner": cfg.d_mlp,
+        "n_positions": max_positions,
+        "n_ctx": max_positions,
+        "vocab_size": cfg.vocab_size,
+        "layer_norm_epsilon": cfg.norm_eps,
+        "tie_word_embeddings": false,
+        "torch_dtype": "float32"
+    });
+    Ok((out, config))
+}

@@ -202,3 +202,65 @@ fn read(src: &dyn TensorSource, cfg: &Config, names: &Names) -> Result<Weights> 
         b_unembed: None,
     })
 }
+
+/// The canonical weights in the hub's Llama layout (`model.layers.{l}.self_attn.q_proj.weight`, `[out, in]`
+/// matrices, rotary in the half-split convention) and its `config.json`. GGUF sources come out this way too.
+pub fn export(w: &Weights, cfg: &Config, bos: Option<u32>) -> Result<(Vec<(String, Tensor)>, Value)> {
+    let (d, h, kv, dh, f) = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp);
+    let t = |x: Tensor| -> Result<Tensor> { Ok(x.t()?.contiguous()?) };
+    let mut out: Vec<(String, Tensor)> = vec![("model.embed_tokens.weight".into(), w.embed.clone())];
+    let mut biased = false;
+    for (l, layer) in w.layers.iter().enumerate() {
+        let p = format!("model.layers.{l}");
+        let a = &layer.attn;
+        out.push((format!("{p}.input_layernorm.weight"), layer.ln1.weight.clone()));
+        out.push((format!("{p}.post_attention_layernorm.weight"), layer.ln2.weight.clone()));
+        out.push((format!("{p}.self_attn.q_proj.weight"), t(a.w_qkv.narrow(1, 0, h * dh)?)?));
+        out.push((format!("{p}.self_attn.k_proj.weight"), t(a.w_qkv.narrow(1, h * dh, kv * dh)?)?));
+        out.push((format!("{p}.self_attn.v_proj.weight"), t(a.w_qkv.narrow(1, (h + kv) * dh, kv * dh)?)?));
+        out.push((format!("{p}.self_attn.o_proj.weight"), t(a.w_o.reshape((h * dh, d))?)?));
+        let nonzero = |x: &Tensor| -> Result<bool> { Ok(x.abs()?.max_all()?.to_scalar::<f32>()? > 0.0) };
+        if nonzero(&a.b_qkv)? || nonzero(&a.b_o)? {
+            biased = true;
+        }
+        out.push((format!("{p}.self_attn.q_proj.bias"), a.b_qkv.narrow(0, 0, h * dh)?));
+        out.push((format!("{p}.self_attn.k_proj.bias"), a.b_qkv.narrow(0, h * dh, kv * dh)?));
+        out.push((format!("{p}.self_attn.v_proj.bias"), a.b_qkv.narrow(0, (h + kv) * dh, kv * dh)?));
+        out.push((format!("{p}.self_attn.o_proj.bias"), a.b_o.clone()));
+        let Mlp::SwiGlu { w_gate_up, w_down } = &layer.mlp else {
+            return Err(Error::bug("a Llama layer without a SwiGLU MLP"));
+        };
+        out.push((format!("{p}.mlp.gate_proj.weight"), t(w_gate_up.narrow(1, 0, f)?)?));
+        out.push((format!("{p}.mlp.up_proj.weight"), t(w_gate_up.narrow(1, f, f)?)?));
+        out.push((format!("{p}.mlp.down_proj.weight"), t(w_down.clone())?));
+    }
+    if !biased {
+        out.retain(|(n, _)| !n.ends_with(".bias"));
+    }
+    out.push(("model.norm.weight".into(), w.ln_final.weight.clone()));
+    out.push(("lm_head.weight".into(), t(w.unembed.clone())?));
+    let theta = match cfg.positional {
+        Positional::Rotary { theta } => theta,
+        Positional::Learned { .. } => 10000.0,
+    };
+    let config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_act": "silu",
+        "hidden_size": d,
+        "intermediate_size": f,
+        "num_attention_heads": h,
+        "num_key_value_heads": kv,
+        "head_dim": dh,
+        "num_hidden_layers": cfg.n_layers,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": theta,
+        "vocab_size": cfg.vocab_size,
+        "max_position_embeddings": 8192,
+        "attention_bias": biased,
+        "tie_word_embeddings": false,
+        "bos_token_id": bos,
+        "torch_dtype": "float32"
+    });
+    Ok((out, config))
+}

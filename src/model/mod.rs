@@ -116,3 +116,38 @@ fn gguf_tokenizer(g: &Gguf) -> Result<Tokenizer> {
     };
     Tokenizer::from_bpe_parts(tokens, merges, control, &pre, bos)
 }
+
+/// Writes `model` (its current, possibly edited, weights) and `tok` as a Hugging Face model folder `dir`:
+/// `model.safetensors` in the family's own layout (f32), `config.json`, `tokenizer.json` and
+/// `tokenizer_config.json` — what kcirc and transformers load. GGUF sources come out as safetensors. The folder
+/// appears whole or not at all (written beside it, then renamed); an existing `dir` is refused.
+pub fn save(model: &Model, tok: &Tokenizer, dir: &Path) -> Result<()> {
+    if dir.exists() {
+        return Err(Error::input(format!("{}: already exists; kcirc does not overwrite a model folder", dir.display())));
+    }
+    let (tensors, config) = match model.cfg.family.as_str() {
+        "gpt2" => gpt2::export(&model.weights, &model.cfg)?,
+        "llama" => llama::export(&model.weights, &model.cfg, tok.bos)?,
+        other => return Err(Error::bug(format!("no exporter for family `{other}`"))),
+    };
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("model");
+    let tmp = dir.with_file_name(format!(".{name}.kcirc-tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let write = || -> Result<()> {
+        let map: std::collections::HashMap<String, candle_core::Tensor> =
+            tensors.into_iter().map(|(n, t)| Ok((n, t.to_device(&Device::Cpu)?.contiguous()?))).collect::<Result<_>>()?;
+        candle_core::safetensors::save(&map, tmp.join("model.safetensors"))?;
+        let json = |v: &Value| serde_json::to_string_pretty(v).map_err(|e| Error::bug(e.to_string()));
+        let put = |file: &str, text: String| std::fs::write(tmp.join(file), text).map_err(|e| Error::io(tmp.join(file), e));
+        put("config.json", json(&config)?)?;
+        put("tokenizer_config.json", json(&serde_json::json!({ "add_bos_token": tok.bos.is_some() }))?)?;
+        tok.save(&tmp.join("tokenizer.json"))?;
+        std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))
+    };
+    let r = write();
+    if r.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    r
+}
