@@ -1365,3 +1365,105 @@ pub fn edit(cli: &Cli, a: &EditArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum RankArg {
+    Greedy,
+    Specific,
+    Effect,
+}
+
+#[derive(Args)]
+pub struct EraseArgs {
+    /// Model the circuit was discovered on.
+    #[arg(long)]
+    pub model: String,
+    /// The circuit of the relation to erase (mean or zero ablation).
+    #[arg(long)]
+    pub circuit: PathBuf,
+    /// The relation's facts; the circuit's discovery facts are skipped, the rest measure the erasure.
+    #[arg(long)]
+    pub triples: PathBuf,
+    /// Other relations whose cost is measured (files; a folder: every .jsonl in it).
+    #[arg(long)]
+    pub others: Vec<PathBuf>,
+    /// Which edges go: greedy (the circuit's largest |effect| first, skipping any edge whose removal costs one
+    /// of --others more than --tolerance of Hit@k on 8 of its facts; the default), effect (largest |effect|
+    /// first, no guard), specific (edges whose share of this relation's EAP-IG scores exceeds their share in
+    /// every other relation's, most specific first).
+    #[arg(long, value_enum, default_value_t = RankArg::Greedy)]
+    pub rank: RankArg,
+    /// Greedy: the largest drop of another relation's Hit@k an accepted edge may cause.
+    #[arg(long, default_value_t = 0.1)]
+    pub tolerance: f64,
+    /// Held-out Hit@k at or below which the relation counts as erased.
+    #[arg(long, default_value_t = 0.1)]
+    pub target_hit: f64,
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Random edge sets of the same size.
+    #[arg(long, default_value_t = 5)]
+    pub random: usize,
+    /// Seed of the random edge sets (default: the circuit's seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Facts per other relation (known to the model, in file order).
+    #[arg(long, default_value_t = 32)]
+    pub max_facts: usize,
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+}
+
+pub fn erase(cli: &Cli, a: &EraseArgs) -> Result<()> {
+    if !(0.0..=1.0).contains(&a.target_hit) {
+        bail!("--target-hit must be in [0, 1]");
+    }
+    if a.k == 0 || a.max_facts == 0 {
+        bail!("--k and --max-facts must be at least 1");
+    }
+    let circuit = read_circuit(&a.circuit)?;
+    let relation = read_relation(&a.triples)?;
+    let mut files = vec![];
+    for p in &a.others {
+        if p.is_dir() {
+            let mut in_dir: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "jsonl"))
+                .collect();
+            in_dir.sort();
+            files.extend(in_dir);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut others = vec![];
+    for f in &files {
+        let r = read_relation(f)?;
+        if r.name != relation.name {
+            others.push(r);
+        }
+    }
+    let (model, tok) = kcirc::model::load(&a.model, &device(cli.device)?)?;
+    let opts = kcirc::erase::EraseOptions {
+        ranking: match a.rank {
+            RankArg::Greedy => kcirc::erase::Ranking::Greedy,
+            RankArg::Specific => kcirc::erase::Ranking::Specific,
+            RankArg::Effect => kcirc::erase::Ranking::Effect,
+        },
+        tolerance: a.tolerance,
+        target_hit: a.target_hit,
+        k: a.k,
+        random: a.random,
+        seed: a.seed.unwrap_or(circuit.run.seed),
+        max_facts: a.max_facts,
+    };
+    let bar = Bar::new(cli, "sizes");
+    let report = kcirc::erase::erase(&model, &tok, &circuit, &relation, &others, &opts, &bar)?;
+    bar.finish();
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => print!("{}", report.table()),
+    }
+    Ok(())
+}

@@ -14,6 +14,7 @@ pub mod data;
 pub mod discover;
 pub mod edit;
 pub mod error;
+pub mod erase;
 pub mod eval;
 pub mod gate;
 pub mod gradient;

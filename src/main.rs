@@ -91,6 +91,12 @@ pub enum Command {
         after_help = "Examples:\n  kcirc edit --model models/SmolLM2-135M-Instruct.Q4_1.gguf --subject France --template 'The capital of {} is the city of' --object Paris --new-object Rome --triples data/country_capital_city.jsonl\n  kcirc data counterfactuals --model M --triples data/country_capital_city.jsonl --count 20 > requests.jsonl\n  kcirc edit --model M --requests requests.jsonl --method ft-m --triples data/lre/*.json"
     )]
     Edit(Box<commands::EditArgs>),
+    /// Erase a relation's knowledge by removing the smallest part of its circuit (edges by |effect|) that drops
+    /// its held-out Hit@k to near zero, and measure what that costs other relations against random edges.
+    #[command(
+        after_help = "Example:\n  kcirc erase --model models/SmolLM2-135M-Instruct.Q4_1.gguf --circuit capital.json --triples data/country_capital_city.jsonl --others data/ --format text"
+    )]
+    Erase(Box<commands::EraseArgs>),
     /// Convert data: `kcirc data convert LRE.json > triples.jsonl`.
     Data(commands::DataArgs),
     /// Node, sender, receiver and edge counts of the computation graph (needs only the model's config).
@@ -134,6 +140,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Diff(a) => commands::diff(a),
         Command::Data(a) => commands::data(&cli, a),
         Command::Edit(a) => commands::edit(&cli, a),
+        Command::Erase(a) => commands::erase(&cli, a),
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "kcirc", &mut std::io::stdout());
             Ok(())
