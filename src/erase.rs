@@ -108,7 +108,9 @@ pub fn erase(
     progress: &dyn Progress,
 ) -> Result<Report> {
     if circuit.run.ablation == Ablation::Resample {
-        return Err(Error::input("erasure needs a mean- or zero-ablated circuit: resample ablation has no values for other relations' prompts"));
+        return Err(Error::input(
+            "erasure needs a mean- or zero-ablated circuit: resample ablation has no values for other relations' prompts",
+        ));
     }
     let graph = Graph::new(&model.cfg);
     let kept = circuit.removed(&graph, &model.cfg)?;
@@ -128,7 +130,9 @@ pub fn erase(
     }
     // The circuit's edges in removal order (ties and edges without an effect in graph order).
     let mut ranked: Vec<(usize, f64)> = match opts.ranking {
-        Ranking::Effect | Ranking::Greedy => circuit.edges.iter().filter_map(|e| graph.edge_id(&e.name).map(|id| (id, e.effect.map_or(-1.0, f64::abs)))).collect(),
+        Ranking::Effect | Ranking::Greedy => {
+            circuit.edges.iter().filter_map(|e| graph.edge_id(&e.name).map(|id| (id, e.effect.map_or(-1.0, f64::abs)))).collect()
+        }
         Ranking::Specific => {
             let ig = Some(circuit.run.ig_steps.unwrap_or(5));
             let share = |examples: Vec<Example>| -> Result<Vec<f64>> {
@@ -139,7 +143,8 @@ pub fn erase(
             };
             progress.message("scoring the edges on every relation");
             let own = share(discovery.clone())?;
-            let theirs: Vec<Vec<f64>> = others_known.iter().filter(|(_, e)| !e.is_empty()).map(|(_, e)| share(e.clone())).collect::<Result<_>>()?;
+            let theirs: Vec<Vec<f64>> =
+                others_known.iter().filter(|(_, e)| !e.is_empty()).map(|(_, e)| share(e.clone())).collect::<Result<_>>()?;
             circuit
                 .edges
                 .iter()
@@ -155,7 +160,13 @@ pub fn erase(
     if n == 0 {
         return Err(Error::input("the circuit has no edges to remove (none more specific to the relation than to the others)"));
     }
-    let eval_opts = EvalOptions { k: opts.k, random: 0, seed: opts.seed, filter_known: true, demonstrations: circuit.run.demonstrations.unwrap_or(0) };
+    let eval_opts = EvalOptions {
+        k: opts.k,
+        random: 0,
+        seed: opts.seed,
+        filter_known: circuit.run.filter_known,
+        demonstrations: circuit.run.demonstrations.unwrap_or(0),
+    };
     let held = HeldOut::new(model, tok, &discovery, relation, relation.examples(tok)?, circuit.run.ablation, &eval_opts, circuit.run.seed)?;
     let source = match circuit.run.ablation {
         Ablation::Zero => AblationSource::Zero,
@@ -308,7 +319,10 @@ impl Report {
         );
         out.push_str(&format!("{:<28} {:>6} {:>9} {:>9} {:>9}\n", "relation", "facts", "before", "erased", "random"));
         for c in std::iter::once(&self.target).chain(&self.others) {
-            out.push_str(&format!("{:<28} {:>6} {:>9.3} {:>9.3} {:>9.3}\n", c.relation, c.n_facts, c.hit_before, c.hit_erased, c.hit_random));
+            out.push_str(&format!(
+                "{:<28} {:>6} {:>9.3} {:>9.3} {:>9.3}\n",
+                c.relation, c.n_facts, c.hit_before, c.hit_erased, c.hit_random
+            ));
         }
         out
     }

@@ -897,3 +897,41 @@ fn discovery_with_demonstrations_is_recorded_and_reproduced() {
     assert_input_error(&o, "3 demonstrations asked for, but only 2");
     assert!(!dir.path().join("x.json").exists());
 }
+
+/// `kcirc edit` and `kcirc erase` refuse bad input with one line, exit 2, and write no model folder.
+#[test]
+fn edit_and_erase_refuse_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("gpt2-tiny");
+    let m = model.to_str().unwrap();
+    let out = dir.path().join("edited");
+    let o_ = out.to_str().unwrap();
+    let one = |extra: &[&str]| -> Output {
+        let mut args = vec!["edit", "--model", m, "--subject", "France", "--template", "The capital of {} is", "--out", o_];
+        args.extend_from_slice(extra);
+        kcirc(&args)
+    };
+    assert_input_error(&one(&["--object", "Paris", "--new-object", " "]), "tokenizes to nothing");
+    assert_input_error(&one(&["--object", " ", "--new-object", "Rome"]), "tokenizes to nothing");
+    assert_input_error(&one(&["--object", "Paris", "--new-object", "Rome", "--layer", "2"]), "out of range");
+    assert_input_error(&one(&["--object", "Paris", "--new-object", "Rome", "--method", "memit"]), "unknown edit method");
+    let reqs = write(
+        dir.path(),
+        "r.jsonl",
+        "{\"subject\":\"France\",\"template\":\"The capital is\",\"object\":\"Paris\",\"new_object\":\"Rome\"}\n",
+    );
+    assert_input_error(&kcirc(&["edit", "--model", m, "--requests", &reqs, "--out", o_]), "line 1");
+    assert!(!out.exists(), "no model folder after a failed edit");
+    // A good edit writes the folder; a second one into it is refused.
+    let o = one(&["--object", "Paris", "--new-object", "Rome", "--steps", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.join("model.safetensors").is_file() && out.join("config.json").is_file());
+    assert_input_error(&one(&["--object", "Paris", "--new-object", "Rome"]), "already exists");
+    // erase: a resample-ablated circuit is refused.
+    let o = tiny_discover(dir.path(), "res.json", &["--method", "eap", "--ablation", "resample", "--no-eval"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let triples = root().join("data/country_capital_city.jsonl");
+    let c = dir.path().join("res.json");
+    let o = kcirc(&["erase", "--model", m, "--circuit", c.to_str().unwrap(), "--triples", triples.to_str().unwrap()]);
+    assert_input_error(&o, "resample");
+}

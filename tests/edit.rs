@@ -159,3 +159,45 @@ fn an_edited_model_written_and_loaded_again_gives_the_same_logits() {
         assert!(clean.iter().zip(&x).any(|(a, b)| (a - b).abs() > 1e-4), "{name}: the edit changed nothing");
     }
 }
+
+/// Erasure on the tiny GPT-2: "before" is the full model, the removed edges are circuit edges taken in
+/// |effect| order (a prefix), the search stops at the first size that reaches the target, and the random
+/// baseline removes as many edges.
+#[test]
+fn erasure_removes_a_prefix_of_the_circuit_and_reports_costs() {
+    use kcirc::erase::{erase, EraseOptions, Ranking};
+    let (model, tok) = tiny_gpt2();
+    let rel = kcirc::data::read(&root().join("data/country_capital_city.jsonl")).unwrap();
+    let other = kcirc::data::read(&root().join("data/country_language.jsonl")).unwrap();
+    let settings = kcirc::pipeline::Settings {
+        method: "eap".into(),
+        examples: Some(4),
+        filter_known: false,
+        top_n: Some(60),
+        target_faithfulness: None,
+        ..Default::default()
+    };
+    let d = kcirc::pipeline::discover(&model, &tok, "gpt2-tiny", &rel, &settings, None, &Silent).unwrap();
+    let file = d.file;
+    // The tiny random model knows nothing: at k = 20,000 of 50,257 it ranks enough answers high to erase some.
+    let opts = EraseOptions { ranking: Ranking::Effect, tolerance: 0.1, target_hit: 0.5, k: 20000, random: 2, seed: 0, max_facts: 6 };
+    let r = erase(&model, &tok, &file, &rel, std::slice::from_ref(&other), &opts, &Silent).unwrap();
+    let mut by_effect: Vec<(String, f64)> = file.edges.iter().map(|e| (e.name.clone(), e.effect.unwrap().abs())).collect();
+    by_effect.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let names: Vec<String> = by_effect.iter().take(r.n_removed).map(|e| e.0.clone()).collect();
+    let mut got = r.removed.clone();
+    let mut want = names.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "the removed edges are the circuit's first by |effect|");
+    assert!(r.target.n_facts == 20, "the 24 facts less the 4 discovery facts (the circuit filters nothing)");
+    if r.reached {
+        assert!(r.target.hit_erased <= 0.5);
+        let before = r.searched.iter().filter(|s| s.0 < r.n_removed).map(|s| s.1);
+        assert!(before.clone().all(|h| h > 0.5), "a smaller size already reached the target: {:?}", r.searched);
+    }
+    assert_eq!(r.others.len(), 1);
+    assert!(r.others[0].hit_random.is_finite());
+    let greedy = erase(&model, &tok, &file, &rel, &[other], &EraseOptions { ranking: Ranking::Greedy, ..opts }, &Silent).unwrap();
+    assert!(greedy.n_removed <= greedy.n_circuit_edges);
+}
