@@ -116,9 +116,7 @@ pub fn erase(
     let kept = circuit.removed(&graph, &model.cfg)?;
     let discovery = circuit.run.discovery_examples(tok)?;
     let known_of = |r: &Relation| -> Result<Vec<Example>> {
-        let ex = r.examples(tok)?;
-        let o = crate::rank::full_model_outcomes(model, &ex)?;
-        let mut known: Vec<Example> = ex.into_iter().zip(o).filter(|(_, o)| o.rank < opts.k).map(|(e, _)| e).collect();
+        let mut known = crate::rank::known(model, r.examples(tok)?, opts.k)?;
         known.truncate(opts.max_facts);
         Ok(known)
     };

@@ -41,6 +41,26 @@ pub fn rank_in(row: &[f32], t: usize) -> usize {
     row.iter().enumerate().filter(|&(i, &v)| v > tl || (v == tl && i != t)).count()
 }
 
+/// `ln Σ exp(row)`, computed stably in f64.
+pub fn log_sum_exp(row: &[f32]) -> f64 {
+    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    m + row.iter().map(|&v| ((v as f64) - m).exp()).sum::<f64>().ln()
+}
+
+/// The probabilities of a row of logits, in f64.
+pub fn softmax(row: &[f32]) -> Vec<f64> {
+    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let e: Vec<f64> = row.iter().map(|&v| ((v as f64) - m).exp()).collect();
+    let z: f64 = e.iter().sum();
+    e.into_iter().map(|x| x / z).collect()
+}
+
+/// The examples the full model ranks below `k`, in order.
+pub fn known(model: &Model, examples: Vec<Example>, k: usize) -> Result<Vec<Example>> {
+    let o = full_model_outcomes(model, &examples)?;
+    Ok(examples.into_iter().zip(o).filter(|(_, o)| o.rank < k).map(|(e, _)| e).collect())
+}
+
 /// The full model's outcomes on `examples` (chunked and parallel, see [`Model::forward_prompts`]).
 pub fn full_model_outcomes(model: &Model, examples: &[Example]) -> Result<Vec<Outcome>> {
     if examples.is_empty() {

@@ -281,14 +281,6 @@ fn ablated_logits(ctx: &Context, heads: &[(usize, usize)]) -> Result<Vec<Vec<f32
     Ok(out)
 }
 
-/// Softmax of a row in f64.
-fn probs(row: &[f32]) -> Vec<f64> {
-    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    let e: Vec<f64> = row.iter().map(|&v| ((v as f64) - m).exp()).collect();
-    let z: f64 = e.iter().sum();
-    e.into_iter().map(|x| x / z).collect()
-}
-
 /// Summary of logits per fact against the full model's probabilities; `rising` from the mean probability change.
 fn effect(ctx: &Context, logits: &[Vec<f32>], full: &[Vec<f64>]) -> (Effect, Vec<f64>) {
     let n = logits.len().max(1) as f64;
@@ -297,7 +289,7 @@ fn effect(ctx: &Context, logits: &[Vec<f32>], full: &[Vec<f64>]) -> (Effect, Vec
     let (mut rank, mut hit, mut prob, mut dlp) = (0.0, 0.0, 0.0, 0.0);
     for (i, row) in logits.iter().enumerate() {
         let t = ctx.facts[i].target as usize;
-        let p = probs(row);
+        let p = crate::rank::softmax(row);
         let r = rank_in(row, t);
         rank += r as f64;
         hit += (r == 0) as u8 as f64;
@@ -415,7 +407,7 @@ impl Analysis for Heads {
         // The ablation check, per role: the role's heads, then as many random heads of the same layers.
         progress.message("ablation check");
         let full_logits = ablated_logits(ctx, &[])?;
-        let full_probs: Vec<Vec<f64>> = full_logits.iter().map(|r| probs(r)).collect();
+        let full_probs: Vec<Vec<f64>> = full_logits.iter().map(|r| crate::rank::softmax(r)).collect();
         let (full, _) = effect(ctx, &full_logits, &full_probs);
         let mut checks = vec![];
         let mut sets: Vec<(String, Vec<(usize, usize)>)> = [Role::Mover, Role::Relation]

@@ -170,9 +170,9 @@ pub fn read(ctx: &Context, i: usize, trace: &Trace, compare: Option<u32>) -> Res
     for (k, (name, _)) in cum.iter().enumerate() {
         let rows = &logits[k * per..(k + 1) * per];
         let last = &rows[per - 1];
-        let lse = log_sum_exp(last);
+        let lse = crate::rank::log_sum_exp(last);
         let prob = |tok: usize| ((last[tok] as f64) - lse).exp();
-        let top = last.iter().enumerate().fold(0, |b, (j, &v)| if v > last[b] { j } else { b });
+        let top = crate::predict::top_k(last, 1)[0];
         points.push(Point {
             point: name.clone(),
             rank: rank_in(last, target),
@@ -212,11 +212,6 @@ fn stays_from(points: &[Point], holds: impl Fn(&Point) -> bool) -> Option<String
     (n > 0).then(|| points[points.len() - n].point.clone())
 }
 
-fn log_sum_exp(row: &[f32]) -> f64 {
-    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    m + row.iter().map(|&v| ((v as f64) - m).exp()).sum::<f64>().ln()
-}
-
 impl Analysis for Lens {
     type Report = Report;
     fn name(&self) -> &'static str {
@@ -226,7 +221,7 @@ impl Analysis for Lens {
         progress.start(ctx.facts.len() as u64 * if ctx.circuit.is_some() { 2 } else { 1 });
         let given = |i: usize| self.compare.get(i).copied().flatten();
         let full = super::traces_map(ctx, false, progress, |i, tr| {
-            let top = tr.logits.iter().enumerate().fold(0, |b, (j, &v)| if v > tr.logits[b] { j } else { b }) as u32;
+            let top = crate::predict::top_k(&tr.logits, 1)[0] as u32;
             let wrong = (self.compare_predicted && top != ctx.facts[i].target).then_some(top);
             let c = given(i).or(wrong);
             Ok((read(ctx, i, tr, c)?, c))

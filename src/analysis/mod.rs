@@ -86,8 +86,7 @@ impl<'a> Context<'a> {
             return Err(Error::input("demonstrations need other facts: give --triples or a --circuit (its discovery facts)"));
         }
         if filter.known_only {
-            let o = crate::rank::full_model_outcomes(model, &facts)?;
-            facts = facts.into_iter().zip(o).filter(|(_, o)| o.rank < filter.k).map(|(e, _)| e).collect();
+            facts = crate::rank::known(model, facts, filter.k)?;
             if facts.is_empty() {
                 return Err(Error::input(format!("{label}: the model knows none of the facts (rank < {})", filter.k)));
             }

@@ -192,16 +192,9 @@ impl Probes {
 /// The new and old answers' ranks and probabilities after `tokens`.
 fn probe(model: &Model, req: &Prepared, tokens: &[u32]) -> Result<Probe> {
     let logits = model.forward(&model.batch(&[tokens.to_vec()])?)?.get(0)?.to_vec1::<f32>()?;
-    let p = softmax(&logits);
+    let p = crate::rank::softmax(&logits);
     let (n, o) = (req.new_token() as usize, req.old_token as usize);
-    Ok(Probe { new_rank: rank_in(&logits, n), new_prob: p[n] as f64, old_rank: rank_in(&logits, o), old_prob: p[o] as f64 })
-}
-
-fn softmax(l: &[f32]) -> Vec<f32> {
-    let m = l.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let e: Vec<f64> = l.iter().map(|&x| ((x - m) as f64).exp()).collect();
-    let z: f64 = e.iter().sum();
-    e.iter().map(|x| (x / z) as f32).collect()
+    Ok(Probe { new_rank: rank_in(&logits, n), new_prob: p[n], old_rank: rank_in(&logits, o), old_prob: p[o] })
 }
 
 /// Next-token probabilities and top-1 of each example.
@@ -212,7 +205,7 @@ fn distributions(model: &Model, ex: &[Example]) -> Result<(Vec<Vec<f32>>, Vec<us
     let prompts: Vec<Vec<u32>> = ex.iter().map(|e| e.tokens.clone()).collect();
     let logits = model.forward_prompts(&prompts, Logits::Last)?.to_vec2::<f32>()?;
     let top = logits.iter().map(|l| crate::predict::top_k(l, 1)[0]).collect();
-    Ok((logits.iter().map(|l| softmax(l)).collect(), top))
+    Ok((logits.iter().map(|l| crate::rank::softmax(l).into_iter().map(|p| p as f32).collect()).collect(), top))
 }
 
 fn kl(p: &[f32], q: &[f32]) -> f64 {

@@ -102,7 +102,7 @@ impl Rome {
     }
 
     /// The MLP's output for key `k` `[d_mlp]`: `k·W + b`, `[D]`.
-    fn output(&self, model: &Model, k: &Tensor) -> Result<Tensor> {
+    pub fn output(&self, model: &Model, k: &Tensor) -> Result<Tensor> {
         let w = model.mlp_out_weight(self.layer);
         let y = k.unsqueeze(0)?.matmul(w)?.squeeze(0)?;
         Ok(match &model.weights.layers[self.layer].mlp {
