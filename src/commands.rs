@@ -7,8 +7,9 @@ use candle_core::Device;
 use clap::{Args, ValueEnum};
 
 use crate::{Cli, DeviceArg};
+use kcirc::batch::{self, Shard, SummaryLine};
 use kcirc::graph::{Graph, Selection};
-use kcirc::pipeline::{self, Outputs, Settings, SummaryLine};
+use kcirc::pipeline::{self, Outputs, Settings};
 use kcirc::progress::Progress;
 
 pub fn device(d: DeviceArg) -> Result<Device> {
@@ -261,9 +262,20 @@ pub struct DiscoverArgs {
     /// same inputs give the same file, byte for byte.
     #[arg(long, value_name = "CIRCUIT", conflicts_with_all = SETTING_FLAGS)]
     pub rerun: Option<PathBuf>,
-    /// Folder for the circuits of a batch run (`<relation>.json`); a JSON Lines summary goes to stdout.
+    /// Folder for the circuits of a batch run (`<relation>.json`); a JSON Lines summary goes to stdout. Given
+    /// with one relation, that relation runs as a batch of one.
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
+    /// Run share I of N of the batch (1 ≤ I ≤ N): the relation files in run order (every --triples, then the
+    /// --relations folder sorted), every N-th from the I-th. Run all N with the same flags (GNU parallel, a
+    /// Slurm array, several machines) and `kcirc merge` their summaries.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard, requires = "out_dir", conflicts_with = "rerun")]
+    pub shard: Option<Shard>,
+    /// Skip relations whose circuit file in --out-dir is complete and made by these same settings (their
+    /// summary lines are printed from the files); discover the others. A circuit file of other settings is
+    /// refused.
+    #[arg(long, requires = "out_dir", conflicts_with = "rerun")]
+    pub resume: bool,
     /// eap/eap-ig: keep the top-n edges by |score|.
     #[arg(long)]
     pub top_n: Option<usize>,
@@ -426,21 +438,13 @@ impl DiscoverArgs {
 
     /// The relation files to discover on: every `--triples`, then the `--relations` folder's files, sorted.
     fn files(&self) -> Result<Vec<PathBuf>> {
-        let mut files = self.triples.clone();
-        if let Some(dir) = &self.relations {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "json" || x == "jsonl"))
-                .collect();
-            found.sort();
-            if found.is_empty() {
-                bail!("{}: no relation files (*.json, *.jsonl)", dir.display());
-            }
-            files.extend(found);
-        }
-        Ok(files)
+        Ok(batch::relation_files(&self.triples, self.relations.as_deref())?)
     }
+}
+
+/// `--shard I/N` (the message goes after clap's "invalid value '…' for '--shard <I/N>'").
+fn parse_shard(s: &str) -> std::result::Result<Shard, String> {
+    s.parse().map_err(|e: kcirc::Error| e.to_string())
 }
 
 /// `top_n must…` → `--top-n must…`: a settings message in terms of the flags.
@@ -484,7 +488,7 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
         demonstrations: s.demonstrations,
     });
     let dev = device(cli.device)?;
-    if files.len() == 1 {
+    if files.len() == 1 && a.relations.is_none() && a.out_dir.is_none() {
         let scores = match &a.scores {
             Some(Some(p)) => Some(p.clone()),
             Some(None) => match &a.output.out {
@@ -505,32 +509,36 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
     if let Some(Some(p)) = &a.scores {
         bail!("--scores {}: a batch run writes one scores file per relation, `<out-dir>/<relation>.scores.jsonl`: give --scores without a file name", p.display());
     }
-    let out_dir = a.out_dir.clone().ok_or_else(|| anyhow::anyhow!("several relations need --out-dir for their circuits"))?;
+    let out_dir = a
+        .out_dir
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("a batch run (several relations, --relations) needs --out-dir for its circuits"))?;
+    if let Some(out) = &a.output.out {
+        bail!("--out {}: a batch run writes `<out-dir>/<relation>.json` for every relation", out.display());
+    }
+    let files = match a.shard {
+        Some(shard) => {
+            let mine = shard.pick(&files);
+            let bar = Bar::new(cli, "edges");
+            bar.info(&format!("shard {shard}: {} of {} relations", mine.len(), files.len()));
+            if mine.is_empty() {
+                return Ok(());
+            }
+            mine
+        }
+        None => files,
+    };
     let (model, tok) = kcirc::model::load(&model_name, &dev)?;
-    let outputs = pipeline::BatchOutputs { out_dir, dot: a.output.dot.is_some(), scores: a.scores.is_some() };
+    let outputs = batch::BatchOutputs { out_dir, dot: a.output.dot.is_some(), scores: a.scores.is_some(), resume: a.resume };
     let bar = Bar::new(cli, "edges");
-    let mut first = true;
+    let mut printer = SummaryPrinter::new(a.format);
     let mut print = |line: &SummaryLine| {
         if let SummaryLine::Failed { file, error } = line {
             bar.line(&format!("error: {}: {error}", file.display()));
         }
-        match a.format {
-            SummaryFormat::Jsonl => println!("{}", serde_json::to_string(line).unwrap_or_default()),
-            SummaryFormat::Tsv => {
-                if std::mem::take(&mut first) {
-                    println!("{}", SummaryLine::TSV_HEADER);
-                }
-                println!("{}", line.tsv_row());
-            }
-            SummaryFormat::Text => {
-                if std::mem::take(&mut first) {
-                    println!("{}", SummaryLine::TABLE_HEADER);
-                }
-                println!("{}", line.table_row());
-            }
-        }
+        printer.print(line);
     };
-    let lines = pipeline::discover_batch(&model, &tok, &model_name, &files, &s, eval.as_ref(), &outputs, &bar, &mut print)?;
+    let lines = batch::discover_batch(&model, &tok, &model_name, &files, &s, eval.as_ref(), &outputs, &bar, &mut print)?;
     bar.finish();
     let mut table = String::from(SummaryLine::TABLE_HEADER);
     for l in &lines {
@@ -538,11 +546,86 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
         table += &l.table_row();
     }
     bar.info(&table);
+    failed_relations(&lines)
+}
+
+/// A batch summary on standard output, one line at a time, in the chosen format (TSV and text with a header).
+struct SummaryPrinter {
+    format: SummaryFormat,
+    first: bool,
+}
+
+impl SummaryPrinter {
+    fn new(format: SummaryFormat) -> SummaryPrinter {
+        SummaryPrinter { format, first: true }
+    }
+
+    fn print(&mut self, line: &SummaryLine) {
+        let header = match self.format {
+            SummaryFormat::Jsonl => None,
+            SummaryFormat::Tsv => Some(SummaryLine::TSV_HEADER),
+            SummaryFormat::Text => Some(SummaryLine::TABLE_HEADER),
+        };
+        if let Some(h) = header.filter(|_| std::mem::take(&mut self.first)) {
+            println!("{h}");
+        }
+        match self.format {
+            SummaryFormat::Jsonl => println!("{}", serde_json::to_string(line).unwrap_or_default()),
+            SummaryFormat::Tsv => println!("{}", line.tsv_row()),
+            SummaryFormat::Text => println!("{}", line.table_row()),
+        }
+    }
+}
+
+/// The batch's exit: an error (exit 2) when a relation failed, after every line was printed.
+fn failed_relations(lines: &[SummaryLine]) -> Result<()> {
     let failures = lines.iter().filter(|l| matches!(l, SummaryLine::Failed { .. })).count();
     if failures > 0 {
-        bail!("{failures} of {} relations failed", files.len());
+        bail!("{failures} of {} relations failed", lines.len());
     }
     Ok(())
+}
+
+#[derive(Args)]
+pub struct MergeArgs {
+    /// Summaries of the shards (`kcirc discover --shard I/N` standard output, JSON Lines; `-`: standard input),
+    /// in any order.
+    #[arg(value_name = "SUMMARY", required_unless_present = "out_dir")]
+    pub summaries: Vec<PathBuf>,
+    /// The relation files the shards were given, as they were given (they fix the order of the lines and which
+    /// relations must be there).
+    #[arg(long, required_unless_present = "relations")]
+    pub triples: Vec<PathBuf>,
+    /// The relation folder the shards were given.
+    #[arg(long)]
+    pub relations: Option<PathBuf>,
+    /// Instead of summaries: make each relation's line from its circuit file in this folder (the shards'
+    /// --out-dir, gathered), naming `<relation>.scores.jsonl` when it is there.
+    #[arg(long, conflicts_with = "summaries")]
+    pub out_dir: Option<PathBuf>,
+    /// One JSON object per relation, tab-separated with a header line, or a table.
+    #[arg(long, value_enum, default_value_t = SummaryFormat::Jsonl)]
+    pub format: SummaryFormat,
+}
+
+/// `kcirc merge`: the summary one batch run would have printed, from its shards' summaries or circuit files.
+pub fn merge(a: &MergeArgs) -> Result<()> {
+    let files = batch::relation_files(&a.triples, a.relations.as_deref())?;
+    let lines = match &a.out_dir {
+        Some(dir) => {
+            batch::summary_of_folder(&files, &batch::BatchOutputs { out_dir: dir.clone(), dot: false, scores: false, resume: false })?
+        }
+        None => {
+            one_stdin(&a.summaries.iter().map(|p| ("SUMMARY", Some(p.as_path()))).collect::<Vec<_>>())?;
+            let texts = a.summaries.iter().map(|p| Ok((p.display().to_string(), read_text(p)?))).collect::<Result<Vec<_>>>()?;
+            batch::merge(&files, &texts)?
+        }
+    };
+    let mut printer = SummaryPrinter::new(a.format);
+    for l in &lines {
+        printer.print(l);
+    }
+    failed_relations(&lines)
 }
 
 /// One relation: discover, evaluate, write (the circuit to stdout without `--out`).

@@ -7,7 +7,9 @@
 //! - [`intervene`]: edge interventions (removed edges carry ablated values) as hook clients.
 //! - [`discover`]: discovery methods behind one trait; [`eval`]: held-out scoring.
 //! - [`pipeline`]: facts → split → task → discovery → evaluation → circuit file, what every command runs.
+//! - [`batch`]: many relations into one folder, in shards across machines, resumed, merged.
 pub mod analysis;
+pub mod batch;
 pub mod circuit;
 pub mod curve;
 pub mod data;

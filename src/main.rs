@@ -97,6 +97,13 @@ pub enum Command {
         after_help = "Example:\n  kcirc erase --model models/SmolLM2-135M-Instruct.Q4_1.gguf --circuit capital.json --triples data/country_capital_city.jsonl --others data/ --format text"
     )]
     Erase(Box<commands::EraseArgs>),
+    /// Put the summaries of a sharded batch run (`kcirc discover --shard I/N`) back into the summary one run
+    /// prints, byte for byte: one line per relation in the run's order; a relation missing or in two lines is
+    /// an error. Or make it from the circuit files of the shards' --out-dir (--out-dir).
+    #[command(
+        after_help = "Examples:\n  kcirc discover --model M --relations data/ --out-dir circuits/ --shard 1/2 > shard-1.jsonl   # and 2/2, anywhere\n  kcirc merge --relations data/ shard-1.jsonl shard-2.jsonl > summary.jsonl\n  kcirc merge --relations data/ --out-dir circuits/ > summary.jsonl"
+    )]
+    Merge(commands::MergeArgs),
     /// Convert data: `kcirc data convert LRE.json > triples.jsonl`.
     Data(commands::DataArgs),
     /// Node, sender, receiver and edge counts of the computation graph (needs only the model's config).
@@ -139,6 +146,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Heads(a) => commands::heads(&cli, a),
         Command::Diff(a) => commands::diff(a),
         Command::Data(a) => commands::data(&cli, a),
+        Command::Merge(a) => commands::merge(a),
         Command::Edit(a) => commands::edit(&cli, a),
         Command::Erase(a) => commands::erase(&cli, a),
         Command::Completions { shell } => {

@@ -1,8 +1,8 @@
 //! The pipeline every command runs: a relation's facts → known-fact filter and split → task → discovery →
 //! held-out evaluation → circuit file (and edge scores). One function per step a command needs, taking any
-//! [`Model`]: `kcirc discover` calls [`discover`] (or [`discover_batch`]), `kcirc select` [`select`], `discover
-//! --rerun` [`Settings::from_run`] then [`discover`]; an edit-then-rediscover run calls [`discover`] on the
-//! edited model. The binary only turns flags into [`Settings`] and prints.
+//! [`Model`]: `kcirc discover` calls [`discover`] (or `batch::discover_batch` for many relations), `kcirc
+//! select` [`select`], `discover --rerun` [`Settings::from_run`] then [`discover`]; an edit-then-rediscover run
+//! calls [`discover`] on the edited model. The binary only turns flags into [`Settings`] and prints.
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -428,181 +428,24 @@ pub struct Outputs {
     pub scores: Option<PathBuf>,
 }
 
-/// Writes what `outputs` asks for, each file atomically. Scores asked of a method without them is an error
-/// raised before anything is written.
+/// Writes what `outputs` asks for, each file atomically (written beside it, then renamed: a killed run leaves
+/// no half file under the final name). The circuit file comes last, so a relation whose circuit file is there
+/// has its DOT and scores files too (what `discover --resume` relies on). Scores asked of a method without
+/// them is an error raised before anything is written.
 pub fn write(d: &Discovered, outputs: &Outputs) -> Result<()> {
     if outputs.scores.is_some() && d.scores.is_none() {
         return Err(Error::input(format!("scores: method {} computes no edge scores", d.file.run.method)));
     }
-    if let Some(p) = &outputs.circuit {
-        write_atomic(p, &(d.file.to_json()? + "\n"))?;
+    if let (Some(p), Some((header, scores))) = (&outputs.scores, &d.scores) {
+        scores::write(p, header, &d.graph, scores)?;
     }
     if let Some(p) = &outputs.dot {
         write_atomic(p, &to_dot(&d.file))?;
     }
-    if let (Some(p), Some((header, scores))) = (&outputs.scores, &d.scores) {
-        scores::write(p, header, &d.graph, scores)?;
+    if let Some(p) = &outputs.circuit {
+        write_atomic(p, &(d.file.to_json()? + "\n"))?;
     }
     Ok(())
-}
-
-/// One relation's line in a batch run's JSON Lines summary (stdout of `kcirc discover --out-dir`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum SummaryLine {
-    Done {
-        relation: String,
-        circuit: PathBuf,
-        n_edges: usize,
-        n_edges_total: usize,
-        n_triples: Option<usize>,
-        full_hit_at_k: Option<f64>,
-        circuit_hit_at_k: Option<f64>,
-        random_hit_at_k: Option<f64>,
-        faithfulness: Option<f64>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        scores: Option<PathBuf>,
-    },
-    Failed {
-        file: PathBuf,
-        error: String,
-    },
-}
-
-impl SummaryLine {
-    /// A row of the batch table printed at the end.
-    pub fn table_row(&self) -> String {
-        let num = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.3}"));
-        match self {
-            SummaryLine::Done {
-                relation, n_edges, n_edges_total, full_hit_at_k, circuit_hit_at_k, random_hit_at_k, faithfulness, ..
-            } => format!(
-                "{:<30} {:>6} {:>8.2}% {:>8} {:>8} {:>8} {:>9}",
-                relation,
-                n_edges,
-                100.0 * *n_edges as f64 / (*n_edges_total).max(1) as f64,
-                num(*full_hit_at_k),
-                num(*circuit_hit_at_k),
-                num(*random_hit_at_k),
-                num(*faithfulness)
-            ),
-            SummaryLine::Failed { file, error } => {
-                format!("{:<30} failed: {error}", file.file_stem().and_then(|x| x.to_str()).unwrap_or("?"))
-            }
-        }
-    }
-
-    /// The header of the batch table.
-    pub const TABLE_HEADER: &'static str = "relation                       edges    %edges  full@10  circ@10  rand@10  faithful";
-
-    /// The header of the tab-separated summary ([`SummaryLine::tsv_row`]).
-    pub const TSV_HEADER: &'static str =
-        "relation\tstatus\tcircuit\tn_edges\tn_edges_total\tn_triples\tfull_hit_at_k\tcircuit_hit_at_k\trandom_hit_at_k\tfaithfulness\terror";
-
-    /// The line as tab-separated values (empty fields where a value does not apply; tabs in an error become
-    /// spaces).
-    pub fn tsv_row(&self) -> String {
-        let num = |v: &Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
-        match self {
-            SummaryLine::Done {
-                relation,
-                circuit,
-                n_edges,
-                n_edges_total,
-                n_triples,
-                full_hit_at_k,
-                circuit_hit_at_k,
-                random_hit_at_k,
-                faithfulness,
-                ..
-            } => {
-                format!(
-                    "{relation}\tok\t{}\t{n_edges}\t{n_edges_total}\t{}\t{}\t{}\t{}\t{}\t",
-                    circuit.display(),
-                    n_triples.map(|n| n.to_string()).unwrap_or_default(),
-                    num(full_hit_at_k),
-                    num(circuit_hit_at_k),
-                    num(random_hit_at_k),
-                    num(faithfulness)
-                )
-            }
-            SummaryLine::Failed { file, error } => {
-                let name = file.file_stem().and_then(|x| x.to_str()).unwrap_or("?");
-                format!("{name}\tfailed\t\t\t\t\t\t\t\t\t{}", error.replace('\t', " "))
-            }
-        }
-    }
-}
-
-/// A batch run's outputs: one circuit per relation in `out_dir` (`<relation>.json`, and `.dot` and
-/// `.scores.jsonl` when asked for).
-#[derive(Debug, Clone)]
-pub struct BatchOutputs {
-    pub out_dir: PathBuf,
-    pub dot: bool,
-    pub scores: bool,
-}
-
-impl BatchOutputs {
-    fn of(&self, relation: &str) -> Outputs {
-        let at = |ext: &str| self.out_dir.join(format!("{relation}{ext}"));
-        Outputs { circuit: Some(at(".json")), dot: self.dot.then(|| at(".dot")), scores: self.scores.then(|| at(".scores.jsonl")) }
-    }
-}
-
-/// Discovers every relation of `files` into `outputs.out_dir`. A relation that fails on its input (a bad file,
-/// too few known facts) is reported in its summary line and the others go on; `on_line` sees each line as its
-/// relation ends. Returns every line; errors when the output folder cannot be made, or on a bug.
-#[allow(clippy::too_many_arguments)]
-pub fn discover_batch(
-    model: &Model,
-    tok: &Tokenizer,
-    model_name: &str,
-    files: &[PathBuf],
-    settings: &Settings,
-    eval: Option<&EvalOptions>,
-    outputs: &BatchOutputs,
-    progress: &dyn Progress,
-    on_line: &mut dyn FnMut(&SummaryLine),
-) -> Result<Vec<SummaryLine>> {
-    std::fs::create_dir_all(&outputs.out_dir).map_err(|e| Error::io(&outputs.out_dir, e))?;
-    let mut lines = vec![];
-    for f in files {
-        let result = crate::data::read(f).and_then(|relation| {
-            let out = outputs.of(&relation.name);
-            let d = discover(model, tok, model_name, &relation, settings, eval, progress)?;
-            write(&d, &out)?;
-            progress.info(&format!("{}: {}", relation.name, kept_line(&d.file)));
-            Ok((d, out))
-        });
-        let line = match result {
-            Ok((d, out)) => {
-                let r = d.report.as_ref();
-                SummaryLine::Done {
-                    relation: d.file.run.relation.clone(),
-                    circuit: out.circuit.clone().unwrap_or_default(),
-                    n_edges: d.file.n_edges,
-                    n_edges_total: d.file.n_edges_total,
-                    n_triples: r.map(|r| r.n_triples),
-                    full_hit_at_k: r.map(|r| r.full.hit_at_k),
-                    circuit_hit_at_k: r.map(|r| r.circuit.hit_at_k),
-                    random_hit_at_k: r.map(|r| r.random.mean.hit_at_k),
-                    faithfulness: r.map(|r| r.faithfulness),
-                    scores: out.scores,
-                }
-            }
-            Err(e) => {
-                if e.is_bug() {
-                    return Err(e);
-                }
-                let msg = e.to_string().lines().next().unwrap_or("").to_string();
-                SummaryLine::Failed { file: f.clone(), error: msg }
-            }
-        };
-        on_line(&line);
-        lines.push(line);
-    }
-    Ok(lines)
 }
 
 /// The faithfulness curve of one relation (`kcirc curve`): the edges ranked by `settings`' attribution (or by
