@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Checks that a model folder written by `kcirc edit --out` loads in Hugging Face transformers and gives kcirc's
-logits: `python3 scripts/check-export-hf.py DIR [kcirc binary]` (needs torch and transformers; CI has neither,
-so the test suite checks the kcirc side: written and reloaded logits equal).
+logits: `python3 scripts/check-export-hf.py DIR [kcirc binary] [--tokenizer-json]` (needs torch and transformers;
+CI has neither, so the test suite checks the kcirc side: written and reloaded logits equal). `--tokenizer-json`
+tokenizes with the folder's tokenizer.json as it is instead of the family's tokenizer class, which transformers
+picks from `model_type` (for a test model carrying another family's tokenizer, as tests/fixtures/qwen2-tiny does).
 """
 import json
 import subprocess
@@ -10,11 +12,17 @@ import sys
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-folder = sys.argv[1]
-kcirc = sys.argv[2] if len(sys.argv) > 2 else "target/release/kcirc"
+args = [a for a in sys.argv[1:] if a != "--tokenizer-json"]
+folder = args[0]
+kcirc = args[1] if len(args) > 1 else "target/release/kcirc"
 prompts = ["The capital city of France is", "Paris 12 ünïcode and more"]
 model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-tok = AutoTokenizer.from_pretrained(folder)
+if "--tokenizer-json" in sys.argv:
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(tokenizer_file=f"{folder}/tokenizer.json")
+else:
+    tok = AutoTokenizer.from_pretrained(folder)
 worst = 0.0
 for p in prompts:
     ids = tok(p, return_tensors="pt").input_ids

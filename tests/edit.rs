@@ -125,11 +125,11 @@ fn bad_requests_are_refused() {
 }
 
 /// An edited model written out and loaded again gives the in-memory edited model's logits: GPT-2 (safetensors
-/// source) and SmolLM2 (GGUF source, written as Llama safetensors).
+/// source), SmolLM2 (GGUF source, written as Llama safetensors) and Qwen2 (its own layout).
 #[test]
 fn an_edited_model_written_and_loaded_again_gives_the_same_logits() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, (model, tok), layer) in [("gpt2", tiny_gpt2(), 1), ("smollm2", smollm2(), 5)] {
+    for (name, (model, tok), layer) in [("gpt2", tiny_gpt2(), 1), ("smollm2", smollm2(), 5), ("qwen2", tiny_qwen2(), 1)] {
         let mut ft = FineTune::new(&model, layer, false).unwrap();
         ft.steps = 2;
         let req = Prepared::new(&request("Rome"), &tok).unwrap();
@@ -146,6 +146,20 @@ fn an_edited_model_written_and_loaded_again_gives_the_same_logits() {
         assert!(d < 1e-4, "{name}: written and reloaded logits differ by {d}");
         let clean = vals(&model.forward(&b).unwrap());
         assert!(clean.iter().zip(&x).any(|(a, b)| (a - b).abs() > 1e-4), "{name}: the edit changed nothing");
+    }
+    // Qwen2's layout: q/k/v biases (the value bias as read, not folded), no output bias, no lm_head when tied.
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("qwen2/config.json")).unwrap()).unwrap();
+    assert_eq!((config["model_type"].as_str(), config["tie_word_embeddings"].as_bool()), (Some("qwen2"), Some(true)));
+    let written = candle_core::safetensors::load(dir.path().join("qwen2/model.safetensors"), &candle_core::Device::Cpu).unwrap();
+    let source = candle_core::safetensors::load(fixture("qwen2-tiny/model.safetensors"), &candle_core::Device::Cpu).unwrap();
+    let mut names: Vec<&String> = written.keys().collect();
+    names.sort();
+    let mut expected: Vec<&String> = source.keys().collect();
+    expected.sort();
+    assert_eq!(names, expected, "the same tensor names as the checkpoint");
+    for n in ["model.layers.0.self_attn.v_proj.bias", "model.layers.1.self_attn.q_proj.bias", "model.embed_tokens.weight"] {
+        let d = (&written[n] - &source[n]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(d, 0.0, "{n} written as read");
     }
 }
 

@@ -54,6 +54,61 @@ fn gpt2_prefixed_layout_matches_transformers() {
 }
 
 #[test]
+fn qwen2_matches_transformers() {
+    let (model, tok) = tiny_qwen2();
+    assert_eq!(model.cfg.family, "qwen2");
+    assert_eq!((model.cfg.n_heads, model.cfg.n_kv_heads), (4, 2), "grouped-query attention kept native");
+    check_against_reference(&model, &tok, "qwen2-tiny");
+}
+
+/// The Qwen2 fixture's query and key biases matter (so its parity tests them): without them the logits are
+/// far from transformers'. They are added before the rotation, as for any family.
+#[test]
+fn qwen2_query_and_key_biases_are_exercised() {
+    let (mut model, _) = tiny_qwen2();
+    let r = reference("qwen2-tiny");
+    for layer in &mut model.weights.layers {
+        let a = &mut layer.attn;
+        assert!(a.b_q.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() > 0.1);
+        a.b_q = a.b_q.zeros_like().unwrap();
+        a.b_k = a.b_k.zeros_like().unwrap();
+        let (h, kv, dh) = (model.cfg.n_heads, model.cfg.n_kv_heads, model.cfg.d_head);
+        let v = a.b_qkv.narrow(0, (h + kv) * dh, kv * dh).unwrap();
+        a.b_qkv = Tensor::cat(&[&Tensor::zeros((h + kv) * dh, candle_core::DType::F32, &Device::Cpu).unwrap(), &v], 0).unwrap();
+    }
+    let ids = &r.prompts[0].1;
+    let (_, all) = model.run(&model.batch(std::slice::from_ref(ids)).unwrap(), &Clean, None, Logits::All).unwrap();
+    let last = all.squeeze(0).unwrap().get(ids.len() - 1).unwrap();
+    let d = max_abs_diff(&last, &r.tensors["last.0"]);
+    assert!(d > 1e-2, "without q/k biases the logits still match to {d}");
+}
+
+/// `tie_word_embeddings: true` unembeds with the token embedding, as transformers does, even beside an
+/// `lm_head.weight`; `false` reads that matrix.
+#[test]
+fn qwen2_tied_embeddings_follow_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tensors = candle_core::safetensors::load(fixture("qwen2-tiny/model.safetensors"), &Device::Cpu).unwrap();
+    assert!(!tensors.contains_key("lm_head.weight"), "the fixture is tied");
+    let embed = tensors["model.embed_tokens.weight"].clone();
+    tensors.insert("lm_head.weight".into(), (embed * 0.5).unwrap());
+    candle_core::safetensors::save(&tensors, dir.path().join("model.safetensors")).unwrap();
+    std::fs::copy(fixture("qwen2-tiny/tokenizer.json"), dir.path().join("tokenizer.json")).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("qwen2-tiny/config.json")).unwrap()).unwrap();
+    let r = reference("qwen2-tiny");
+    let ids = &r.prompts[0].1;
+    for tied in [true, false] {
+        let mut c = config.clone();
+        c["tie_word_embeddings"] = tied.into();
+        std::fs::write(dir.path().join("config.json"), c.to_string()).unwrap();
+        let (model, _) = kcirc::model::load(dir.path().to_str().unwrap(), &Device::Cpu).unwrap();
+        let logits = model.forward(&model.batch(std::slice::from_ref(ids)).unwrap()).unwrap();
+        let d = max_abs_diff(&logits.get(0).unwrap(), &r.tensors["last.0"]); // [B, V]: the last position
+        assert_eq!(d <= TOL, tied, "tied {tied}: max abs diff {d}");
+    }
+}
+
+#[test]
 fn smollm2_gguf_matches_transformers() {
     let (model, tok) = smollm2();
     check_against_reference(&model, &tok, "smollm2");
@@ -82,6 +137,12 @@ fn padded_batch_equals_alone(model: &Model, tok: &Tokenizer) {
 #[test]
 fn padded_batch_equals_alone_gpt2() {
     let (m, t) = tiny_gpt2();
+    padded_batch_equals_alone(&m, &t);
+}
+
+#[test]
+fn padded_batch_equals_alone_qwen2() {
+    let (m, t) = tiny_qwen2();
     padded_batch_equals_alone(&m, &t);
 }
 

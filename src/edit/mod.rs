@@ -130,10 +130,10 @@ pub trait Editor {
 pub const METHODS: [&str; 3] = ["rome", "ft-m", "ft-l"];
 
 /// The default layer to edit: a third of the depth for GPT-2 (ROME's GPT-2-medium 8 of 24, -large 12 of 36),
-/// 5/32 of it for Llama (EasyEdit's Llama-7B layer 5 of 32: SmolLM2-135M layer 5 of 30).
+/// 5/32 of it for Llama and Qwen2 (EasyEdit's Llama-7B layer 5 of 32: SmolLM2-135M layer 5 of 30, Qwen2.5-0.5B 4 of 24).
 pub fn default_layer(cfg: &Config) -> usize {
     let l = match cfg.family.as_str() {
-        "llama" => (cfg.n_layers * 5 + 16) / 32,
+        "llama" | "qwen2" => (cfg.n_layers * 5 + 16) / 32,
         _ => cfg.n_layers / 3,
     };
     l.min(cfg.n_layers - 1)

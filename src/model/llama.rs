@@ -19,6 +19,12 @@ pub fn config(json: &Value) -> Result<Config> {
     if let Some(s) = json.get("rope_scaling").filter(|v| !v.is_null()) {
         return Err(Error::config(format!("rope_scaling {s} is not supported yet")));
     }
+    // transformers ≥ 5 writes `rope_parameters: {rope_theta, rope_type}` where 4.x wrote `rope_theta`.
+    let rope = json.get("rope_parameters").filter(|v| !v.is_null());
+    if let Some(kind) = rope.and_then(|r| r.get("rope_type")).and_then(Value::as_str).filter(|k| *k != "default") {
+        return Err(Error::config(format!("rope_type `{kind}` is not supported yet (default rotary only)")));
+    }
+    let theta = json.get("rope_theta").or_else(|| rope.and_then(|r| r.get("rope_theta"))).and_then(Value::as_f64).unwrap_or(10000.0);
     match json.get("hidden_act").and_then(Value::as_str).unwrap_or("silu") {
         "silu" | "swish" => {}
         other => return Err(Error::config(format!("Llama activation `{other}` is not supported (silu only)"))),
@@ -34,11 +40,18 @@ pub fn config(json: &Value) -> Result<Config> {
         vocab_size: need("vocab_size")?,
         norm: NormKind::RmsNorm,
         norm_eps: json.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6),
-        positional: Positional::Rotary { theta: json.get("rope_theta").and_then(Value::as_f64).unwrap_or(10000.0) },
+        positional: Positional::Rotary { theta },
         mlp: MlpKind::SwiGlu,
     };
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// Whether the unembedding is the token embedding (`tie_word_embeddings`, false when absent as in
+/// transformers' `LlamaConfig` and `Qwen2Config`). A tied model ignores any `lm_head.weight` as transformers
+/// does; an untied one without it falls back to the embedding.
+pub fn tied(json: &Value) -> bool {
+    json.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false)
 }
 
 /// The canonical config from GGUF metadata (`llama.*` keys).
@@ -124,14 +137,15 @@ const GGUF: Names = Names {
     permuted_qk: true,
 };
 
-/// Reads Llama weights from Hugging Face safetensors.
-pub fn weights(src: &dyn TensorSource, cfg: &Config) -> Result<Weights> {
-    read(src, cfg, &HF)
+/// Reads Llama-layout weights from Hugging Face safetensors (Qwen2's too: the same names, with q/k/v biases),
+/// the unembedding tied to the embedding when `tied` ([`tied`]).
+pub fn weights(src: &dyn TensorSource, cfg: &Config, tied: bool) -> Result<Weights> {
+    read(src, cfg, &HF, tied)
 }
 
-/// Reads Llama weights from a GGUF file.
+/// Reads Llama weights from a GGUF file (tied when it has no `output.weight`).
 pub fn gguf_weights(src: &Gguf, cfg: &Config) -> Result<Weights> {
-    read(src, cfg, &GGUF)
+    read(src, cfg, &GGUF, false)
 }
 
 /// Undoes llama.cpp's q/k row permutation: rows `[n, 2, dh/2]` (interleaved pairs) back to `[n, dh/2, 2]`
@@ -142,7 +156,7 @@ fn unpermute(w: &Tensor, n: usize) -> Result<Tensor> {
     Ok(w.reshape((n, half, 2, d_in))?.transpose(1, 2)?.reshape((rows, d_in))?)
 }
 
-fn read(src: &dyn TensorSource, cfg: &Config, names: &Names) -> Result<Weights> {
+fn read(src: &dyn TensorSource, cfg: &Config, names: &Names, tied: bool) -> Result<Weights> {
     let (d, h, kv, dh) = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
     let embed = src.get(names.embed)?;
     check(src, names.embed, &embed, &[cfg.vocab_size, d])?;
@@ -192,7 +206,7 @@ fn read(src: &dyn TensorSource, cfg: &Config, names: &Names) -> Result<Weights> 
             mlp: Mlp::SwiGlu { w_gate_up, w_down: linear("down", d, cfg.d_mlp)? },
         });
     }
-    let unembed = if src.has(names.unembed) { src.get(names.unembed)?.t()?.contiguous()? } else { embed.t()?.contiguous()? };
+    let unembed = if !tied && src.has(names.unembed) { src.get(names.unembed)?.t()?.contiguous()? } else { embed.t()?.contiguous()? };
     Ok(Weights {
         embed,
         pos_embed: None,
@@ -203,13 +217,25 @@ fn read(src: &dyn TensorSource, cfg: &Config, names: &Names) -> Result<Weights> 
     })
 }
 
-/// The canonical weights in the hub's Llama layout (`model.layers.{l}.self_attn.q_proj.weight`, `[out, in]`
-/// matrices, rotary in the half-split convention) and its `config.json`. GGUF sources come out this way too.
-pub fn export(w: &Weights, cfg: &Config, bos: Option<u32>) -> Result<(Vec<(String, Tensor)>, Value)> {
+/// How an exporter writes attention biases.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum BiasLayout {
+    /// Llama's `attention_bias`: query, key, value and output biases, or none when all are zero; the value
+    /// bias stays folded into the output bias (the same function).
+    AllOrNone,
+    /// Qwen2's: query, key and value biases (the checkpoint's own value bias) and no output bias.
+    Qkv,
+}
+
+/// Every tensor of the Hugging Face Llama layout but `lm_head.weight` (`model.layers.{l}.self_attn.q_proj.weight`,
+/// `[out, in]` matrices, rotary in the half-split convention), with attention biases as `layout` says; and
+/// whether any bias was written.
+pub(crate) fn hf_tensors(w: &Weights, cfg: &Config, layout: BiasLayout) -> Result<(Vec<(String, Tensor)>, bool)> {
     let (d, h, kv, dh, f) = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp);
     let t = |x: Tensor| -> Result<Tensor> { Ok(x.t()?.contiguous()?) };
+    let max_abs = |x: &Tensor| -> Result<f32> { Ok(x.abs()?.max_all()?.to_scalar::<f32>()?) };
     let mut out: Vec<(String, Tensor)> = vec![("model.embed_tokens.weight".into(), w.embed.clone())];
-    let mut biased = false;
+    let mut biased = layout == BiasLayout::Qkv;
     for (l, layer) in w.layers.iter().enumerate() {
         let p = format!("model.layers.{l}");
         let a = &layer.attn;
@@ -219,16 +245,29 @@ pub fn export(w: &Weights, cfg: &Config, bos: Option<u32>) -> Result<(Vec<(Strin
         out.push((format!("{p}.self_attn.k_proj.weight"), t(a.w_qkv.narrow(1, h * dh, kv * dh)?)?));
         out.push((format!("{p}.self_attn.v_proj.weight"), t(a.w_qkv.narrow(1, (h + kv) * dh, kv * dh)?)?));
         out.push((format!("{p}.self_attn.o_proj.weight"), t(a.w_o.reshape((h * dh, d))?)?));
-        let nonzero = |x: &Tensor| -> Result<bool> { Ok(x.abs()?.max_all()?.to_scalar::<f32>()? > 0.0) };
-        if nonzero(&a.b_qkv)? || nonzero(&a.b_o)? {
-            biased = true;
-        }
         out.push((format!("{p}.self_attn.q_proj.bias"), a.b_qkv.narrow(0, 0, h * dh)?));
         out.push((format!("{p}.self_attn.k_proj.bias"), a.b_qkv.narrow(0, h * dh, kv * dh)?));
-        out.push((format!("{p}.self_attn.v_proj.bias"), a.b_qkv.narrow(0, (h + kv) * dh, kv * dh)?));
-        out.push((format!("{p}.self_attn.o_proj.bias"), a.b_o.clone()));
+        match layout {
+            BiasLayout::AllOrNone => {
+                if max_abs(&a.b_qkv)? > 0.0 || max_abs(&a.b_o)? > 0.0 {
+                    biased = true;
+                }
+                out.push((format!("{p}.self_attn.v_proj.bias"), a.b_qkv.narrow(0, (h + kv) * dh, kv * dh)?));
+                out.push((format!("{p}.self_attn.o_proj.bias"), a.b_o.clone()));
+            }
+            BiasLayout::Qkv => {
+                // Exact for a model read from this layout (the same fold computed twice).
+                if max_abs(&a.own_output_bias(cfg)?)? > 1e-6 * (1.0 + max_abs(&a.b_o)?) {
+                    return Err(Error::input(format!(
+                        "layer {l} has an attention output bias, which the {} layout has no place for",
+                        cfg.family
+                    )));
+                }
+                out.push((format!("{p}.self_attn.v_proj.bias"), a.b_v.reshape(kv * dh)?));
+            }
+        }
         let Mlp::SwiGlu { w_gate_up, w_down } = &layer.mlp else {
-            return Err(Error::bug("a Llama layer without a SwiGLU MLP"));
+            return Err(Error::bug(format!("a {} layer without a SwiGLU MLP", cfg.family)));
         };
         out.push((format!("{p}.mlp.gate_proj.weight"), t(w_gate_up.narrow(1, 0, f)?)?));
         out.push((format!("{p}.mlp.up_proj.weight"), t(w_gate_up.narrow(1, f, f)?)?));
@@ -238,11 +277,24 @@ pub fn export(w: &Weights, cfg: &Config, bos: Option<u32>) -> Result<(Vec<(Strin
         out.retain(|(n, _)| !n.ends_with(".bias"));
     }
     out.push(("model.norm.weight".into(), w.ln_final.weight.clone()));
-    out.push(("lm_head.weight".into(), t(w.unembed.clone())?));
-    let theta = match cfg.positional {
+    Ok((out, biased))
+}
+
+/// The rotary base of a config (10000 for one without rotary, which no Llama-layout model is).
+pub(crate) fn rope_theta(cfg: &Config) -> f64 {
+    match cfg.positional {
         Positional::Rotary { theta } => theta,
         Positional::Learned { .. } => 10000.0,
-    };
+    }
+}
+
+/// The canonical weights in the hub's Llama layout (`model.layers.{l}.self_attn.q_proj.weight`, `[out, in]`
+/// matrices, rotary in the half-split convention) and its `config.json`. GGUF sources come out this way too.
+pub fn export(w: &Weights, cfg: &Config, bos: Option<u32>) -> Result<(Vec<(String, Tensor)>, Value)> {
+    let (d, h, kv, dh, f) = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head, cfg.d_mlp);
+    let (mut out, biased) = hf_tensors(w, cfg, BiasLayout::AllOrNone)?;
+    out.push(("lm_head.weight".into(), w.unembed.t()?.contiguous()?));
+    let theta = rope_theta(cfg);
     let config = serde_json::json!({
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",

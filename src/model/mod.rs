@@ -1,5 +1,5 @@
-//! Models: one canonical transformer (`engine`), its weights (`weights`), and one adapter per family.
-//! Adding a family means adding one adapter file and one arm in [`Family::detect`].
+//! Models: one canonical transformer (`engine`), its weights (`weights`), and one adapter per family (GPT-2,
+//! Llama, Qwen2). Adding a family means adding one adapter file and its arms in [`Family`]'s methods.
 pub mod config;
 pub mod engine;
 pub mod gpt2;
@@ -7,6 +7,7 @@ pub mod hooks;
 pub mod hub;
 pub mod llama;
 pub mod ops;
+pub mod qwen2;
 pub mod source;
 pub mod weights;
 
@@ -29,6 +30,7 @@ use crate::{Error, Result};
 pub enum Family {
     Gpt2,
     Llama,
+    Qwen2,
 }
 
 impl Family {
@@ -39,6 +41,7 @@ impl Family {
         match (model_type, arch) {
             ("gpt2", _) | (_, "GPT2LMHeadModel") => Ok(Family::Gpt2),
             ("llama", _) | (_, "LlamaForCausalLM") => Ok(Family::Llama),
+            ("qwen2", _) | (_, "Qwen2ForCausalLM") => Ok(Family::Qwen2),
             _ => Err(Error::UnsupportedArchitecture(if model_type.is_empty() { arch.to_string() } else { model_type.to_string() })),
         }
     }
@@ -47,6 +50,16 @@ impl Family {
         match self {
             Family::Gpt2 => gpt2::config(json),
             Family::Llama => llama::config(json),
+            Family::Qwen2 => qwen2::config(json),
+        }
+    }
+
+    /// The canonical weights of a checkpoint with config `json`.
+    fn weights(self, src: &Safetensors, cfg: &Config, json: &Value) -> Result<weights::Weights> {
+        match self {
+            Family::Gpt2 => gpt2::weights(src, cfg),
+            Family::Llama => llama::weights(src, cfg, llama::tied(json)),
+            Family::Qwen2 => qwen2::weights(src, cfg, json),
         }
     }
 }
@@ -75,10 +88,7 @@ pub fn load(name: &str, device: &Device) -> Result<(Model, Tokenizer)> {
             let family = Family::detect(&json)?;
             let cfg = family.config(&json)?;
             let src = Safetensors::open(&weights, device)?;
-            let w = match family {
-                Family::Gpt2 => gpt2::weights(&src, &cfg)?,
-                Family::Llama => llama::weights(&src, &cfg)?,
-            };
+            let w = family.weights(&src, &cfg, &json)?;
             let tok_path = tokenizer.ok_or_else(|| Error::ModelNotFound { name: name.into(), reason: "no tokenizer.json".into() })?;
             // BOS only when the tokenizer config asks for it.
             let add_bos = match &tokenizer_config {
@@ -128,6 +138,7 @@ pub fn save(model: &Model, tok: &Tokenizer, dir: &Path) -> Result<()> {
     let (tensors, config) = match model.cfg.family.as_str() {
         "gpt2" => gpt2::export(&model.weights, &model.cfg)?,
         "llama" => llama::export(&model.weights, &model.cfg, tok.bos)?,
+        "qwen2" => qwen2::export(&model.weights, &model.cfg, tok.bos)?,
         other => return Err(Error::bug(format!("no exporter for family `{other}`"))),
     };
     let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("model");

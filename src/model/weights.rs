@@ -23,6 +23,9 @@ pub struct Attention {
     pub b_k: Tensor,
     /// `[n_kv_heads, d_model, d_head]`; the value bias is folded into `b_o`.
     pub w_v: Tensor,
+    /// `[n_kv_heads, 1, d_head]`: the value bias as the checkpoint has it. The forward pass never reads it (its
+    /// fold is in `b_o`); exporters whose layout has no output bias (Qwen2) write it back.
+    pub b_v: Tensor,
     /// `[n_heads, d_head, d_model]`.
     pub w_o: Tensor,
     /// `[d_model]`: output bias plus every head's `b_V · W_O` (constant, since softmax rows sum to 1).
@@ -95,17 +98,27 @@ impl Attention {
         let w_k = per_head(&m.w_k, kv)?;
         let w_v = per_head(&m.w_v, kv)?;
         let w_o = m.w_o.reshape((h, dh, d))?.contiguous()?;
-        // Query head i reads value head i / group_size; its constant contribution is b_V[g] · W_O[i].
-        let group = cfg.group_size();
-        let b_v_heads = b_v.reshape((kv, 1, dh))?;
-        let idx: Vec<u32> = (0..h).map(|i| (i / group) as u32).collect();
-        let idx = Tensor::new(idx.as_slice(), &dev)?;
-        let b_v_per_q = b_v_heads.index_select(&idx, 0)?; // [h, 1, dh]
-        let folded = b_v_per_q.matmul(&w_o)?.sum(0)?.reshape(d)?; // [d]
-        let b_o = (b_o + folded)?;
+        let b_v = b_v.reshape((kv, 1, dh))?;
+        let b_o = (b_o + value_bias_output(&b_v, &w_o, cfg)?)?;
         let w_qkv = Tensor::cat(&[&m.w_q, &m.w_k, &m.w_v], 1)?.contiguous()?;
         // The value bias lives in `b_o` now, so the fused projection leaves it out.
         let b_qkv = Tensor::cat(&[&b_q, &b_k, &zeros(kv * dh)?], 0)?;
-        Ok(Self { w_q, b_q: b_q.reshape((h, 1, dh))?, w_k, b_k: b_k.reshape((kv, 1, dh))?, w_v, w_o, b_o, w_qkv, b_qkv })
+        Ok(Self { w_q, b_q: b_q.reshape((h, 1, dh))?, w_k, b_k: b_k.reshape((kv, 1, dh))?, w_v, b_v, w_o, b_o, w_qkv, b_qkv })
     }
+
+    /// The output bias the checkpoint had: `b_o` without the folded value bias, `[d_model]` (zero for a layout
+    /// without one, up to rounding).
+    pub fn own_output_bias(&self, cfg: &super::Config) -> candle_core::Result<Tensor> {
+        &self.b_o - value_bias_output(&self.b_v, &self.w_o, cfg)?
+    }
+}
+
+/// What the value bias adds to the block output, `Σ_i b_V[g(i)] · W_O[i]` over query heads `i` reading
+/// key/value head `g(i) = i / group_size` — a constant, because softmax rows sum to 1. `b_v [n_kv_heads, 1,
+/// d_head]`, `w_o [n_heads, d_head, d_model]` → `[d_model]`.
+fn value_bias_output(b_v: &Tensor, w_o: &Tensor, cfg: &super::Config) -> candle_core::Result<Tensor> {
+    let group = cfg.group_size();
+    let idx: Vec<u32> = (0..cfg.n_heads).map(|i| (i / group) as u32).collect();
+    let idx = Tensor::new(idx.as_slice(), b_v.device())?;
+    b_v.index_select(&idx, 0)?.matmul(w_o)?.sum(0)?.reshape(cfg.d_model) // [h, 1, dh]·[h, dh, d] → [d]
 }

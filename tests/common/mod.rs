@@ -25,6 +25,11 @@ pub fn tiny_gpt2() -> (Model, Tokenizer) {
     kcirc::model::load(fixture("gpt2-tiny").to_str().unwrap(), &Device::Cpu).unwrap()
 }
 
+/// The random-weight Qwen2 fixture (q/k/v biases, grouped-query attention, tied embeddings).
+pub fn tiny_qwen2() -> (Model, Tokenizer) {
+    kcirc::model::load(fixture("qwen2-tiny").to_str().unwrap(), &Device::Cpu).unwrap()
+}
+
 pub fn smollm2() -> (Model, Tokenizer) {
     kcirc::model::load(smollm2_path().to_str().unwrap(), &Device::Cpu).unwrap()
 }
