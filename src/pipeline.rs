@@ -420,11 +420,14 @@ pub fn select(
     Ok((file, report))
 }
 
-/// Where one relation's results go: the circuit file, its DOT picture and its edge scores (each optional).
+/// Where one relation's results go: the circuit file, its DOT and SVG pictures and its edge scores (each
+/// optional).
 #[derive(Debug, Clone, Default)]
 pub struct Outputs {
     pub circuit: Option<PathBuf>,
     pub dot: Option<PathBuf>,
+    /// The circuit drawn by kcirc (`crate::report::circuit_svg`, default options).
+    pub svg: Option<PathBuf>,
     pub scores: Option<PathBuf>,
 }
 
@@ -439,6 +442,9 @@ pub fn write(d: &Discovered, outputs: &Outputs) -> Result<()> {
     }
     if let Some(p) = &outputs.dot {
         write_atomic(p, &to_dot(&d.file))?;
+    }
+    if let Some(p) = &outputs.svg {
+        write_atomic(p, &crate::report::circuit_svg(&d.file, None, &crate::report::Options::default()))?;
     }
     if let (Some(p), Some((header, scores))) = (&outputs.scores, &d.scores) {
         scores::write(p, header, &d.graph, scores)?;
@@ -534,19 +540,25 @@ impl SummaryLine {
     }
 }
 
-/// A batch run's outputs: one circuit per relation in `out_dir` (`<relation>.json`, and `.dot` and
+/// A batch run's outputs: one circuit per relation in `out_dir` (`<relation>.json`, and `.dot`, `.svg` and
 /// `.scores.jsonl` when asked for).
 #[derive(Debug, Clone)]
 pub struct BatchOutputs {
     pub out_dir: PathBuf,
     pub dot: bool,
+    pub svg: bool,
     pub scores: bool,
 }
 
 impl BatchOutputs {
     fn of(&self, relation: &str) -> Outputs {
         let at = |ext: &str| self.out_dir.join(format!("{relation}{ext}"));
-        Outputs { circuit: Some(at(".json")), dot: self.dot.then(|| at(".dot")), scores: self.scores.then(|| at(".scores.jsonl")) }
+        Outputs {
+            circuit: Some(at(".json")),
+            dot: self.dot.then(|| at(".dot")),
+            svg: self.svg.then(|| at(".svg")),
+            scores: self.scores.then(|| at(".scores.jsonl")),
+        }
     }
 }
 
