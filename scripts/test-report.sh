@@ -67,8 +67,8 @@ work=${keep:-$(mktemp -d)}
 mkdir -p "$work"
 [ -n "$keep" ] || trap 'rm -rf "$work"' EXIT
 
-# A real report: every section but the edit, whose run is long on any model. Outputs already in a --keep
-# folder are reused (the commands are deterministic: the same files again).
+# A real report, every section. Outputs already in a --keep folder are reused (the commands are deterministic:
+# the same files again).
 if [ "$model" = tests/fixtures/gpt2-tiny ]; then
   # The tiny random model knows no facts: keep them all, and fix the circuit's size.
   settings=(--examples 4 --no-filter --ablation mean --seed 1 --top-n 60)
@@ -90,8 +90,14 @@ run() { # run OUTPUT COMMAND...: the command's stdout to OUTPUT, unless OUTPUT i
 run "$work/curve.json" "$kcirc" curve --quiet --model "$model" --triples "$triples" "${curve_settings[@]}" --random 2 --max-held-out 48
 run "$work/lens.json" "$kcirc" lens --quiet --model "$model" --triples "$triples" --circuit "$work/circuit.json" "${lens_facts[@]}"
 run "$work/heads.json" "$kcirc" heads --quiet --model "$model" --triples "$triples" --circuit "$work/circuit.json" "${heads_facts[@]}"
+edit=()
+if [ "$triples" = data/country_capital_city.jsonl ]; then
+  run "$work/edit.json" "$kcirc" edit --quiet --model "$model" --subject France --template 'The capital of {} is the city of' \
+    --object Paris --new-object Rome --triples "$triples" --lens --circuit "$work/circuit.json"
+  edit=(--edit "$work/edit.json")
+fi
 "$kcirc" report --quiet --circuit "$work/circuit.json" --curve "$work/curve.json" --lens "$work/lens.json" \
-  --heads "$work/heads.json" --out "$work/report.html" --svg "$work/circuit.svg"
+  --heads "$work/heads.json" "${edit[@]}" --out "$work/report.html" --svg "$work/circuit.svg"
 
 PLAYWRIGHT_CORE="$pw_dir/node_modules/playwright-core" node scripts/report-check.cjs --chromium "$chromium" \
   --report "$work/report.html" --svg "$work/circuit.svg" --circuit "$work/circuit.json" \

@@ -384,7 +384,8 @@ pub struct CircuitOutput {
     #[arg(long)]
     pub dot: Option<PathBuf>,
     /// Also draw the circuit as a standalone SVG, laid out by kcirc (its 500 strongest edges; `-`: standard
-    /// output, with --out FILE). `kcirc report` draws more.
+    /// output, with --out FILE; a batch run writes `<relation>.svg` beside each circuit). `kcirc report` draws
+    /// more.
     #[arg(long)]
     pub svg: Option<PathBuf>,
     /// Skip the held-out evaluation.

@@ -237,7 +237,7 @@ fn old_format_empty_and_20000_edge_circuits_give_valid_reports() {
     assert!(svg.len() < 1_000_000, "{} bytes", svg.len());
 }
 
-/// Discovery, curve, lens and heads on the tiny random GPT-2 (it knows no facts: `--no-filter`), as the
+/// Discovery, curve, lens, heads and a ROME edit on the tiny random GPT-2 (it knows no facts: `--no-filter`), as the
 /// commands write them; returns the circuit's path.
 fn tiny_outputs(d: &Path) -> String {
     let model = fixture("gpt2-tiny");
@@ -265,6 +265,8 @@ fn tiny_outputs(d: &Path) -> String {
     run(&[&["curve", "--model", m, "--triples", t, "--sizes", "0.01,0.1,1", "--random", "2"][..], &common].concat(), "curve.json");
     run(&["lens", "--model", m, "--triples", t, "--circuit", cs, "--max-facts", "4"], "lens.json");
     run(&["heads", "--model", m, "--triples", t, "--circuit", cs, "--no-filter", "--all", "--random", "2"], "heads.json");
+    let edit = ["--subject", "France", "--template", "The capital of {} is the city of", "--object", "Paris", "--new-object", "Rome"];
+    run(&[&["edit", "--model", m, "--triples", t, "--lens", "--circuit", cs][..], &edit].concat(), "edit.json");
     cs.to_string()
 }
 
@@ -275,15 +277,27 @@ fn every_section_from_real_outputs_and_discover_svg_matches_report_svg() {
     let c = tiny_outputs(d);
     let p = |n: &str| d.join(n).to_str().unwrap().to_string();
     let (out, svg) = (p("r.html"), p("r.svg"));
-    let args = ["report", "--circuit", &c, "--curve", &p("curve.json"), "--lens", &p("lens.json"), "--heads", &p("heads.json")];
+    let args = [
+        "report",
+        "--circuit",
+        &c,
+        "--curve",
+        &p("curve.json"),
+        "--lens",
+        &p("lens.json"),
+        "--heads",
+        &p("heads.json"),
+        "--edit",
+        &p("edit.json"),
+    ];
     let o = kcirc(&[&args[..], &["--out", &out, "--svg", &svg]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     let html = std::fs::read_to_string(&out).unwrap();
     let file = CircuitFile::read(Path::new(&c)).unwrap();
-    for id in ["circuit", "held-out", "curve", "lens", "heads", "run"] {
+    for id in ["circuit", "held-out", "curve", "lens", "heads", "edit", "run"] {
         assert!(html.contains(&format!("<section id=\"{id}\">")), "section {id}");
     }
-    assert!(!html.contains("<section id=\"edit\">"), "no edit report given, no edit section");
+    assert!(html.contains("The relation's circuit rediscovered on the edited model"), "the edit's circuit change");
     assert_eq!(count(&html, "node"), file.nodes.len());
     assert_eq!(count(&html, "edge"), file.edges.len());
     assert_well_formed(&html);
@@ -298,8 +312,13 @@ fn every_section_from_real_outputs_and_discover_svg_matches_report_svg() {
     let o = kcirc(&[&args[..], &["--out", &p("r2.html")]].concat());
     assert!(o.status.success());
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(p("r2.html")).unwrap());
+    // A section appears only when its data is given.
     let plain = p("plain.svg");
-    assert!(kcirc(&["report", "--circuit", &c, "--svg", &plain]).status.success());
+    assert!(kcirc(&["report", "--circuit", &c, "--svg", &plain, "--out", &p("plain.html")]).status.success());
+    let bare = std::fs::read_to_string(p("plain.html")).unwrap();
+    for id in ["curve", "lens", "heads", "edit"] {
+        assert!(!bare.contains(&format!("<section id=\"{id}\">")), "section {id} without its file");
+    }
     assert_eq!(std::fs::read(p("discover.svg")).unwrap(), std::fs::read(&plain).unwrap());
     let svg_text = std::fs::read_to_string(&svg).unwrap();
     assert!(svg_text.starts_with("<?xml"));

@@ -49,7 +49,7 @@ table{border-collapse:collapse;font-size:12px;margin:4px 0}\
 th,td{padding:2px 7px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}\
 th{background:#f3f3f0;font-weight:600}\
 .wrap td:last-child,.wrap th:last-child{white-space:normal;text-align:left;min-width:150px}\
-details{margin:4px 0}summary{cursor:pointer;color:#555;font-size:12px}td.l,th.l{text-align:left}tr.hi td{font-weight:600}\
+.wrap-first td:first-child{white-space:normal;min-width:220px}details{margin:4px 0}summary{cursor:pointer;color:#555;font-size:12px}td.l,th.l{text-align:left}tr.hi td{font-weight:600}\
 .chip{display:inline-block;padding:0 5px;border-radius:3px;border:1px solid #999}\
 .mover{background:#f4a261}.relation{background:#8fd17a}.mixed{background:#c6a7e8}.other{background:#fff2b8}\
 #circuit-box{overflow:auto;max-height:86vh;border:1px solid #eee}\
@@ -528,40 +528,39 @@ fn edit_section(out: &mut String, e: &measure::Report) {
         e.requests.len(),
         if e.requests.len() == 1 { "" } else { "s" }
     );
-    let summary = |name: &str, s: &measure::Summary| {
-        vec![
-            esc(name),
-            f3(s.reliability),
-            opt(s.generalization),
-            opt(s.locality_relation),
-            opt(s.locality_other),
-            opt(s.mean_kl_relation),
-            opt(s.mean_kl_other),
-        ]
-    };
-    table(
-        out,
-        &["measured", "reliability", "generalization", "locality (relation)", "locality (other)", "KL (relation)", "KL (other)"],
-        &[summary("after each edit", &e.after_each), summary("after all edits", &e.at_end)],
-        1,
-    );
+    type Get = fn(&measure::Summary) -> Option<f64>;
+    let measures: [(&str, Get); 6] = [
+        ("reliability", |s| Some(s.reliability)),
+        ("generalization", |s| s.generalization),
+        ("locality, same relation", |s| s.locality_relation),
+        ("locality, other relations", |s| s.locality_other),
+        ("KL, same relation", |s| s.mean_kl_relation),
+        ("KL, other relations", |s| s.mean_kl_other),
+    ];
+    let rows: Vec<Vec<String>> = measures
+        .iter()
+        .filter(|(_, get)| get(&e.after_each).is_some() || get(&e.at_end).is_some())
+        .map(|(name, get)| vec![esc(name), opt(get(&e.after_each)), opt(get(&e.at_end))])
+        .collect();
+    table(out, &["", "after each edit", "after all edits"], &rows, 1);
     let rows: Vec<Vec<String>> = e
         .requests
         .iter()
         .map(|r| {
             let q = &r.request;
+            let note = r.skipped.as_deref().map(|s| format!(" ({})", esc(s))).unwrap_or_default();
             vec![
-                esc(&q.template.replace("{}", &q.subject)),
-                format!("{} → <b>{}</b>", esc(&q.object), esc(&q.new_object)),
+                format!("{}: {} → <b>{}</b>{note}", esc(&q.template.replace("{}", &q.subject)), esc(&q.object), esc(&q.new_object)),
                 format!("{} / {}", r.before.new_rank, r.before.old_rank),
                 format!("{} / {}", r.after.reliability.new_rank, r.after.reliability.old_rank),
-                f3(r.after.reliability.new_prob),
                 format!("{} / {}", r.at_end.reliability.new_rank, r.at_end.reliability.old_rank),
-                r.skipped.as_deref().map(esc).unwrap_or_default(),
+                f3(r.after.reliability.new_prob),
             ]
         })
         .collect();
-    table(out, &["prompt", "answer", "before: new / old rank", "after", "p(new)", "final", "note"], &rows, 2);
+    out.push_str("<div class=\"wrap-first\">\n");
+    table(out, &["request", "new / old rank before", "after", "final", "p(new)"], &rows, 1);
+    out.push_str("</div>\n");
     if let Some(lenses) = &e.lens {
         for l in lenses.iter().take(4) {
             let labels: Vec<String> = l.points.iter().map(|p| p.point.clone()).collect();
