@@ -37,7 +37,7 @@ function check(name, ok, detail) {
     deviceScaleFactor: 1,
     // Without the background-networking flags Chromium itself tries the network.
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--disable-default-apps', '--disable-extensions'],
+      '--disable-component-update', '--disable-sync', '--disable-default-apps', '--disable-extensions', '--disable-dev-shm-usage'],
   });
   const requests = [];
   const errors = [];
