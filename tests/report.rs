@@ -385,3 +385,35 @@ fn bad_input_exits_2_and_writes_nothing() {
     let o = kcirc(&["report", "--circuit", &c]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// A circuit file without a held-out report: the page says so; with --model and --triples it measures the one
+/// `kcirc eval` prints (same k, seed and random circuits).
+#[test]
+fn model_and_triples_measure_the_held_out_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = fixture("gpt2-tiny");
+    let m = model.to_str().unwrap();
+    let triples = root().join("data/country_capital_city.jsonl");
+    let t = triples.to_str().unwrap();
+    let c = d.join("c.json");
+    let cs = c.to_str().unwrap();
+    let o = kcirc(&["discover", "--model", m, "--triples", t, "--top-n", "20", "--examples", "4", "--no-filter", "--no-eval", "--out", cs]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = d.join("r.html");
+    let o = kcirc(&["report", "--circuit", cs, "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read_to_string(&out).unwrap().contains("has no held-out report"));
+    let o = kcirc(&["report", "--circuit", cs, "--model", m, "--triples", t, "--random", "2", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let html = std::fs::read_to_string(&out).unwrap();
+    let e = kcirc(&["eval", "--model", m, "--circuit", cs, "--triples", t, "--random", "2", "--no-filter"]);
+    assert!(e.status.success(), "{}", stderr(&e));
+    let ev: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+    for v in ["full", "circuit", "empty"] {
+        let logit = ev[v]["target_logit"].as_f64().unwrap();
+        assert!(html.contains(&format!("{logit:.3}")), "{v} target logit {logit:.3}");
+    }
+    assert!(html.contains(&format!("{} held-out facts", ev["n_triples"])));
+    assert!(html.contains("random ×2"));
+}
