@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: fetches the real model it needs, checks formatting (rustfmt.toml) and
 # lints (clippy, warnings are errors), builds once (release profile, shared by the tests and the binary) and runs
-# every test. `.ci/run` runs exactly this.
+# every test, then the report in headless Chromium (scripts/test-report.sh). `.ci/run` runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Reuse a target directory outside the clone when the machine has a cache folder: warm CI runs skip the
@@ -19,6 +19,12 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --release --locked --lib --bins --tests "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The report as a person sees it, in headless Chromium (installed when missing and possible; skipped with a
+# message otherwise). Its `test result:` line counts below.
+if [ "$status" = 0 ]; then
+  bash scripts/test-report.sh 2>&1 | tee -a "$log"
+  status=${PIPESTATUS[0]}
+fi
 set -e
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

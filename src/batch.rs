@@ -196,6 +196,7 @@ impl SummaryLine {
 pub struct BatchOutputs {
     pub out_dir: PathBuf,
     pub dot: bool,
+    pub svg: bool,
     pub scores: bool,
     /// Keep the relations whose circuit file in `out_dir` is complete and was made by the same run: their
     /// summary lines come from the files, and they are not discovered again (`--resume`).
@@ -206,7 +207,12 @@ impl BatchOutputs {
     /// Where `relation`'s files go.
     pub fn of(&self, relation: &str) -> Outputs {
         let at = |ext: &str| self.out_dir.join(format!("{relation}{ext}"));
-        Outputs { circuit: Some(at(".json")), dot: self.dot.then(|| at(".dot")), scores: self.scores.then(|| at(".scores.jsonl")) }
+        Outputs {
+            circuit: Some(at(".json")),
+            dot: self.dot.then(|| at(".dot")),
+            svg: self.svg.then(|| at(".svg")),
+            scores: self.scores.then(|| at(".scores.jsonl")),
+        }
     }
 }
 

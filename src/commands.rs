@@ -395,6 +395,11 @@ pub struct CircuitOutput {
     /// Also write the circuit as Graphviz DOT (`-`: standard output, with --out FILE).
     #[arg(long)]
     pub dot: Option<PathBuf>,
+    /// Also draw the circuit as a standalone SVG, laid out by kcirc (its 500 strongest edges; `-`: standard
+    /// output, with --out FILE; a batch run writes `<relation>.svg` beside each circuit). `kcirc report` draws
+    /// more.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
     /// Skip the held-out evaluation.
     #[arg(long)]
     pub no_eval: bool,
@@ -497,7 +502,7 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
             },
             None => None,
         };
-        let out = Outputs { circuit: a.output.out.clone(), dot: a.output.dot.clone(), scores };
+        let out = Outputs { circuit: a.output.out.clone(), dot: a.output.dot.clone(), svg: a.output.svg.clone(), scores };
         check_stdout(&out)?;
         let relation = read_relation(&files[0])?;
         let (model, tok) = kcirc::model::load(&model_name, &dev)?;
@@ -529,7 +534,13 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
         None => files,
     };
     let (model, tok) = kcirc::model::load(&model_name, &dev)?;
-    let outputs = batch::BatchOutputs { out_dir, dot: a.output.dot.is_some(), scores: a.scores.is_some(), resume: a.resume };
+    let outputs = batch::BatchOutputs {
+        out_dir,
+        dot: a.output.dot.is_some(),
+        svg: a.output.svg.is_some(),
+        scores: a.scores.is_some(),
+        resume: a.resume,
+    };
     let bar = Bar::new(cli, "edges");
     let mut printer = SummaryPrinter::new(a.format);
     let mut print = |line: &SummaryLine| {
@@ -612,9 +623,10 @@ pub struct MergeArgs {
 pub fn merge(a: &MergeArgs) -> Result<()> {
     let files = batch::relation_files(&a.triples, a.relations.as_deref())?;
     let lines = match &a.out_dir {
-        Some(dir) => {
-            batch::summary_of_folder(&files, &batch::BatchOutputs { out_dir: dir.clone(), dot: false, scores: false, resume: false })?
-        }
+        Some(dir) => batch::summary_of_folder(
+            &files,
+            &batch::BatchOutputs { out_dir: dir.clone(), dot: false, svg: false, scores: false, resume: false },
+        )?,
         None => {
             one_stdin(&a.summaries.iter().map(|p| ("SUMMARY", Some(p.as_path()))).collect::<Vec<_>>())?;
             let texts = a.summaries.iter().map(|p| Ok((p.display().to_string(), read_text(p)?))).collect::<Result<Vec<_>>>()?;
@@ -647,12 +659,14 @@ fn discover_one(
     bar.info(&format!("{} in {:.1}s", pipeline::kept_line(&d.file), t0.elapsed().as_secs_f64()));
     // Files first (atomically), then whichever output goes to standard output.
     let file = |p: &Option<PathBuf>| p.clone().filter(|p| !is_std(p));
-    pipeline::write(&d, &Outputs { circuit: file(&out.circuit), dot: file(&out.dot), scores: file(&out.scores) })?;
+    pipeline::write(&d, &Outputs { circuit: file(&out.circuit), dot: file(&out.dot), svg: file(&out.svg), scores: file(&out.scores) })?;
     let to_stdout = |p: &Option<PathBuf>| p.as_deref().is_some_and(is_std);
     if out.circuit.is_none() || to_stdout(&out.circuit) {
         println!("{}", d.file.to_json()?);
     } else if to_stdout(&out.dot) {
         print!("{}", kcirc::circuit::to_dot(&d.file));
+    } else if to_stdout(&out.svg) {
+        print!("{}", kcirc::report::circuit_svg(&d.file, None, &kcirc::report::Options::default()));
     } else if to_stdout(&out.scores) {
         let (header, scores) =
             d.scores.as_ref().ok_or_else(|| anyhow::anyhow!("--scores: method {} computes no edge scores", d.file.run.method))?;
@@ -661,11 +675,17 @@ fn discover_one(
     Ok(())
 }
 
-/// One output at most on standard output: the circuit (without `--out`, or `--out -`), `--dot -`, `--scores -`.
+/// One output at most on standard output: the circuit (without `--out`, or `--out -`), `--dot -`, `--svg -`,
+/// `--scores -`.
 fn check_stdout(out: &Outputs) -> Result<()> {
     let std = |p: &Option<PathBuf>| p.as_deref().is_some_and(is_std);
     let circuit = if out.circuit.is_none() { "the circuit (no --out)" } else { "--out -" };
-    one_stdout(&[(circuit, out.circuit.is_none() || std(&out.circuit)), ("--dot -", std(&out.dot)), ("--scores -", std(&out.scores))])
+    one_stdout(&[
+        (circuit, out.circuit.is_none() || std(&out.circuit)),
+        ("--dot -", std(&out.dot)),
+        ("--svg -", std(&out.svg)),
+        ("--scores -", std(&out.scores)),
+    ])
 }
 
 /// `discover --rerun FILE`: the settings, discovery examples' split and evaluation the file records.
@@ -706,7 +726,8 @@ fn rerun(cli: &Cli, a: &DiscoverArgs, circuit: &Path) -> Result<()> {
         }
         _ => None,
     };
-    let out = Outputs { circuit: a.output.out.clone(), dot: a.output.dot.clone(), scores: a.scores.clone().flatten() };
+    let out =
+        Outputs { circuit: a.output.out.clone(), dot: a.output.dot.clone(), svg: a.output.svg.clone(), scores: a.scores.clone().flatten() };
     check_stdout(&out)?;
     let (model, tok) = kcirc::model::load(&model_name, &device(cli.device)?)?;
     discover_one(cli, &model, &tok, &model_name, &relation, &s, eval.as_ref(), &out)
@@ -752,6 +773,7 @@ pub fn select(cli: &Cli, a: &SelectArgs) -> Result<()> {
     one_stdout(&[
         (if a.output.out.is_none() { "the circuit (no --out)" } else { "--out -" }, a.output.out.as_deref().map_or(true, is_std)),
         ("--dot -", a.output.dot.as_deref().is_some_and(is_std)),
+        ("--svg -", a.output.svg.as_deref().is_some_and(is_std)),
     ])?;
     let file = read_scores(&a.scores)?;
     // The graph check needs only the model's config: a scores file from another model fails before loading.
@@ -771,7 +793,8 @@ pub fn select(cli: &Cli, a: &SelectArgs) -> Result<()> {
     bar.info(&format!("{} in {:.1}s", pipeline::kept_line(&circuit), t0.elapsed().as_secs_f64()));
     let json = circuit.to_json()? + "\n";
     let dot = kcirc::circuit::to_dot(&circuit);
-    for (target, text) in [(&a.output.out, &json), (&a.output.dot, &dot)] {
+    let svg = kcirc::report::circuit_svg(&circuit, None, &kcirc::report::Options::default());
+    for (target, text) in [(&a.output.out, &json), (&a.output.dot, &dot), (&a.output.svg, &svg)] {
         if let Some(p) = target.as_deref().filter(|p| !is_std(p)) {
             kcirc::circuit::write_atomic(p, text)?;
         }
@@ -780,6 +803,8 @@ pub fn select(cli: &Cli, a: &SelectArgs) -> Result<()> {
         print!("{json}");
     } else if a.output.dot.as_deref().is_some_and(is_std) {
         print!("{dot}");
+    } else if a.output.svg.as_deref().is_some_and(is_std) {
+        print!("{svg}");
     }
     Ok(())
 }
@@ -1547,6 +1572,98 @@ pub fn erase(cli: &Cli, a: &EraseArgs) -> Result<()> {
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Text => print!("{}", report.table()),
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("outputs").required(true).multiple(true).args(["out", "svg"])))]
+pub struct ReportArgs {
+    /// Circuit file written by `kcirc discover` or `kcirc select`, format 1 or 2 (`-`: standard input).
+    #[arg(long)]
+    pub circuit: PathBuf,
+    /// With --triples: measure the held-out report for the page (full model, circuit, random circuits) instead of
+    /// the one the circuit file holds.
+    #[arg(long, requires = "triples")]
+    pub model: Option<String>,
+    /// The relation's triples for --model (the circuit's discovery facts are skipped).
+    #[arg(long, requires = "model")]
+    pub triples: Option<PathBuf>,
+    /// Random circuits in that held-out report.
+    #[arg(long, default_value_t = 5)]
+    pub random: usize,
+    /// A faithfulness curve of the same relation (`kcirc curve` output).
+    #[arg(long)]
+    pub curve: Option<PathBuf>,
+    /// A logit-lens report (`kcirc lens` output).
+    #[arg(long)]
+    pub lens: Option<PathBuf>,
+    /// A head report (`kcirc heads` output): head colours by role, a head table and the ablation check.
+    #[arg(long)]
+    pub heads: Option<PathBuf>,
+    /// An edit report (`kcirc edit` output): before and after.
+    #[arg(long)]
+    pub edit: Option<PathBuf>,
+    /// Write the report page here: one HTML file that opens offline (`-`: standard output).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write the circuit alone as a standalone SVG here, its --edges strongest edges (`-`: standard output).
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// Edges shown at first, the strongest by |effect| (all the SVG draws).
+    #[arg(long, default_value_t = kcirc::report::DEFAULT_EDGES)]
+    pub edges: usize,
+    /// Edges drawn in the page at all, the strongest; those past --edges are behind its control.
+    #[arg(long, default_value_t = kcirc::report::DEFAULT_MAX_EDGES)]
+    pub max_edges: usize,
+}
+
+pub fn report(cli: &Cli, a: &ReportArgs) -> Result<()> {
+    use kcirc::report::{read_json, Options, Sections};
+    one_stdin(&[("--circuit", Some(&a.circuit)), ("--triples", a.triples.as_deref())])?;
+    one_stdout(&[("--out -", a.out.as_deref().is_some_and(is_std)), ("--svg -", a.svg.as_deref().is_some_and(is_std))])?;
+    // Every input read and checked before anything is written.
+    let label = |p: &Path| p.display().to_string();
+    let mut s = Sections::new(read_circuit(&a.circuit)?, &label(&a.circuit))?;
+    if let Some(p) = &a.curve {
+        s = s.with_curve(read_json(p, "a curve (kcirc curve output)")?, &label(p))?;
+    }
+    if let Some(p) = &a.lens {
+        s = s.with_lens(read_json(p, "a lens report (kcirc lens output)")?, &label(p))?;
+    }
+    if let Some(p) = &a.heads {
+        s = s.with_heads(read_json(p, "a head report (kcirc heads output)")?, &label(p))?;
+    }
+    if let Some(p) = &a.edit {
+        s = s.with_edit(read_json(p, "an edit report (kcirc edit output)")?, &label(p))?;
+    }
+    if let (Some(model_name), Some(triples)) = (&a.model, &a.triples) {
+        let relation = read_relation(triples)?;
+        let (model, tok) = kcirc::model::load(model_name, &device(cli.device)?)?;
+        let run = &s.circuit.run;
+        let opts = kcirc::eval::EvalOptions {
+            k: run.k,
+            random: a.random,
+            seed: run.seed,
+            filter_known: run.filter_known,
+            demonstrations: run.demonstrations.unwrap_or(0),
+        };
+        s.eval = Some(kcirc::eval::evaluate(&model, &tok, &s.circuit, &relation, &opts)?);
+    }
+    let opts = Options { edges: a.edges, max_edges: a.max_edges };
+    let outputs = [(&a.svg, a.svg.as_ref().map(|_| s.circuit_svg(&opts))), (&a.out, a.out.as_ref().map(|_| s.html(&opts)))];
+    for (target, text) in &outputs {
+        if let (Some(p), Some(text)) = (target, text) {
+            if is_std(p) {
+                print!("{text}");
+            } else {
+                kcirc::circuit::write_atomic(p, text)?;
+            }
+        }
+    }
+    let bar = Bar::new(cli, "");
+    if let Some(p) = a.out.as_deref().filter(|p| !is_std(p)) {
+        bar.info(&format!("report: {} ({} KB)", p.display(), outputs[1].1.as_ref().map_or(0, |t| t.len() / 1024)));
     }
     Ok(())
 }

@@ -29,6 +29,7 @@ pub mod pipeline;
 pub mod predict;
 pub mod progress;
 pub mod rank;
+pub mod report;
 pub mod scores;
 pub mod split;
 pub mod tokenizer;

@@ -11,7 +11,7 @@ mod commands;
 #[derive(Parser)]
 #[command(name = "kcirc", version, about = "Find the knowledge circuit of a transformer language model, and prove it with numbers.")]
 #[command(
-    after_help = "Examples:\n  kcirc discover --model models/SmolLM2-135M-Instruct.Q4_1.gguf --triples data/country_capital_city.jsonl --out circuit.json\n  kcirc eval --model models/SmolLM2-135M-Instruct.Q4_1.gguf --circuit circuit.json --triples data/country_capital_city.jsonl --min-hit10 0.8\n  kcirc predict --model models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt 'The capital city of France is'\n  kcirc graph --model gpt2-medium --json"
+    after_help = "Examples:\n  kcirc discover --model models/SmolLM2-135M-Instruct.Q4_1.gguf --triples data/country_capital_city.jsonl --out circuit.json\n  kcirc eval --model models/SmolLM2-135M-Instruct.Q4_1.gguf --circuit circuit.json --triples data/country_capital_city.jsonl --min-hit10 0.8\n  kcirc predict --model models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt 'The capital city of France is'\n  kcirc report --circuit circuit.json --curve curve.json --out report.html\n  kcirc graph --model gpt2-medium --json"
 )]
 pub struct Cli {
     /// Device to run on.
@@ -104,6 +104,13 @@ pub enum Command {
         after_help = "Examples:\n  kcirc discover --model M --relations data/ --out-dir circuits/ --shard 1/2 > shard-1.jsonl   # and 2/2, anywhere\n  kcirc merge --relations data/ shard-1.jsonl shard-2.jsonl > summary.jsonl\n  kcirc merge --relations data/ --out-dir circuits/ > summary.jsonl"
     )]
     Merge(commands::MergeArgs),
+    /// One self-contained HTML page of a circuit (layers bottom to top, edges by effect, hover for numbers) with
+    /// the held-out table and, when given, the faithfulness curve, logit lens, head roles and an edit; or the
+    /// circuit alone as a standalone SVG. Opens offline: no fonts, scripts or images from anywhere.
+    #[command(
+        after_help = "Examples:\n  kcirc report --circuit circuit.json --out report.html\n  kcirc report --circuit circuit.json --curve curve.json --lens lens.json --heads heads.json --out report.html\n  kcirc report --circuit circuit.json --svg circuit.svg --edges 200"
+    )]
+    Report(Box<commands::ReportArgs>),
     /// Convert data: `kcirc data convert LRE.json > triples.jsonl`.
     Data(commands::DataArgs),
     /// Node, sender, receiver and edge counts of the computation graph (needs only the model's config).
@@ -149,6 +156,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Merge(a) => commands::merge(a),
         Command::Edit(a) => commands::edit(&cli, a),
         Command::Erase(a) => commands::erase(&cli, a),
+        Command::Report(a) => commands::report(&cli, a),
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "kcirc", &mut std::io::stdout());
             Ok(())

@@ -420,11 +420,14 @@ pub fn select(
     Ok((file, report))
 }
 
-/// Where one relation's results go: the circuit file, its DOT picture and its edge scores (each optional).
+/// Where one relation's results go: the circuit file, its DOT and SVG pictures and its edge scores (each
+/// optional).
 #[derive(Debug, Clone, Default)]
 pub struct Outputs {
     pub circuit: Option<PathBuf>,
     pub dot: Option<PathBuf>,
+    /// The circuit drawn by kcirc (`crate::report::circuit_svg`, default options).
+    pub svg: Option<PathBuf>,
     pub scores: Option<PathBuf>,
 }
 
@@ -441,6 +444,9 @@ pub fn write(d: &Discovered, outputs: &Outputs) -> Result<()> {
     }
     if let Some(p) = &outputs.dot {
         write_atomic(p, &to_dot(&d.file))?;
+    }
+    if let Some(p) = &outputs.svg {
+        write_atomic(p, &crate::report::circuit_svg(&d.file, None, &crate::report::Options::default()))?;
     }
     if let Some(p) = &outputs.circuit {
         write_atomic(p, &(d.file.to_json()? + "\n"))?;

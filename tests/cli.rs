@@ -565,6 +565,8 @@ fn batch_discovery_writes_one_scores_file_per_relation() {
     assert_input_error(&kcirc(&named), "one scores file per relation");
     assert!(!out_dir.exists());
     args.push("--scores");
+    // As --dot: in a batch run a flag, each picture beside its circuit.
+    args.extend_from_slice(&["--svg", "each"]);
     let o = kcirc(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     let summary: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -582,8 +584,11 @@ fn batch_discovery_writes_one_scores_file_per_relation() {
     assert_ne!(examples[0], examples[1]);
     // Each one rebuilds its relation's circuit.
     let b = dir.path().join("b.json");
+    let b_svg = dir.path().join("b.svg");
     let o = kcirc(&[
         "select",
+        "--svg",
+        b_svg.to_str().unwrap(),
         "--model",
         model.to_str().unwrap(),
         "--scores",
@@ -599,6 +604,9 @@ fn batch_discovery_writes_one_scores_file_per_relation() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&b).unwrap(), std::fs::read_to_string(out_dir.join("country_language.json")).unwrap());
+    let svg = std::fs::read_to_string(&b_svg).unwrap();
+    assert!(svg.starts_with("<?xml") && svg.contains("<g class=\"node\" data-node=\"logits\""), "{svg}");
+    assert_eq!(svg, std::fs::read_to_string(out_dir.join("country_language.svg")).unwrap());
     // Single relation, --scores without a file: beside --out.
     let o = tiny_discover(dir.path(), "one.json", &["--method", "eap", "--no-eval", "--scores"]);
     assert!(o.status.success(), "{}", stderr(&o));

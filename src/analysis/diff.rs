@@ -2,13 +2,13 @@
 //! join or leave (zero-shot vs in-context circuits, a relation vs its reverse, two seeds).
 use std::collections::BTreeSet;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::circuit::CircuitFile;
 use crate::{Error, Result};
 
 /// Two sets compared.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SetDiff {
     pub shared: usize,
     pub only_a: usize,
@@ -18,7 +18,7 @@ pub struct SetDiff {
 }
 
 /// Per layer, how many nodes of that layer (its heads, key/value ports and MLP) each circuit has.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerCounts {
     pub layer: usize,
     pub a: usize,
@@ -27,7 +27,7 @@ pub struct LayerCounts {
 }
 
 /// Two circuits compared.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pair {
     pub a: String,
     pub b: String,
@@ -41,7 +41,7 @@ pub struct Pair {
 }
 
 /// The diff report: every pair, and with more than two files the Jaccard matrices.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub files: Vec<String>,
     pub pairs: Vec<Pair>,

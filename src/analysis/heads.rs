@@ -18,7 +18,7 @@
 //! - **mixed**: both shares ≥ [`MIN_MIXED_SHARE`] (and neither rule above);
 //! - **other**: the rest.
 use candle_core::Tensor;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{dla, sources, Analysis, Context};
 use crate::data::{Span, SplitMix64};
@@ -38,7 +38,7 @@ pub const RELATION_TOP: usize = 20;
 pub const TOP_TOKENS: usize = 8;
 
 /// A head's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Mover,
@@ -48,7 +48,7 @@ pub enum Role {
 }
 
 /// Per-span values (attention shares, attribution parts).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct BySpan {
     pub subject: f64,
     pub relation: f64,
@@ -83,14 +83,14 @@ impl BySpan {
 }
 
 /// A token and a value (a logit contribution, a probability change).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenValue {
     pub token: String,
     pub value: f64,
 }
 
 /// One head, averaged over the facts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeadReport {
     pub name: String,
     pub layer: usize,
@@ -112,7 +112,7 @@ pub struct HeadReport {
 }
 
 /// What ablating a set of heads does, over the facts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Effect {
     pub mean_rank: f64,
     /// Fraction of facts with the target top-1.
@@ -125,7 +125,7 @@ pub struct Effect {
 }
 
 /// The paper's ablation check for one set of heads (a role's, or one given).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AblationCheck {
     /// `mover`, `relation`, or the name of a given set.
     pub set: String,
@@ -137,7 +137,7 @@ pub struct AblationCheck {
 }
 
 /// The `heads` report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub model: String,
     pub n_facts: usize,
@@ -150,7 +150,7 @@ pub struct Report {
 }
 
 /// The thresholds the roles were given by.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Rules {
     pub min_share: f64,
     pub min_mixed_share: f64,

@@ -5,7 +5,7 @@
 //! Under a circuit the "residual stream" is what the `logits` receiver reads, accumulated block by block:
 //! kept senders' live outputs, removed senders' ablated values. Its last point is the circuit's own logits.
 use candle_core::Tensor;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{dla, sources, Analysis, Context, Trace};
 use crate::data::Span;
@@ -24,7 +24,7 @@ pub struct Lens {
 }
 
 /// One lens point of one fact.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Point {
     /// `embed`, `a{l}` (after attention `l`), `m{l}` (after MLP `l`).
     pub point: String,
@@ -42,7 +42,7 @@ pub struct Point {
 }
 
 /// The lens of one fact in one model (the full model or a circuit).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reading {
     pub points: Vec<Point>,
     /// The first point from which the target stays top-1 to the end, if it ends top-1.
@@ -67,7 +67,7 @@ pub struct Reading {
 pub const TOP_HEADS: usize = 5;
 
 /// One head's direct effect on the target's logit (and on the compared answer's).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeadEffect {
     pub head: String,
     pub target: f64,
@@ -76,7 +76,7 @@ pub struct HeadEffect {
 }
 
 /// The target's direct logit attribution by layer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LayerAttribution {
     pub embed: f64,
     /// Per layer: the attention block (heads plus bias) and the MLP.
@@ -88,7 +88,7 @@ pub struct LayerAttribution {
 }
 
 /// One fact's lens.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FactLens {
     pub subject: String,
     pub prompt: String,
@@ -105,7 +105,7 @@ pub struct FactLens {
 }
 
 /// Lens report over facts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub model: String,
     pub n_facts: usize,
@@ -135,7 +135,7 @@ fn emergence(points: &[Point], readings: &[&Reading]) -> Vec<(String, usize)> {
     out
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SummaryPoint {
     pub point: String,
     pub mean_rank: f64,

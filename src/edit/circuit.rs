@@ -1,7 +1,7 @@
 //! What an edit does to the circuit (the paper's section 5): the logit lens of the old and the new object on
 //! the edit prompt before and after the edit (where the new object's rank moves: at the edited layer, or later
 //! through a mover head). The circuit rediscovered on the edited model is `pipeline::rediscover`.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Prepared;
 use crate::analysis::lens::{Lens, Point};
@@ -12,7 +12,7 @@ use crate::tokenizer::Tokenizer;
 use crate::Result;
 
 /// One lens point before and after the edit: the new and the old object's ranks at the last position.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LensStep {
     pub point: String,
     pub new_before: usize,
@@ -22,7 +22,7 @@ pub struct LensStep {
 }
 
 /// The lens of one edit.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EditLens {
     pub subject: String,
     pub points: Vec<LensStep>,

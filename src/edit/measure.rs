@@ -7,7 +7,7 @@
 //! every one again on the final model.
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Editor, Prepared, Request};
 use crate::data::{Example, Relation, Triple};
@@ -18,7 +18,7 @@ use crate::tokenizer::Tokenizer;
 use crate::Result;
 
 /// The old and new answers on one prompt.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Probe {
     pub new_rank: usize,
     pub new_prob: f64,
@@ -33,7 +33,7 @@ impl Probe {
 }
 
 /// The relation's other templates with the edited subject.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Generalization {
     pub n_templates: usize,
     /// Fraction of them whose top-1 is the new object.
@@ -42,7 +42,7 @@ pub struct Generalization {
 }
 
 /// Other facts after the edit, against the unedited model.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Locality {
     pub n_facts: usize,
     /// Fraction whose top-1 token did not change.
@@ -52,7 +52,7 @@ pub struct Locality {
 }
 
 /// One request's measurements.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Measured {
     pub reliability: Probe,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,7 +66,7 @@ pub struct Measured {
 }
 
 /// One request: before, right after its edit, and on the final model.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestReport {
     pub request: Request,
     /// Why nothing was edited, when nothing was (the new object is the current one).
@@ -81,7 +81,7 @@ pub struct RequestReport {
 }
 
 /// Means over requests.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// Fraction of edit prompts whose top-1 is the new object.
     pub reliability: f64,
@@ -93,7 +93,7 @@ pub struct Summary {
 }
 
 /// The `kcirc edit` report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub model: String,
     pub method: String,
