@@ -19,9 +19,14 @@ fn chunk_for(k: usize) -> usize {
     (MIN_CHUNK..=MAX_CHUNK).rev().find(|c| k % c == 0).unwrap_or(k)
 }
 
-/// `x [..., M, K] @ w [..., K, N] -> [..., M, N]` with the K reduction accumulated chunk by chunk.
-/// Leading dimensions of `w` broadcast against those of `x` (as `broadcast_matmul`).
+/// `x [..., M, K] @ w [..., K, N] -> [..., M, N]` with the K reduction accumulated chunk by chunk on CPU.
+/// Leading dimensions of `w` broadcast against those of `x` (as `broadcast_matmul`). Off CPU one product
+/// ([`bmm`]): cuBLAS sums K in blocks, not in one running sum, and cannot read a K-chunk view of `x` (its rows are
+/// not contiguous).
 pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return Ok(bmm(x, w)?);
+    }
     let k = x.dim(D::Minus1)?;
     let c = chunk_for(k);
     if c == k {
@@ -36,6 +41,51 @@ pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
         out = (out + part)?;
     }
     Ok(out)
+}
+
+/// `a [..., M, K] @ b [..., K, N] -> [..., M, N]` with equal leading dimensions: candle's `matmul` on CPU;
+/// elsewhere with the operands in a layout cuBLAS reads (see [`gemm_ready`]).
+pub fn mm(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    if a.device().is_cpu() {
+        return a.matmul(b);
+    }
+    gemm_ready(a)?.matmul(&gemm_ready(b)?)
+}
+
+/// `a [..., M, K] @ b [..., K, N] -> [..., M, N]` with the leading dimensions broadcast: candle's
+/// `broadcast_matmul` on CPU. Elsewhere a rank-2 `b` is one product over all of `a`'s rows (`[rows, K] @ [K, N]`),
+/// and any other broadcast is materialised first: cuBLAS takes a batch as one stride, which a broadcast over
+/// some leading dimensions but not others does not have.
+pub fn bmm(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    if a.device().is_cpu() {
+        return a.broadcast_matmul(b);
+    }
+    if b.rank() == 2 && a.rank() > 2 {
+        let k = a.dim(D::Minus1)?;
+        let mut dims = a.dims().to_vec();
+        *dims.last_mut().unwrap_or(&mut 0) = b.dim(1)?;
+        let rows = a.contiguous()?.reshape((a.elem_count() / k.max(1), k))?;
+        return rows.matmul(&gemm_ready(b)?)?.reshape(dims);
+    }
+    if a.dims()[..a.rank().saturating_sub(2)] == b.dims()[..b.rank().saturating_sub(2)] {
+        return mm(a, b);
+    }
+    let (ar, br) = (a.rank().max(2), b.rank().max(2));
+    let lead = candle_core::Shape::from(&a.dims()[..ar - 2])
+        .broadcast_shape_binary_op(&candle_core::Shape::from(&b.dims()[..br - 2]), "broadcast_matmul")?;
+    let (la, lb) = ([lead.dims(), &a.dims()[ar - 2..]].concat(), [lead.dims(), &b.dims()[br - 2..]].concat());
+    a.broadcast_as(la)?.contiguous()?.matmul(&b.broadcast_as(lb)?.contiguous()?)
+}
+
+/// `t [..., R, C]` as it is when cuBLAS can read it — contiguous, or the transpose of a contiguous tensor (its
+/// last two dimensions swapped) — else a contiguous copy. candle's CUDA matmul rejects any other layout
+/// (`MatMulNonContiguous`), while its CPU gemm takes arbitrary strides; views such as a head's slice of a
+/// projection are common in kcirc.
+fn gemm_ready(t: &Tensor) -> candle_core::Result<Tensor> {
+    if t.is_contiguous() || (t.rank() >= 2 && t.t()?.is_contiguous()) {
+        return Ok(t.clone());
+    }
+    t.contiguous()
 }
 
 /// Row normalisation over the last dimension, statistics accumulated in f64: `(x - mean) / sqrt(var + eps)`
@@ -185,7 +235,7 @@ impl candle_core::CustomOp1 for InputGradOnly {
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad.broadcast_matmul(&self.w.t()?)?))
+        Ok(Some(bmm(grad, &self.w.t()?)?))
     }
 }
 

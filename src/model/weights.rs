@@ -101,7 +101,7 @@ impl Attention {
         let idx: Vec<u32> = (0..h).map(|i| (i / group) as u32).collect();
         let idx = Tensor::new(idx.as_slice(), &dev)?;
         let b_v_per_q = b_v_heads.index_select(&idx, 0)?; // [h, 1, dh]
-        let folded = b_v_per_q.matmul(&w_o)?.sum(0)?.reshape(d)?; // [d]
+        let folded = super::ops::mm(&b_v_per_q, &w_o)?.sum(0)?.reshape(d)?; // [d]
         let b_o = (b_o + folded)?;
         let w_qkv = Tensor::cat(&[&m.w_q, &m.w_k, &m.w_v], 1)?.contiguous()?;
         // The value bias lives in `b_o` now, so the fused projection leaves it out.
