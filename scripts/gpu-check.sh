@@ -16,6 +16,9 @@
 #      is greedy, and one decision within rounding of the threshold changes the rest of the search).
 #   4. a table of wall-clock times, CPU (all cores) and CUDA, each command run once after a warm-up load.
 # Fails (non-zero exit, FAIL lines) on any parity mismatch.
+# Not yet run on a GPU. Its flow (sections 2-4: comparisons and table) was dry-run on the 2-core machine with
+# `--device cpu` on both sides, a fake nvidia-smi and the stub driver: exit 0, eval identical, EAP-IG and ACDC
+# circuits identical (16 ACDC edges), in about 18 minutes.
 #
 # Toolkit: an `nvcc` on PATH is used as it is (best: the toolkit that matches the driver); otherwise the CUDA 13.0
 # wheels of scripts/cuda-env.sh, which need driver release ≥ 580. The kernels are built for the GPU's own compute
