@@ -19,7 +19,8 @@ pub fn device(d: DeviceArg) -> Result<Device> {
             if !candle_core::utils::cuda_is_available() {
                 bail!("--device cuda: this kcirc was built without the `cuda` feature (cargo build --release --features cuda)");
             }
-            Ok(Device::new_cuda(0)?)
+            // No GPU, no driver or a driver too old for this build: one line, exit 2, before any work.
+            Device::new_cuda(0).map_err(|e| anyhow::anyhow!("--device cuda: no usable CUDA device 0: {e}"))
         }
     }
 }

@@ -11,6 +11,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{Block, Graph};
+use crate::model::ops::mm;
 use crate::model::{Activations, HookPoint, Hooks, Model, Stage};
 use crate::Result;
 
@@ -376,7 +377,7 @@ impl<'a> EdgeInputs<'a> {
             if uniform {
                 mask.truncate(p * sb);
                 let m = Tensor::from_vec(mask, (p, sb), dev)?;
-                let o = m.matmul(&flat)?;
+                let o = mm(&m, &flat)?;
                 if r == n {
                     add(&mut shared, o)?
                 } else {
@@ -384,7 +385,7 @@ impl<'a> EdgeInputs<'a> {
                 }
             } else if r == n {
                 let m = Tensor::from_vec(mask, (k * p, sb), dev)?;
-                add(&mut per_copy, m.matmul(&flat)?.reshape((k, p, n * t * d))?)?;
+                add(&mut per_copy, mm(&m, &flat)?.reshape((k, p, n * t * d))?)?;
             } else {
                 // Live and copy-specific: gathered, done in one matmul below.
                 live_masks.push((b, mask));
@@ -412,7 +413,7 @@ impl<'a> EdgeInputs<'a> {
             // [w, k·n, T, D] -> [k, w, n·T·D], a strided view (batch stride n·T·D, row stride k·n·T·D)
             let dl = deltas.reshape((w, k, ntd))?.transpose(0, 1)?;
             let m = Tensor::from_vec(mask, (k, p, w), deltas.device())?;
-            add(&mut per_copy, m.matmul(&dl)?)?;
+            add(&mut per_copy, mm(&m, &dl)?)?;
         }
         let mut total = full.map(|f| f.reshape((p, k, ntd))).transpose()?;
         if let Some(pc) = per_copy {

@@ -9,6 +9,7 @@ use candle_core::Tensor;
 use serde::Serialize;
 
 use super::Trace;
+use crate::model::ops::{bmm, mm};
 use crate::model::{Model, NormKind};
 use crate::Result;
 
@@ -129,7 +130,7 @@ pub fn head_sources(model: &Model, trace: &Trace, dir: &Direction, l: usize) -> 
     let idx: Vec<u32> = (0..cfg.n_heads).map(|h| (h / group) as u32).collect();
     let v = v.index_select(&Tensor::new(idx.as_slice(), v.device())?, 0)?; // [H, T, dh]
     let w_o = &model.weights.layers[l].attn.w_o; // [H, dh, D]
-    let wo_dir = w_o.broadcast_matmul(&dir.dir.reshape((1, cfg.d_model, 1))?)?; // [H, dh, 1]
-    let per_pos = v.matmul(&wo_dir)?.squeeze(2)?; // [H, T]
+    let wo_dir = bmm(w_o, &dir.dir.reshape((1, cfg.d_model, 1))?)?; // [H, dh, 1]
+    let per_pos = mm(&v, &wo_dir)?.squeeze(2)?; // [H, T]
     Ok((per_pos * row)?)
 }

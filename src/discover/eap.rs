@@ -10,6 +10,7 @@ use candle_core::{Tensor, Var};
 
 use super::{ChosenSize, Circuit, Discovery, EdgeScores, Task};
 use crate::graph::Selection;
+use crate::model::ops::mm;
 use crate::model::{Activations, HookPoint, Hooks, Logits};
 use crate::progress::Progress;
 use crate::Result;
@@ -159,7 +160,7 @@ pub fn edge_scores(task: &Task, ig_steps: Option<usize>, progress: &dyn Progress
         let Some(grads) = grads else { return Ok(()) };
         let s_max = g.edges_into[receivers[0]].len();
         let gr = (grads.reshape((receivers.len(), ()))? * scale)?; // [R, n·T·D]
-        let sc = gr.matmul(&deltas.narrow(0, 0, s_max)?.t()?)?; // [R, S]
+        let sc = mm(&gr, &deltas.narrow(0, 0, s_max)?.t()?)?; // [R, S]
         let sc = sc.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?;
         for (i, &r) in receivers.iter().enumerate() {
             for (s, &e) in g.edges_into[r].iter().enumerate() {

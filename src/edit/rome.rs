@@ -18,6 +18,7 @@ use candle_core::{DType, Tensor, D};
 use super::{check_layer, subject_last, Adam, Editor, Forced, Prepared, Update};
 use crate::data::{SplitMix64, Triple};
 use crate::model::hooks::Record;
+use crate::model::ops::mm;
 use crate::model::{HookPoint, Logits, Model};
 use crate::progress::Progress;
 use crate::tokenizer::Tokenizer;
@@ -66,7 +67,7 @@ impl Rome {
             let batch = model.batch(&[chunk.to_vec()])?;
             let acts = model.run(&batch, &record, None, Logits::Hidden)?.0;
             let k = acts.expect(HookPoint::MlpHidden(self.layer))?.reshape((chunk.len(), f))?.to_dtype(DType::F64)?;
-            c = (c + k.t()?.matmul(&k)?)?;
+            c = (c + mm(&k.t()?, &k)?)?;
             n += chunk.len();
         }
         let c = (c / n as f64)?;
@@ -104,7 +105,7 @@ impl Rome {
     /// The MLP's output for key `k` `[d_mlp]`: `k·W + b`, `[D]`.
     pub fn output(&self, model: &Model, k: &Tensor) -> Result<Tensor> {
         let w = model.mlp_out_weight(self.layer);
-        let y = k.unsqueeze(0)?.matmul(w)?.squeeze(0)?;
+        let y = mm(&k.unsqueeze(0)?, w)?.squeeze(0)?;
         Ok(match &model.weights.layers[self.layer].mlp {
             crate::model::weights::Mlp::GeluTanh { b_out, .. } => (y + b_out)?,
             crate::model::weights::Mlp::SwiGlu { .. } => y,
@@ -186,14 +187,14 @@ impl Rome {
     /// bias, if any): `w + u ⊗ (v − b − k·w) / (u·k)`, `u = C⁻¹k`.
     pub fn rank_one(&self, w: &Tensor, k: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let u = match &self.inverse_covariance {
-            Some(ci) => ci.matmul(&k.unsqueeze(1)?)?.squeeze(1)?,
+            Some(ci) => mm(ci, &k.unsqueeze(1)?)?.squeeze(1)?,
             None => k.clone(),
         };
         let denom = (&u * k)?.sum_all()?.to_scalar::<f32>()? as f64;
         if denom.abs() < 1e-12 {
             return Err(Error::bug("ROME key has zero norm"));
         }
-        let outer = u.unsqueeze(1)?.matmul(&residual.unsqueeze(0)?)?; // [d_mlp, D]
+        let outer = mm(&u.unsqueeze(1)?, &residual.unsqueeze(0)?)?; // [d_mlp, D]
         Ok((w + (outer / denom)?)?)
     }
 

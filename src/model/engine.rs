@@ -9,7 +9,7 @@
 use candle_core::{DType, Device, Tensor, D};
 
 use super::hooks::{Activations, Clean, HookPoint, Hooks, Stage};
-use super::ops::{matmul, matmul_input_grad};
+use super::ops::{matmul, matmul_input_grad, mm};
 use super::weights::{Mlp, Norm, Weights};
 use super::{Config, MlpKind, NormKind, Positional};
 use crate::Result;
@@ -356,17 +356,17 @@ impl Model {
         let q = q.reshape((h * b, t, dh))?.contiguous()?;
         let k = k.reshape((h * b, t, dh))?.contiguous()?;
         let v = v.reshape((h * b, t, dh))?.contiguous()?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (dh as f64).sqrt()))?;
+        let scores = (mm(&q, &k.t()?)? * (1.0 / (dh as f64).sqrt()))?;
         let scores = scores.reshape((h, b, t, t))?.broadcast_add(&batch.mask.unsqueeze(0)?)?;
         let pattern = if diff { candle_nn::ops::softmax(&scores, D::Minus1)? } else { candle_nn::ops::softmax_last_dim(&scores)? };
         let pattern = hook(hooks, HookPoint::Pattern(l), pattern, acts)?; // [H, B, T, T]
-        let z = pattern.reshape((h * b, t, t))?.matmul(&v)?.reshape((h, b, t, dh))?;
+        let z = mm(&pattern.reshape((h * b, t, t))?, &v)?.reshape((h, b, t, dh))?;
         let z = hook(hooks, HookPoint::Z(l), z, acts)?.reshape((h, b * t, dh))?;
         let point = HookPoint::HeadOut(l);
         let mid = match hooks.reads(point) || hooks.writes(point) {
             false => None,
             true => {
-                let heads = z.matmul(&a.w_o)?.reshape((h, b, t, d))?; // [H, B, T, D]
+                let heads = mm(&z, &a.w_o)?.reshape((h, b, t, d))?; // [H, B, T, D]
                 let written = match hooks.writes(point) {
                     true => hooks.write(point, &heads, acts)?,
                     false => None,

@@ -19,9 +19,14 @@ fn chunk_for(k: usize) -> usize {
     (MIN_CHUNK..=MAX_CHUNK).rev().find(|c| k % c == 0).unwrap_or(k)
 }
 
-/// `x [..., M, K] @ w [..., K, N] -> [..., M, N]` with the K reduction accumulated chunk by chunk.
-/// Leading dimensions of `w` broadcast against those of `x` (as `broadcast_matmul`).
+/// `x [..., M, K] @ w [..., K, N] -> [..., M, N]` with the K reduction accumulated chunk by chunk on CPU.
+/// Leading dimensions of `w` broadcast against those of `x` (as `broadcast_matmul`). Off CPU one product
+/// ([`bmm`]): cuBLAS sums K in blocks, not in one running sum, and cannot read a K-chunk view of `x` (its rows are
+/// not contiguous).
 pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return Ok(bmm(x, w)?);
+    }
     let k = x.dim(D::Minus1)?;
     let c = chunk_for(k);
     if c == k {
@@ -36,6 +41,64 @@ pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
         out = (out + part)?;
     }
     Ok(out)
+}
+
+/// `a [..., M, K] @ b [..., K, N] -> [..., M, N]` with equal leading dimensions: candle's `matmul` on CPU;
+/// elsewhere with the operands in a layout cuBLAS reads (see [`gemm_ready`]).
+pub fn mm(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    if a.device().is_cpu() {
+        return a.matmul(b);
+    }
+    gemm_mm(a, b, &|x, y| x.matmul(y))
+}
+
+/// `a [..., M, K] @ b [..., K, N] -> [..., M, N]` with the leading dimensions broadcast: candle's
+/// `broadcast_matmul` on CPU; elsewhere [`gemm_bmm`].
+pub fn bmm(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    if a.device().is_cpu() {
+        return a.broadcast_matmul(b);
+    }
+    gemm_bmm(a, b, &|x, y| x.matmul(y))
+}
+
+/// The product `gemm` (candle's `matmul`) takes two operands of equal leading dimensions.
+type Gemm<'a> = &'a dyn Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>;
+
+/// [`mm`] off CPU: `gemm` on cuBLAS-ready operands.
+fn gemm_mm(a: &Tensor, b: &Tensor, gemm: Gemm) -> candle_core::Result<Tensor> {
+    gemm(&gemm_ready(a)?, &gemm_ready(b)?)
+}
+
+/// [`bmm`] off CPU. A rank-2 `b` is one product over all of `a`'s rows (`[rows, K] @ [K, N]`); any other
+/// broadcast is materialised first: cuBLAS takes a batch as one stride, which a broadcast over some leading
+/// dimensions but not others does not have.
+fn gemm_bmm(a: &Tensor, b: &Tensor, gemm: Gemm) -> candle_core::Result<Tensor> {
+    if b.rank() == 2 && a.rank() > 2 {
+        let k = a.dim(D::Minus1)?;
+        let mut dims = a.dims().to_vec();
+        *dims.last_mut().unwrap_or(&mut 0) = b.dim(1)?;
+        let rows = a.contiguous()?.reshape((a.elem_count() / k.max(1), k))?;
+        return gemm_mm(&rows, b, gemm)?.reshape(dims);
+    }
+    if a.dims()[..a.rank().saturating_sub(2)] == b.dims()[..b.rank().saturating_sub(2)] {
+        return gemm_mm(a, b, gemm);
+    }
+    let (ar, br) = (a.rank().max(2), b.rank().max(2));
+    let lead = candle_core::Shape::from(&a.dims()[..ar - 2])
+        .broadcast_shape_binary_op(&candle_core::Shape::from(&b.dims()[..br - 2]), "broadcast_matmul")?;
+    let (la, lb) = ([lead.dims(), &a.dims()[ar - 2..]].concat(), [lead.dims(), &b.dims()[br - 2..]].concat());
+    gemm(&a.broadcast_as(la)?.contiguous()?, &b.broadcast_as(lb)?.contiguous()?)
+}
+
+/// `t [..., R, C]` as it is when cuBLAS can read it — contiguous, or the transpose of a contiguous tensor (its
+/// last two dimensions swapped) — else a contiguous copy. candle's CUDA matmul rejects any other layout
+/// (`MatMulNonContiguous`), while its CPU gemm takes arbitrary strides; views such as a head's slice of a
+/// projection are common in kcirc.
+fn gemm_ready(t: &Tensor) -> candle_core::Result<Tensor> {
+    if t.is_contiguous() || (t.rank() >= 2 && t.t()?.is_contiguous()) {
+        return Ok(t.clone());
+    }
+    t.contiguous()
 }
 
 /// Row normalisation over the last dimension, statistics accumulated in f64: `(x - mean) / sqrt(var + eps)`
@@ -185,7 +248,7 @@ impl candle_core::CustomOp1 for InputGradOnly {
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad.broadcast_matmul(&self.w.t()?)?))
+        Ok(Some(bmm(grad, &self.w.t()?)?))
     }
 }
 
@@ -203,6 +266,68 @@ pub fn matmul_input_grad(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use candle_core::{Device, Tensor, Var};
+
+    /// Whether candle's CUDA matmul (`gemm_config` in candle-core 0.11's cuda_backend) accepts these operands
+    /// rather than failing with `MatMulNonContiguous`: each operand's last two dimensions plain or transposed
+    /// contiguous, its batch dimensions one stride.
+    fn cublas_accepts(a: &Tensor, b: &Tensor) -> bool {
+        let (m, k, n) = (a.dim(a.rank() - 2).unwrap(), a.dim(a.rank() - 1).unwrap(), b.dim(b.rank() - 1).unwrap());
+        let reads = |t: &Tensor, rows: usize, cols: usize| {
+            let s = t.stride();
+            let (m1, m2) = (s[s.len() - 1], s[s.len() - 2]);
+            let plain = (m1 == 1 || cols == 1) && (m2 == cols || rows == 1);
+            let transposed = (m1 == rows || cols == 1) && (m2 == 1 || rows == 1);
+            let d = t.dims();
+            let batch = match s[..s.len() - 2] {
+                [s1, st] => s1 == st * d[1] || d[0] == 1 || d[1] == 1,
+                [_] | [] => true,
+                _ => false,
+            };
+            (plain || transposed) && batch
+        };
+        reads(a, m, k) && reads(b, k, n)
+    }
+
+    /// The off-CPU matmuls hand cuBLAS only layouts it accepts and compute what candle's CPU matmul does, for the
+    /// views kcirc multiplies: a K-chunk of the columns, a transpose, a head's narrow of a batch, a broadcast
+    /// rank-2 weight, a broadcast over some leading dimensions only.
+    #[test]
+    fn off_cpu_matmul_layouts_are_cublas_ready_and_equal_candle() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let t = |dims: &[usize], seed: f64| -> candle_core::Result<Tensor> {
+            let n = dims.iter().product::<usize>();
+            Tensor::arange(0f32, n as f32, &dev)?.affine(0.37, seed)?.sin()?.reshape(dims)
+        };
+        let strict = |x: &Tensor, y: &Tensor| {
+            assert!(cublas_accepts(x, y), "cuBLAS would reject {:?} @ {:?}", x.layout(), y.layout());
+            x.matmul(y)
+        };
+        let x = t(&[2, 5, 12], 0.1)?;
+        let cases = [
+            (x.narrow(2, 4, 6)?, t(&[6, 3], 0.2)?),                                  // K-chunk view, rank-2 weight
+            (t(&[2, 3, 5], 0.3)?.transpose(1, 2)?, t(&[2, 3, 4], 0.4)?),             // transposed lhs
+            (x.clone(), t(&[2, 7, 12], 0.5)?.transpose(1, 2)?),                      // transposed rhs
+            (t(&[4, 5, 12], 0.6)?.narrow(0, 1, 2)?, t(&[2, 12, 3], 0.7)?),           // a narrow of the batch
+            (t(&[2, 5, 12], 0.8)?.narrow(1, 1, 3)?, t(&[2, 12, 4], 0.9)?),           // rows of a batch
+            (t(&[3, 1, 5, 6], 1.0)?, t(&[1, 2, 6, 4], 1.1)?),                        // broadcast over both leading dims
+            (t(&[3, 2, 5, 6], 1.2)?.permute((1, 0, 2, 3))?, t(&[2, 3, 6, 4], 1.3)?), // batch dims permuted
+        ];
+        for (a, b) in &cases {
+            let want = a.contiguous()?.broadcast_matmul(&b.contiguous()?)?.flatten_all()?.to_vec1::<f32>()?;
+            let got = super::gemm_bmm(a, b, &strict)?.flatten_all()?.to_vec1::<f32>()?;
+            assert_eq!(want.len(), got.len());
+            for (w, g) in want.iter().zip(&got) {
+                assert!((w - g).abs() <= 1e-5, "{w} vs {g} for {:?} @ {:?}", a.dims(), b.dims());
+            }
+            if a.rank() == b.rank() && a.dims()[..a.rank() - 2] == b.dims()[..b.rank() - 2] {
+                let got = super::gemm_mm(a, b, &strict)?.flatten_all()?.to_vec1::<f32>()?;
+                assert!(want.iter().zip(&got).all(|(w, g)| (w - g).abs() <= 1e-5));
+            }
+        }
+        // And the checker itself rejects what candle rejects: a K-chunk view as it is.
+        assert!(!cublas_accepts(&x.narrow(2, 4, 6)?, &t(&[2, 6, 3], 0.2)?));
+        Ok(())
+    }
 
     /// The fast path's value and input gradient equal candle's own matmul backward, for plain `[M, K] @ [K, N]`
     /// (K long enough to be chunked) and per-head batched `[H, M, K] @ [H, K, N]` weights.
