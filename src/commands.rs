@@ -224,7 +224,7 @@ pub fn graph(a: &GraphArgs) -> Result<()> {
 }
 
 /// Discovery flags that `--rerun` takes from the circuit file instead.
-const SETTING_FLAGS: [&str; 17] = [
+const SETTING_FLAGS: [&str; 20] = [
     "stability",
     "config",
     "method",
@@ -242,6 +242,9 @@ const SETTING_FLAGS: [&str; 17] = [
     "seed",
     "no_filter",
     "relations",
+    "edit_method",
+    "edit_layer",
+    "edit_steps",
 ];
 
 #[derive(Args)]
@@ -303,6 +306,8 @@ pub struct DiscoverArgs {
     pub stability: bool,
     #[command(flatten)]
     pub common: SettingFlags,
+    #[command(flatten)]
+    pub edit: EditFlags,
     #[command(flatten)]
     pub output: CircuitOutput,
 }
@@ -371,6 +376,67 @@ impl SettingFlags {
             s.ig_steps = k;
         }
         Ok(s)
+    }
+}
+
+/// `--edits`: knowledge edits applied to the model in memory before a command runs (as `kcirc edit` with
+/// the same flags would leave it; the output records them).
+#[derive(Args)]
+pub struct EditFlags {
+    /// Apply these edit requests (JSON Lines of {"subject", "template", "object", "new_object"}, as `kcirc edit
+    /// --requests`) to the model in memory first, one after another; circuit files and reports record them.
+    /// With --rerun, where the requests file is now.
+    #[arg(long, value_name = "REQUESTS")]
+    pub edits: Option<PathBuf>,
+    /// With --edits: rome (the default), ft-m or ft-l.
+    #[arg(long, requires = "edits")]
+    pub edit_method: Option<String>,
+    /// With --edits: the layer whose MLP output projection is rewritten (default as `kcirc edit`).
+    #[arg(long, requires = "edits")]
+    pub edit_layer: Option<usize>,
+    /// With --edits: the editor's optimisation steps (default as `kcirc edit`: ROME 20, FT 25).
+    #[arg(long, requires = "edits")]
+    pub edit_steps: Option<usize>,
+}
+
+impl EditFlags {
+    /// The edits to apply, read and checked (before any model is loaded).
+    fn spec(&self) -> Result<Option<kcirc::edit::EditSpec>> {
+        let Some(p) = &self.edits else { return Ok(None) };
+        let options = kcirc::edit::EditorOptions {
+            method: self.edit_method.clone().unwrap_or_else(|| "rome".into()),
+            layer: self.edit_layer,
+            steps: self.edit_steps,
+            ..Default::default()
+        };
+        Ok(Some(kcirc::edit::EditSpec::new(&read_text(p)?, &p.display().to_string(), options)?))
+    }
+}
+
+/// The edits a file records (`None`: none), read again from `path` or from where the record says.
+fn recorded_edits(record: Option<&kcirc::model::EditRecord>, path: Option<&Path>) -> Result<Option<kcirc::edit::EditSpec>> {
+    match (record, path) {
+        (Some(r), p) => {
+            let p = p.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(&r.requests.path));
+            Ok(Some(kcirc::edit::EditSpec::from_record(r, &read_text(&p)?, &p.display().to_string())?))
+        }
+        (None, Some(p)) => bail!("--edits {}: the file records no edits, and these would change what it reproduces", p.display()),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The model, with `edits` applied in memory.
+fn load_model(cli: &Cli, name: &str, edits: Option<&kcirc::edit::EditSpec>) -> Result<(kcirc::model::Model, kcirc::tokenizer::Tokenizer)> {
+    let bar = Bar::new(cli, "steps");
+    let loaded = kcirc::edit::load(name, &device(cli.device)?, edits, &bar)?;
+    bar.finish();
+    Ok(loaded)
+}
+
+/// A note when `circuit` was discovered on a model edited otherwise than `model`.
+fn note_edits(cli: &Cli, circuit: &kcirc::circuit::CircuitFile, model: &kcirc::model::Model) {
+    if let Some(msg) = kcirc::edit::edits_differ(circuit.run.edits.as_ref(), model.edits.as_ref()) {
+        Bar::new(cli, "").warn(&msg);
     }
 }
 
@@ -483,7 +549,7 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
         filter_known: s.filter_known,
         demonstrations: s.demonstrations,
     });
-    let dev = device(cli.device)?;
+    device(cli.device)?;
     if files.len() == 1 {
         let scores = match &a.scores {
             Some(Some(p)) => Some(p.clone()),
@@ -496,7 +562,8 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
         let out = Outputs { circuit: a.output.out.clone(), dot: a.output.dot.clone(), scores };
         check_stdout(&out)?;
         let relation = read_relation(&files[0])?;
-        let (model, tok) = kcirc::model::load(&model_name, &dev)?;
+        let edits = a.edit.spec()?;
+        let (model, tok) = load_model(cli, &model_name, edits.as_ref())?;
         return discover_one(cli, &model, &tok, &model_name, &relation, &s, eval.as_ref(), &out);
     }
     if files.iter().any(|f| is_std(f)) {
@@ -506,7 +573,8 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
         bail!("--scores {}: a batch run writes one scores file per relation, `<out-dir>/<relation>.scores.jsonl`: give --scores without a file name", p.display());
     }
     let out_dir = a.out_dir.clone().ok_or_else(|| anyhow::anyhow!("several relations need --out-dir for their circuits"))?;
-    let (model, tok) = kcirc::model::load(&model_name, &dev)?;
+    let edits = a.edit.spec()?;
+    let (model, tok) = load_model(cli, &model_name, edits.as_ref())?;
     let outputs = pipeline::BatchOutputs { out_dir, dot: a.output.dot.is_some(), scores: a.scores.is_some() };
     let bar = Bar::new(cli, "edges");
     let mut first = true;
@@ -625,7 +693,8 @@ fn rerun(cli: &Cli, a: &DiscoverArgs, circuit: &Path) -> Result<()> {
     };
     let out = Outputs { circuit: a.output.out.clone(), dot: a.output.dot.clone(), scores: a.scores.clone().flatten() };
     check_stdout(&out)?;
-    let (model, tok) = kcirc::model::load(&model_name, &device(cli.device)?)?;
+    let edits = recorded_edits(run.edits.as_ref(), a.edit.edits.as_deref())?;
+    let (model, tok) = load_model(cli, &model_name, edits.as_ref())?;
     discover_one(cli, &model, &tok, &model_name, &relation, &s, eval.as_ref(), &out)
 }
 
@@ -683,7 +752,8 @@ pub fn select(cli: &Cli, a: &SelectArgs) -> Result<()> {
         }
         (_, true) => None,
     };
-    let (model, tok) = kcirc::model::load(&a.model, &device(cli.device)?)?;
+    let edits = recorded_edits(file.header.run.edits.as_ref(), None)?;
+    let (model, tok) = load_model(cli, &a.model, edits.as_ref())?;
     let (circuit, _) = pipeline::select(&model, &tok, &a.model, &file, selection, relation.as_ref().map(|r| (r, a.output.random)), &bar)?;
     bar.info(&format!("{} in {:.1}s", pipeline::kept_line(&circuit), t0.elapsed().as_secs_f64()));
     let json = circuit.to_json()? + "\n";
@@ -766,6 +836,8 @@ pub struct EvalArgs {
     /// With --baseline: the largest drop allowed in each watched metric.
     #[arg(long, requires = "baseline", default_value_t = 0.0)]
     pub max_drop: f64,
+    #[command(flatten)]
+    pub edit: EditFlags,
 }
 
 /// `-` as a path: standard input (or output).
@@ -859,8 +931,9 @@ pub fn eval(cli: &Cli, a: &EvalArgs) -> Result<()> {
         }
         None => None,
     };
-    let dev = device(cli.device)?;
-    let (model, tok) = kcirc::model::load(&a.model, &dev)?;
+    let edits = a.edit.spec()?;
+    let (model, tok) = load_model(cli, &a.model, edits.as_ref())?;
+    note_edits(cli, &circuit, &model);
     let opts = kcirc::eval::EvalOptions {
         k: a.k,
         random: a.random,
@@ -980,6 +1053,8 @@ pub struct CurveArgs {
     /// of them per circuit).
     #[arg(long, default_value_t = 64)]
     pub max_held_out: usize,
+    #[command(flatten)]
+    pub edit: EditFlags,
 }
 
 pub fn curve(cli: &Cli, a: &CurveArgs) -> Result<()> {
@@ -995,7 +1070,11 @@ pub fn curve(cli: &Cli, a: &CurveArgs) -> Result<()> {
     one_stdin(&[("--triples", Some(&a.triples)), ("--scores", a.scores.as_deref())])?;
     let scores = a.scores.as_deref().map(read_scores).transpose()?;
     let relation = read_relation(&a.triples)?;
-    let (model, tok) = kcirc::model::load(&a.model, &device(cli.device)?)?;
+    let edits = match &scores {
+        Some(f) => recorded_edits(f.header.run.edits.as_ref(), a.edit.edits.as_deref())?,
+        None => a.edit.spec()?,
+    };
+    let (model, tok) = load_model(cli, &a.model, edits.as_ref())?;
     let eval = (!a.no_eval).then_some(kcirc::eval::EvalOptions {
         k: s.k,
         random: a.random,
@@ -1103,6 +1182,8 @@ pub struct LensArgs {
     pub k: usize,
     #[arg(long, value_enum, default_value_t = Format::Json)]
     pub format: Format,
+    #[command(flatten)]
+    pub edit: EditFlags,
 }
 
 pub fn lens(cli: &Cli, a: &LensArgs) -> Result<()> {
@@ -1110,8 +1191,11 @@ pub fn lens(cli: &Cli, a: &LensArgs) -> Result<()> {
     one_stdin(&[("--triples", a.facts.triples.as_deref()), ("--circuit", a.circuit.as_deref())])?;
     let facts = a.facts.facts()?;
     let circuit = a.circuit.as_deref().map(read_circuit).transpose()?;
-    let dev = device(cli.device)?;
-    let (model, tok) = kcirc::model::load(&a.model, &dev)?;
+    let edits = a.edit.spec()?;
+    let (model, tok) = load_model(cli, &a.model, edits.as_ref())?;
+    if let Some(c) = &circuit {
+        note_edits(cli, c, &model);
+    }
     let filter = a.facts.options(a.known_only, a.k, circuit.as_ref());
     let ctx = Context::new(&model, &tok, facts, filter, circuit.as_ref())?;
     let compare = match &a.compare_object {
@@ -1170,6 +1254,8 @@ pub struct HeadsArgs {
     pub k: usize,
     #[arg(long, value_enum, default_value_t = Format::Json)]
     pub format: Format,
+    #[command(flatten)]
+    pub edit: EditFlags,
 }
 
 pub fn heads(cli: &Cli, a: &HeadsArgs) -> Result<()> {
@@ -1178,8 +1264,9 @@ pub fn heads(cli: &Cli, a: &HeadsArgs) -> Result<()> {
     one_stdin(&[("--triples", a.facts.triples.as_deref()), ("--circuit", Some(&a.circuit))])?;
     let facts = a.facts.facts()?;
     let circuit = read_circuit(&a.circuit)?;
-    let dev = device(cli.device)?;
-    let (model, tok) = kcirc::model::load(&a.model, &dev)?;
+    let edits = a.edit.spec()?;
+    let (model, tok) = load_model(cli, &a.model, edits.as_ref())?;
+    note_edits(cli, &circuit, &model);
     let filter = a.facts.options(!a.no_filter, a.k, Some(&circuit));
     let ctx = Context::new(&model, &tok, facts, filter, Some(&circuit))?;
     let heads = match a.all {
@@ -1302,49 +1389,29 @@ impl EditArgs {
 }
 
 pub fn edit(cli: &Cli, a: &EditArgs) -> Result<()> {
-    use kcirc::edit::{self as ed, Editor};
-    if !ed::METHODS.contains(&a.method.as_str()) {
-        bail!("unknown edit method `{}` (available: {})", a.method, ed::METHODS.join(", "));
-    }
+    use kcirc::edit as ed;
     if a.clamp.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
         bail!("--clamp must be a positive number");
     }
     if let Some(dir) = a.out.as_deref().filter(|d| d.exists()) {
         bail!("{}: already exists; kcirc does not overwrite a model folder", dir.display());
     }
+    let mut options =
+        ed::EditorOptions { method: a.method.clone(), layer: a.layer, steps: a.steps, clamp: a.clamp, seed: a.seed, cov_text: None };
+    options.check()?;
     let requests = a.requests()?;
     let relations = a.triples.iter().map(|p| read_relation(p)).collect::<Result<Vec<_>>>()?;
-    let cov = a.cov_text.as_deref().map(read_text).transpose()?;
+    options.cov_text = a.cov_text.as_deref().map(read_text).transpose()?;
     let before_circuit = a.circuit.as_deref().map(read_circuit).transpose()?;
     let (model, tok) = kcirc::model::load(&a.model, &device(cli.device)?)?;
     if let Some(c) = &before_circuit {
         c.run.model_shape.check("circuit", &c.run.model, &model.cfg)?;
     }
-    let layer = a.layer.unwrap_or_else(|| ed::default_layer(&model.cfg));
-    ed::check_layer(layer, &model.cfg)?;
+    if let Some(layer) = a.layer {
+        ed::check_layer(layer, &model.cfg)?;
+    }
     let prepared = requests.iter().map(|r| ed::Prepared::new(r, &tok)).collect::<kcirc::Result<Vec<_>>>()?;
-    let editor: Box<dyn Editor> = match a.method.as_str() {
-        "rome" => {
-            let mut r = ed::rome::Rome::new(&model, &tok, layer, a.seed)?;
-            if let Some(s) = a.steps {
-                r.steps = s;
-            }
-            if let Some(text) = &cov {
-                r = r.with_covariance_from(&model, &tok, text)?;
-            }
-            Box::new(r)
-        }
-        m => {
-            let mut f = ed::ft::FineTune::new(&model, layer, m == "ft-l")?;
-            if let Some(s) = a.steps {
-                f.steps = s;
-            }
-            if let Some(c) = a.clamp {
-                f.clamp = c;
-            }
-            Box::new(f)
-        }
-    };
+    let editor = options.editor(&model, &tok)?;
     let probes = ed::measure::Probes::new(&model, &tok, &relations, ed::measure::templates_of(&relations), a.locality_facts)?;
     let bar = Bar::new(cli, "steps");
     let (edited, mut report) = ed::measure::run(&model, &tok, editor.as_ref(), &prepared, &probes, &bar)?;

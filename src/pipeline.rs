@@ -190,6 +190,7 @@ impl Settings {
             kcirc_version: crate::VERSION.into(),
             stability: self.stability.then_some(true),
             demonstrations: (self.demonstrations > 0).then_some(self.demonstrations),
+            edits: model.edits.clone(),
             examples,
         }
     }
@@ -668,6 +669,7 @@ pub fn curve(
         n_held_out: held.as_ref().map_or(0, |h| h.test.len()),
         n_edges_total: task.graph.edges.len(),
         random_runs: random.max(1),
+        edits: model.edits.clone(),
         points,
         areas,
     })

@@ -309,7 +309,11 @@ fn outputs_follow_their_documented_schemas() {
     let (circuit_schema, report_schema, summary_schema) = (schema("circuit"), schema("report"), schema("summary"));
     let model = tiny();
     let triples = capitals();
-    for method in [vec!["acdc", "--threshold", "0.3"], vec!["hybrid", "--candidates", "30"], vec!["eap-ig"]] {
+    let edits = dir.path().join("edits.jsonl");
+    std::fs::write(&edits, "{\"subject\":\"France\",\"template\":\"The capital of {} is\",\"object\":\"Paris\",\"new_object\":\"Rome\"}\n")
+        .unwrap();
+    let edited = vec!["eap-ig", "--edits", edits.to_str().unwrap(), "--edit-method", "ft-m", "--edit-steps", "2"];
+    for method in [vec!["acdc", "--threshold", "0.3"], vec!["hybrid", "--candidates", "30"], edited] {
         let file = dir.path().join("c.json");
         let mut args = vec!["discover", "--model", &model, "--triples", &triples, "--examples", "3", "--no-filter", "--random", "1"];
         args.extend_from_slice(&["--out", file.to_str().unwrap(), "--method"]);
@@ -318,6 +322,7 @@ fn outputs_follow_their_documented_schemas() {
         let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
         conforms(&c, &circuit_schema, &circuit_schema, "circuit");
         conforms(&c["eval"], &report_schema, &report_schema, "eval");
+        assert_eq!(c.get("edits").is_some(), method.contains(&"--edits"));
     }
     let o = kcirc(&[
         "discover",

@@ -243,14 +243,8 @@ pub fn run(
     for (i, req) in requests.iter().enumerate() {
         progress.message(&format!("edit {}/{}: {} → {}", i + 1, requests.len(), req.request.subject, req.request.new_object));
         let before = probe(&current, req, &req.prompt.tokens)?;
-        let (skipped, steps, loss) = match req.is_noop() {
-            true => (Some("the new object is the current answer".to_string()), 0, 0.0),
-            false => {
-                let u = editor.edit(&current, tok, req, progress)?;
-                current = u.apply(&current)?;
-                (None, u.steps, u.loss)
-            }
-        };
+        let (edited, skipped, steps, loss) = super::apply_one(&current, tok, editor, req, progress)?;
+        current = edited;
         let after = probes.measure(&current, tok, req)?;
         partial.push((req, skipped, steps, loss, before, after));
     }
