@@ -1342,6 +1342,10 @@ pub struct EditArgs {
     /// Locality facts taken per relation (the first in file order).
     #[arg(long, default_value_t = 24)]
     pub locality_facts: usize,
+    /// Generalization prompts instead of the relation's templates: JSON Lines, each {"template": "… {} …"} or
+    /// {"subject": S, "prompt": "… S …"}, with an optional "subject" and "relation" a line is limited to.
+    #[arg(long)]
+    pub paraphrases: Option<PathBuf>,
     /// ROME: estimate the key covariance C from this text file instead of C = I.
     #[arg(long)]
     pub cov_text: Option<PathBuf>,
@@ -1403,6 +1407,10 @@ pub fn edit(cli: &Cli, a: &EditArgs) -> Result<()> {
     let relations = a.triples.iter().map(|p| read_relation(p)).collect::<Result<Vec<_>>>()?;
     options.cov_text = a.cov_text.as_deref().map(read_text).transpose()?;
     let before_circuit = a.circuit.as_deref().map(read_circuit).transpose()?;
+    let paraphrases = match &a.paraphrases {
+        Some(p) => Some(ed::measure::parse_paraphrases(&read_text(p)?, &p.display().to_string())?),
+        None => None,
+    };
     let (model, tok) = kcirc::model::load(&a.model, &device(cli.device)?)?;
     if let Some(c) = &before_circuit {
         c.run.model_shape.check("circuit", &c.run.model, &model.cfg)?;
@@ -1412,7 +1420,8 @@ pub fn edit(cli: &Cli, a: &EditArgs) -> Result<()> {
     }
     let prepared = requests.iter().map(|r| ed::Prepared::new(r, &tok)).collect::<kcirc::Result<Vec<_>>>()?;
     let editor = options.editor(&model, &tok)?;
-    let probes = ed::measure::Probes::new(&model, &tok, &relations, ed::measure::templates_of(&relations), a.locality_facts)?;
+    let mut probes = ed::measure::Probes::new(&model, &tok, &relations, ed::measure::templates_of(&relations), a.locality_facts)?;
+    probes.paraphrases = paraphrases;
     let bar = Bar::new(cli, "steps");
     let (edited, mut report) = ed::measure::run(&model, &tok, editor.as_ref(), &prepared, &probes, &bar)?;
     if a.lens {

@@ -190,3 +190,33 @@ fn erasure_removes_a_prefix_of_the_circuit_and_reports_costs() {
     let greedy = erase(&model, &tok, &file, &rel, &[other], &EraseOptions { ranking: Ranking::Greedy, ..opts }, &Silent).unwrap();
     assert!(greedy.n_removed <= greedy.n_circuit_edges);
 }
+
+/// `--paraphrases`: generalization is measured on the paraphrases that apply to the request (templates and full
+/// prompts; not another subject's, not the edit prompt itself), as the new object's mean rank on them; a bad
+/// line is refused by its number.
+#[test]
+fn generalization_uses_the_paraphrases_that_apply() {
+    use kcirc::edit::measure::parse_paraphrases;
+    let (model, tok) = tiny_gpt2();
+    let text = "{\"template\": \"{} has its capital in\"}\n\n\
+                {\"subject\": \"France\", \"prompt\": \"The French capital, France's first city, is\"}\n\
+                {\"subject\": \"Japan\", \"template\": \"Japan: {}\"}\n\
+                {\"relation\": \"other\", \"template\": \"{} is\"}\n\
+                {\"template\": \"The capital of {} is the city of\"}\n";
+    let mut probes = Probes::new(&model, &tok, &[], Default::default(), 0).unwrap();
+    probes.paraphrases = Some(parse_paraphrases(text, "p.jsonl").unwrap());
+    let req = Prepared::new(&request("Rome"), &tok).unwrap();
+    let g = probes.measure(&model, &tok, &req).unwrap().generalization.unwrap();
+    let rank = |prompt: &str| -> usize {
+        let logits = model.forward(&model.batch(&[tok.encode(prompt).unwrap()]).unwrap()).unwrap().get(0).unwrap();
+        kcirc::rank::rank_in(&logits.to_vec1::<f32>().unwrap(), req.new_token() as usize)
+    };
+    let want = (rank("France has its capital in") + rank("The French capital, France's first city, is")) as f64 / 2.0;
+    assert_eq!((g.n_templates, g.mean_new_rank), (2, want));
+    let err = |t: &str| parse_paraphrases(t, "p.jsonl").unwrap_err().to_string();
+    assert!(err("{\"template\": \"{} is\"}\n{\"templat\": \"x {}\"}").starts_with("p.jsonl: line 2:"));
+    assert!(err("{\"template\": \"{} is\", \"prompt\": \"x\", \"subject\": \"x\"}").contains("line 1: give exactly one"));
+    assert!(err("{\"template\": \"no slot\"}").contains("has no `{}`"));
+    assert!(err("{\"prompt\": \"France is\"}").contains("needs the `subject`"));
+    assert!(err("{\"subject\": \"Spain\", \"prompt\": \"France is\"}").contains("not found in the prompt"));
+}

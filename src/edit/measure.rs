@@ -7,7 +7,7 @@
 //! every one again on the final model.
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Editor, Prepared, Request};
 use crate::data::{Example, Relation, Triple};
@@ -32,9 +32,10 @@ impl Probe {
     }
 }
 
-/// The relation's other templates with the edited subject.
+/// The relation's other templates (or the `--paraphrases` that apply) with the edited subject.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Generalization {
+    /// Prompts asked (the edit prompt itself left out).
     pub n_templates: usize,
     /// Fraction of them whose top-1 is the new object.
     pub new_top1: f64,
@@ -112,10 +113,68 @@ pub struct Report {
     pub circuit: Option<serde_json::Value>,
 }
 
+/// One line of a `--paraphrases` file: a template (`{}` for the subject) or a full prompt (which must contain
+/// `subject`) that should give a request's new object too. A line applies to every request of its `subject`
+/// and `relation` where it names them, to every request where it does not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Paraphrase {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+}
+
+impl Paraphrase {
+    fn applies(&self, r: &Request) -> bool {
+        self.subject.as_ref().map_or(true, |s| s.trim() == r.subject.trim()) && self.relation.as_ref().map_or(true, |x| *x == r.relation)
+    }
+
+    /// The fact `r` asked through this paraphrase.
+    fn triple(&self, r: &Request) -> Triple {
+        match (&self.template, &self.prompt) {
+            (Some(t), _) => Triple { template: t.clone(), ..r.triple() },
+            (None, p) => Triple { prompt: p.clone(), ..r.triple() },
+        }
+    }
+}
+
+/// Reads a `--paraphrases` file (JSON Lines of [`Paraphrase`]: exactly one of `template` and `prompt` per line,
+/// a template with `{}`, a prompt with its `subject` in it); an error names the line.
+pub fn parse_paraphrases(text: &str, label: &str) -> Result<Vec<Paraphrase>> {
+    let mut out = vec![];
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |why: String| crate::Error::input(format!("{label}: line {}: {why}", i + 1));
+        let p: Paraphrase = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+        match (&p.template, &p.prompt, &p.subject) {
+            (Some(_), Some(_), _) | (None, None, _) => return Err(bad("give exactly one of `template` and `prompt`".into())),
+            (Some(t), None, _) if !t.contains("{}") => return Err(bad(format!("template {t:?} has no `{{}}` for the subject"))),
+            (None, Some(_), None) => return Err(bad("a `prompt` needs the `subject` it asks about".into())),
+            (None, Some(q), Some(s)) if s.trim().is_empty() || !q.contains(s.trim()) => {
+                return Err(bad(format!("subject {s:?} not found in the prompt {q:?}")))
+            }
+            _ => out.push(p),
+        }
+    }
+    if out.is_empty() {
+        return Err(crate::Error::input(format!("{label}: no paraphrases")));
+    }
+    Ok(out)
+}
+
 /// What the requests are measured on.
 pub struct Probes {
     /// Per relation name, its templates (for generalization).
     pub templates: BTreeMap<String, Vec<String>>,
+    /// Paraphrases for generalization instead of the templates (`--paraphrases`).
+    pub paraphrases: Option<Vec<Paraphrase>>,
     /// Facts for locality (the requests' own subjects are left out per request).
     pub facts: Vec<Example>,
     /// The unedited model's next-token distributions of `facts`, `[N, V]` probabilities, and top-1 tokens.
@@ -140,7 +199,7 @@ impl Probes {
             facts.extend(ex);
         }
         let (probs, top) = distributions(model, &facts)?;
-        Ok(Probes { templates, facts, probs, top })
+        Ok(Probes { templates, paraphrases: None, facts, probs, top })
     }
 
     fn locality(&self, model: &Model, idx: &[usize]) -> Result<Option<Locality>> {
@@ -158,23 +217,29 @@ impl Probes {
     /// Every measurement of `req` on `model`.
     pub fn measure(&self, model: &Model, tok: &Tokenizer, req: &Prepared) -> Result<Measured> {
         let reliability = probe(model, req, &req.prompt.tokens)?;
-        let generalization = match self.templates.get(&req.request.relation) {
-            Some(ts) => {
-                let others: Vec<&String> = ts.iter().filter(|t| **t != req.request.template).collect();
-                let mut ranks = vec![];
-                for t in &others {
-                    let tr = Triple { template: t.to_string(), ..req.request.triple() };
-                    let e = crate::data::example(&tr, tok)?;
-                    ranks.push(probe(model, req, &e.tokens)?.new_rank);
-                }
-                (!ranks.is_empty()).then(|| Generalization {
-                    n_templates: ranks.len(),
-                    new_top1: ranks.iter().filter(|r| **r == 0).count() as f64 / ranks.len() as f64,
-                    mean_new_rank: ranks.iter().sum::<usize>() as f64 / ranks.len() as f64,
-                })
-            }
-            None => None,
+        // The relation's other templates, or the paraphrases that apply; never the edit prompt itself.
+        let asked: Vec<Triple> = match &self.paraphrases {
+            Some(ps) => ps.iter().filter(|p| p.applies(&req.request)).map(|p| p.triple(&req.request)).collect(),
+            None => self
+                .templates
+                .get(&req.request.relation)
+                .into_iter()
+                .flatten()
+                .map(|t| Triple { template: t.to_string(), ..req.request.triple() })
+                .collect(),
         };
+        let mut ranks = vec![];
+        for tr in &asked {
+            let e = crate::data::example(tr, tok)?;
+            if e.tokens != req.prompt.tokens {
+                ranks.push(probe(model, req, &e.tokens)?.new_rank);
+            }
+        }
+        let generalization = (!ranks.is_empty()).then(|| Generalization {
+            n_templates: ranks.len(),
+            new_top1: ranks.iter().filter(|r| **r == 0).count() as f64 / ranks.len() as f64,
+            mean_new_rank: ranks.iter().sum::<usize>() as f64 / ranks.len() as f64,
+        });
         let other_subject = |e: &Example| e.triple.subject != req.request.subject;
         let same: Vec<usize> = (0..self.facts.len())
             .filter(|&i| self.facts[i].triple.relation == req.request.relation && other_subject(&self.facts[i]))
