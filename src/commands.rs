@@ -1303,6 +1303,12 @@ pub fn diff(a: &DiffArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum EditMode {
+    Sequential,
+    Independent,
+}
+
 #[derive(Args)]
 pub struct EditArgs {
     /// Model to edit: hub id, local folder or .gguf file.
@@ -1335,6 +1341,10 @@ pub struct EditArgs {
     /// GPT-2-medium's 24 —, 5/32 of it for Llama — 5 of SmolLM2-135M's 30).
     #[arg(long)]
     pub layer: Option<usize>,
+    /// sequential: each request edits the model holding the earlier edits (measured after each and at the end);
+    /// independent: each edits the unedited model and is measured alone (EasyEdit's per-edit numbers).
+    #[arg(long, value_enum, default_value_t = EditMode::Sequential)]
+    pub mode: EditMode,
     /// Relation files for locality (other subjects of the edited relation, facts of the others) and, through
     /// their templates (an LRE file has several), generalization.
     #[arg(long)]
@@ -1400,6 +1410,13 @@ pub fn edit(cli: &Cli, a: &EditArgs) -> Result<()> {
     if let Some(dir) = a.out.as_deref().filter(|d| d.exists()) {
         bail!("{}: already exists; kcirc does not overwrite a model folder", dir.display());
     }
+    let mode = match a.mode {
+        EditMode::Sequential => ed::measure::Mode::Sequential,
+        EditMode::Independent => ed::measure::Mode::Independent,
+    };
+    if mode == ed::measure::Mode::Independent && (a.out.is_some() || a.circuit.is_some()) {
+        bail!("--mode independent leaves no single edited model: --out and --circuit need --mode sequential");
+    }
     let mut options =
         ed::EditorOptions { method: a.method.clone(), layer: a.layer, steps: a.steps, clamp: a.clamp, seed: a.seed, cov_text: None };
     options.check()?;
@@ -1423,17 +1440,25 @@ pub fn edit(cli: &Cli, a: &EditArgs) -> Result<()> {
     let mut probes = ed::measure::Probes::new(&model, &tok, &relations, ed::measure::templates_of(&relations), a.locality_facts)?;
     probes.paraphrases = paraphrases;
     let bar = Bar::new(cli, "steps");
-    let (edited, mut report) = ed::measure::run(&model, &tok, editor.as_ref(), &prepared, &probes, &bar)?;
+    let (edited, mut report) = ed::measure::run(&model, &tok, editor.as_ref(), &prepared, &probes, mode, &bar)?;
+    // Sequential: one final model for every request; independent: each request's own.
+    let edited_for = |i: usize| &edited[i.min(edited.len() - 1)];
     if a.lens {
-        report.lens = Some(prepared.iter().map(|r| ed::circuit::lens(&model, &edited, &tok, r)).collect::<kcirc::Result<Vec<_>>>()?);
+        report.lens = Some(
+            prepared
+                .iter()
+                .enumerate()
+                .map(|(i, r)| ed::circuit::lens(&model, edited_for(i), &tok, r))
+                .collect::<kcirc::Result<Vec<_>>>()?,
+        );
     }
     if let Some(c) = &before_circuit {
-        let (_, change) = pipeline::rediscover(&edited, &tok, c, &bar)?;
+        let (_, change) = pipeline::rediscover(&edited[0], &tok, c, &bar)?;
         report.circuit = Some(serde_json::to_value(change)?);
     }
     bar.finish();
     if let Some(dir) = &a.out {
-        kcirc::model::save(&edited, &tok, dir)?;
+        kcirc::model::save(&edited[0], &tok, dir)?;
     }
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),

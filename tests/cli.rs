@@ -923,6 +923,7 @@ fn edit_and_erase_refuse_bad_input() {
     assert_input_error(&kcirc(&["edit", "--model", m, "--requests", &reqs, "--out", o_]), "line 1");
     let para = write(dir.path(), "p.jsonl", "{\"template\": \"{} is\"}\n{\"subject\": \"Spain\", \"prompt\": \"France is\"}\n");
     assert_input_error(&one(&["--object", "Paris", "--new-object", "Rome", "--paraphrases", &para]), "p.jsonl: line 2: subject");
+    assert_input_error(&one(&["--object", "Paris", "--new-object", "Rome", "--mode", "independent"]), "--mode sequential");
     assert!(!out.exists(), "no model folder after a failed edit");
     // A good edit writes the folder; a second one into it is refused.
     let o = one(&["--object", "Paris", "--new-object", "Rome", "--steps", "2"]);

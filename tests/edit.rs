@@ -5,7 +5,7 @@ mod common;
 use candle_core::Tensor;
 use common::*;
 use kcirc::edit::ft::FineTune;
-use kcirc::edit::measure::{run, templates_of, Probes};
+use kcirc::edit::measure::{run, templates_of, Mode, Probes};
 use kcirc::edit::rome::Rome;
 use kcirc::edit::{Editor, Prepared, Request};
 use kcirc::model::Model;
@@ -66,7 +66,7 @@ fn rome_edits_smollm2_and_keeps_other_relations() {
     let probes = Probes::new(&model, &tok, &rels, templates_of(&rels), 8).unwrap();
     let rome = Rome::new(&model, &tok, 5, 0).unwrap();
     let req = Prepared::new(&request("Rome"), &tok).unwrap();
-    let (_, report) = run(&model, &tok, &rome, &[req], &probes, &Silent).unwrap();
+    let (_, report) = run(&model, &tok, &rome, &[req], &probes, Mode::Sequential, &Silent).unwrap();
     let r = &report.requests[0];
     assert!(r.before.new_rank > 0 && r.after.reliability.new_rank == 0, "{r:?}");
     assert!(r.after.generalization.as_ref().unwrap().n_templates >= 2);
@@ -97,9 +97,9 @@ fn an_edit_to_the_current_answer_changes_nothing() {
     let req = Prepared::new(&request("Paris"), &tok).unwrap();
     assert!(req.is_noop());
     let rome = Rome::new(&model, &tok, 0, 0).unwrap();
-    let (edited, report) = run(&model, &tok, &rome, std::slice::from_ref(&req), &probes, &Silent).unwrap();
+    let (edited, report) = run(&model, &tok, &rome, std::slice::from_ref(&req), &probes, Mode::Sequential, &Silent).unwrap();
     assert!(report.requests[0].skipped.is_some());
-    assert_eq!(vals(edited.mlp_out_weight(0)), vals(model.mlp_out_weight(0)));
+    assert_eq!(vals(edited[0].mlp_out_weight(0)), vals(model.mlp_out_weight(0)));
     let l = report.requests[0].after.locality_relation.as_ref().unwrap();
     assert_eq!((l.unchanged, l.mean_kl), (1.0, 0.0));
     assert_eq!(report.requests[0].before, report.requests[0].after.reliability);
@@ -219,4 +219,30 @@ fn generalization_uses_the_paraphrases_that_apply() {
     assert!(err("{\"template\": \"no slot\"}").contains("has no `{}`"));
     assert!(err("{\"prompt\": \"France is\"}").contains("needs the `subject`"));
     assert!(err("{\"subject\": \"Spain\", \"prompt\": \"France is\"}").contains("not found in the prompt"));
+}
+
+/// Independent editing: each request edits the unedited model, so its numbers are those of a run of that
+/// request alone; sequential editing differs (the second edit sees the first).
+#[test]
+fn independent_edits_equal_single_request_runs() {
+    let (model, tok) = tiny_gpt2();
+    let rels = vec![kcirc::data::read(&root().join("data/country_capital_city.jsonl")).unwrap()];
+    let probes = Probes::new(&model, &tok, &rels, templates_of(&rels), 6).unwrap();
+    let mut ft = FineTune::new(&model, 1, false).unwrap();
+    ft.steps = 4;
+    ft.clamp = 0.05;
+    let reqs: Vec<Prepared> = [("France", "Rome"), ("Japan", "Berlin"), ("Germany", "Madrid")]
+        .iter()
+        .map(|(s, o)| Prepared::new(&Request { subject: s.to_string(), ..request(o) }, &tok).unwrap())
+        .collect();
+    let (models, all) = run(&model, &tok, &ft, &reqs, &probes, Mode::Independent, &Silent).unwrap();
+    assert_eq!((models.len(), all.mode), (3, Mode::Independent));
+    for (i, req) in reqs.iter().enumerate() {
+        let (_, one) = run(&model, &tok, &ft, std::slice::from_ref(req), &probes, Mode::Sequential, &Silent).unwrap();
+        let (a, b) = (&all.requests[i], &one.requests[0]);
+        assert_eq!((&a.before, &a.after, a.steps, a.loss), (&b.before, &b.after, b.steps, b.loss), "request {i}");
+        assert_eq!(a.at_end, a.after, "independent: the end is right after the edit");
+    }
+    let (_, seq) = run(&model, &tok, &ft, &reqs, &probes, Mode::Sequential, &Silent).unwrap();
+    assert_ne!(seq.requests[1].after, all.requests[1].after, "sequential: the second edit sees the first");
 }

@@ -3,8 +3,8 @@
 //! answers: other subjects of the same relation, and facts of other relations — the fraction whose top-1 is
 //! unchanged and the mean KL of their next-token distributions from the unedited model's).
 //!
-//! Requests are applied one after another (sequential editing): each is measured right after its edit, and
-//! every one again on the final model.
+//! Requests are applied one after another (sequential editing: each is measured right after its edit, and
+//! every one again on the final model) or each alone on the unedited model (independent editing).
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -99,6 +99,8 @@ pub struct Report {
     pub model: String,
     pub method: String,
     pub layer: usize,
+    /// Sequential (each edit on top of the earlier ones) or independent (each on the unedited model).
+    pub mode: Mode,
     pub requests: Vec<RequestReport>,
     /// Means of each request measured right after its edit.
     pub after_each: Summary,
@@ -293,29 +295,56 @@ fn summary(ms: &[&Measured]) -> Summary {
     }
 }
 
-/// Applies `requests` one after another with `editor`, measuring each right after its edit and all at the end.
-/// Returns the edited model and the report. A request whose new object is its current answer is skipped.
+/// How several requests are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One after another: each edit on the model that holds the earlier ones (the default).
+    #[default]
+    Sequential,
+    /// Each edit on the unedited model and measured alone (EasyEdit's per-edit numbers).
+    Independent,
+}
+
+/// Applies `requests` with `editor` — one after another ([`Mode::Sequential`]: each measured right after its
+/// edit and all again on the final model), or each on the unedited `model` ([`Mode::Independent`]: "final" is
+/// the same as "after") — and reports. Returns the edited models (sequential: the final one; independent: one
+/// per request) and the report. A request whose new object is its current answer is skipped.
 pub fn run(
     model: &Model,
     tok: &Tokenizer,
     editor: &dyn Editor,
     requests: &[Prepared],
     probes: &Probes,
+    mode: Mode,
     progress: &dyn Progress,
-) -> Result<(Model, Report)> {
+) -> Result<(Vec<Model>, Report)> {
     let mut current = model.clone();
+    let mut edited = vec![];
     let mut partial = vec![];
     for (i, req) in requests.iter().enumerate() {
         progress.message(&format!("edit {}/{}: {} → {}", i + 1, requests.len(), req.request.subject, req.request.new_object));
+        if mode == Mode::Independent {
+            current = model.clone();
+        }
         let before = probe(&current, req, &req.prompt.tokens)?;
-        let (edited, skipped, steps, loss) = super::apply_one(&current, tok, editor, req, progress)?;
-        current = edited;
+        let (next, skipped, steps, loss) = super::apply_one(&current, tok, editor, req, progress)?;
+        current = next;
         let after = probes.measure(&current, tok, req)?;
         partial.push((req, skipped, steps, loss, before, after));
+        if mode == Mode::Independent {
+            edited.push(current.clone());
+        }
+    }
+    if mode == Mode::Sequential {
+        edited.push(current.clone());
     }
     let mut reports = vec![];
     for (req, skipped, steps, loss, before, after) in partial {
-        let at_end = probes.measure(&current, tok, req)?;
+        let at_end = match mode {
+            Mode::Sequential => probes.measure(&current, tok, req)?,
+            Mode::Independent => after.clone(),
+        };
         reports.push(RequestReport { request: req.request.clone(), skipped, steps, loss, before, after, at_end });
     }
     let after_each = summary(&reports.iter().map(|r| &r.after).collect::<Vec<_>>());
@@ -324,13 +353,14 @@ pub fn run(
         model: model.name.clone(),
         method: editor.name().into(),
         layer: editor.layer(),
+        mode,
         requests: reports,
         after_each,
         at_end,
         lens: None,
         circuit: None,
     };
-    Ok((current, report))
+    Ok((edited, report))
 }
 
 /// Every relation's templates (see [`Relation::templates`]), keyed by relation name.
@@ -351,7 +381,11 @@ impl Report {
     /// Text: one line per request (new object's rank before → after its edit → at the end; generalization;
     /// locality), then the means.
     pub fn table(&self) -> String {
-        let mut out = format!("{} · layer {} · {} request(s), applied in order\n", self.method, self.layer, self.requests.len());
+        let how = match self.mode {
+            Mode::Sequential => "applied in order",
+            Mode::Independent => "each on the unedited model",
+        };
+        let mut out = format!("{} · layer {} · {} request(s), {how}\n", self.method, self.layer, self.requests.len());
         out.push_str(&format!(
             "{:<28} {:>18}  {:>6} {:>6} {:>6}  {:>6}  {:>8} {:>8}\n",
             "edit", "new rank b/a/end", "steps", "gen", "old", "loc.rel", "loc.oth", "KL oth"
