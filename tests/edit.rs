@@ -246,3 +246,48 @@ fn independent_edits_equal_single_request_runs() {
     let (_, seq) = run(&model, &tok, &ft, &reqs, &probes, Mode::Sequential, &Silent).unwrap();
     assert_ne!(seq.requests[1].after, all.requests[1].after, "sequential: the second edit sees the first");
 }
+
+/// `--cov-text`: the update uses C = the second moment of the layer's keys over the text (recorded here from one
+/// chunk, plus the 1e-3 ridge): it still maps k* to v* to 1e-4, it is no longer C = I's (its direction is not
+/// k*), and its direction u satisfies C·u ∥ k*, i.e. u ∝ C⁻¹k*.
+#[test]
+fn rome_with_a_covariance_from_text() {
+    use candle_core::DType;
+    use kcirc::model::hooks::Record;
+    use kcirc::model::{HookPoint, Logits};
+    let (model, tok) = tiny_gpt2();
+    let layer = 0;
+    let text = "Rivers carry water from the mountains to the sea. Cities grow along their banks, and bridges join \
+                the two sides. Every spring the snow melts and the rivers rise.";
+    let ids = tok.encode_plain(text).unwrap();
+    assert!((16..=64).contains(&ids.len()), "one chunk: {} tokens", ids.len());
+    let rome = Rome::new(&model, &tok, layer, 0).unwrap().with_covariance_from(&model, &tok, text).unwrap();
+    let req = Prepared::new(&request("Rome"), &tok).unwrap();
+    let (k, v, update) = rome.compute(&model, &tok, &req, &Silent).unwrap();
+    let edited = update.apply(&model).unwrap();
+    let out = rome.output(&edited, &k).unwrap();
+    let err = vals(&out).iter().zip(vals(&v)).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let scale = vals(&v).iter().map(|x| x.abs()).fold(0f32, f32::max).max(1.0);
+    assert!(err < 1e-4 * scale, "k*·W' + b vs v*: {err}");
+    // The update's direction over the keys: (W' − W)·δ̂ ∝ u.
+    let diff = (edited.mlp_out_weight(layer) - model.mlp_out_weight(layer)).unwrap();
+    let delta = (&v - rome.output(&model, &k).unwrap()).unwrap();
+    let unit = (&delta / delta.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt() as f64).unwrap();
+    let u: Vec<f64> = vals(&diff.matmul(&unit.unsqueeze(1).unwrap()).unwrap()).iter().map(|&x| x as f64).collect();
+    let key: Vec<f64> = vals(&k).iter().map(|&x| x as f64).collect();
+    // C from the text's keys, recorded here.
+    let record = Record(|p| matches!(p, HookPoint::MlpHidden(_)));
+    let acts = model.run(&model.batch(std::slice::from_ref(&ids)).unwrap(), &record, None, Logits::Hidden).unwrap().0;
+    let f = model.cfg.d_mlp;
+    let keys = acts.expect(HookPoint::MlpHidden(layer)).unwrap().reshape((ids.len(), f)).unwrap().to_dtype(DType::F64).unwrap();
+    let mut c = (keys.t().unwrap().matmul(&keys).unwrap() / ids.len() as f64).unwrap().to_vec2::<f64>().unwrap();
+    let ridge = (0..f).map(|i| c[i][i]).sum::<f64>() / f as f64 * 1e-3;
+    (0..f).for_each(|i| c[i][i] += ridge);
+    let cu: Vec<f64> = c.iter().map(|row| row.iter().zip(&u).map(|(a, b)| a * b).sum()).collect();
+    let cos = |a: &[f64], b: &[f64]| {
+        let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        dot / (a.iter().map(|x| x * x).sum::<f64>().sqrt() * b.iter().map(|x| x * x).sum::<f64>().sqrt())
+    };
+    assert!(cos(&cu, &key) > 1.0 - 1e-4, "C·u is not parallel to k*: cos {}", cos(&cu, &key));
+    assert!(cos(&u, &key) < 0.99, "the update direction is still k* (C = I): cos {}", cos(&u, &key));
+}
