@@ -1367,7 +1367,8 @@ pub struct EditArgs {
     #[arg(long)]
     pub lens: bool,
     /// The relation's circuit before the edits (a circuit file of this model): it is rediscovered on the edited
-    /// model with the same discovery facts and settings, and the two are compared.
+    /// model with the same discovery facts and settings, and the two are compared (a resample-ablated circuit
+    /// needs its relation file among --triples, for the corruption partners).
     #[arg(long)]
     pub circuit: Option<PathBuf>,
     /// Seed of ROME's context prefixes.
@@ -1453,7 +1454,8 @@ pub fn edit(cli: &Cli, a: &EditArgs) -> Result<()> {
         );
     }
     if let Some(c) = &before_circuit {
-        let (_, change) = pipeline::rediscover(&edited[0], &tok, c, &bar)?;
+        let relation = relations.iter().find(|r| r.name == c.run.relation);
+        let (_, change) = pipeline::rediscover(&edited[0], &tok, c, relation, &bar)?;
         report.circuit = Some(serde_json::to_value(change)?);
     }
     bar.finish();

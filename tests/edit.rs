@@ -291,3 +291,33 @@ fn rome_with_a_covariance_from_text() {
     assert!(cos(&cu, &key) > 1.0 - 1e-4, "C·u is not parallel to k*: cos {}", cos(&cu, &key));
     assert!(cos(&u, &key) < 0.99, "the update direction is still k* (C = I): cos {}", cos(&u, &key));
 }
+
+/// Rediscovering a circuit on the model it was discovered on gives it back, edge for edge, under mean and under
+/// resample ablation (whose corruption partners are chosen again from the relation file, which it then needs).
+#[test]
+fn rediscovery_on_the_unedited_model_gives_the_circuit_back() {
+    use kcirc::intervene::Ablation;
+    let (model, tok) = tiny_gpt2();
+    let rel = kcirc::data::read(&root().join("data/country_capital_city.jsonl")).unwrap();
+    for ablation in [Ablation::Mean, Ablation::Resample] {
+        let settings = kcirc::pipeline::Settings {
+            method: "eap".into(),
+            examples: Some(4),
+            filter_known: false,
+            top_n: Some(40),
+            target_faithfulness: None,
+            ablation,
+            ..Default::default()
+        };
+        let before = kcirc::pipeline::discover(&model, &tok, "gpt2-tiny", &rel, &settings, None, &Silent).unwrap().file;
+        let (after, change) = kcirc::pipeline::rediscover(&model, &tok, &before, Some(&rel), &Silent).unwrap();
+        assert_eq!(after.edges, before.edges, "{ablation:?}");
+        assert_eq!((after.metric_full, after.metric_circuit), (before.metric_full, before.metric_circuit), "{ablation:?}");
+        assert_eq!(change.edges_before, change.edges_after);
+        let without = kcirc::pipeline::rediscover(&model, &tok, &before, None, &Silent);
+        match ablation {
+            Ablation::Resample => assert!(without.unwrap_err().to_string().contains("corruption partners")),
+            _ => assert!(without.is_ok()),
+        }
+    }
+}
