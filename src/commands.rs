@@ -1476,6 +1476,12 @@ pub enum RankArg {
     Effect,
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum UnitArg {
+    Edges,
+    Nodes,
+}
+
 #[derive(Args)]
 pub struct EraseArgs {
     /// Model the circuit was discovered on.
@@ -1496,6 +1502,10 @@ pub struct EraseArgs {
     /// every other relation's, most specific first).
     #[arg(long, value_enum, default_value_t = RankArg::Greedy)]
     pub rank: RankArg,
+    /// What is removed: the circuit's edges one by one, or its nodes (heads and MLPs, each with every edge out
+    /// of it; a node's effect is its circuit edges' summed |effect|), against as many random edges or nodes.
+    #[arg(long, value_enum, default_value_t = UnitArg::Edges)]
+    pub unit: UnitArg,
     /// Greedy: the largest drop of another relation's Hit@k an accepted edge may cause.
     #[arg(long, default_value_t = 0.1)]
     pub tolerance: f64,
@@ -1553,6 +1563,10 @@ pub fn erase(cli: &Cli, a: &EraseArgs) -> Result<()> {
             RankArg::Greedy => kcirc::erase::Ranking::Greedy,
             RankArg::Specific => kcirc::erase::Ranking::Specific,
             RankArg::Effect => kcirc::erase::Ranking::Effect,
+        },
+        unit: match a.unit {
+            UnitArg::Edges => kcirc::erase::Unit::Edges,
+            UnitArg::Nodes => kcirc::erase::Unit::Nodes,
         },
         tolerance: a.tolerance,
         target_hit: a.target_hit,

@@ -154,7 +154,7 @@ fn an_edited_model_written_and_loaded_again_gives_the_same_logits() {
 /// baseline removes as many edges.
 #[test]
 fn erasure_removes_a_prefix_of_the_circuit_and_reports_costs() {
-    use kcirc::erase::{erase, EraseOptions, Ranking};
+    use kcirc::erase::{erase, EraseOptions, Ranking, Unit};
     let (model, tok) = tiny_gpt2();
     let rel = kcirc::data::read(&root().join("data/country_capital_city.jsonl")).unwrap();
     let other = kcirc::data::read(&root().join("data/country_language.jsonl")).unwrap();
@@ -169,7 +169,16 @@ fn erasure_removes_a_prefix_of_the_circuit_and_reports_costs() {
     let d = kcirc::pipeline::discover(&model, &tok, "gpt2-tiny", &rel, &settings, None, &Silent).unwrap();
     let file = d.file;
     // The tiny random model knows nothing: at k = 20,000 of 50,257 it ranks enough answers high to erase some.
-    let opts = EraseOptions { ranking: Ranking::Effect, tolerance: 0.1, target_hit: 0.5, k: 20000, random: 2, seed: 0, max_facts: 6 };
+    let opts = EraseOptions {
+        ranking: Ranking::Effect,
+        unit: Unit::Edges,
+        tolerance: 0.1,
+        target_hit: 0.5,
+        k: 20000,
+        random: 2,
+        seed: 0,
+        max_facts: 6,
+    };
     let r = erase(&model, &tok, &file, &rel, std::slice::from_ref(&other), &opts, &Silent).unwrap();
     let mut by_effect: Vec<(String, f64)> = file.edges.iter().map(|e| (e.name.clone(), e.effect.unwrap().abs())).collect();
     by_effect.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -187,8 +196,34 @@ fn erasure_removes_a_prefix_of_the_circuit_and_reports_costs() {
     }
     assert_eq!(r.others.len(), 1);
     assert!(r.others[0].hit_random.is_finite());
-    let greedy = erase(&model, &tok, &file, &rel, &[other], &EraseOptions { ranking: Ranking::Greedy, ..opts }, &Silent).unwrap();
-    assert!(greedy.n_removed <= greedy.n_circuit_edges);
+    let greedy =
+        erase(&model, &tok, &file, &rel, std::slice::from_ref(&other), &EraseOptions { ranking: Ranking::Greedy, ..opts }, &Silent)
+            .unwrap();
+    assert!(greedy.n_removed <= greedy.n_candidates);
+    // Nodes: the circuit's senders (not the input) by their circuit edges' summed |effect|, each removed with
+    // every edge out of it.
+    let graph = kcirc::graph::Graph::new(&model.cfg);
+    let mut by_node: std::collections::BTreeMap<usize, f64> = Default::default();
+    for e in &file.edges {
+        let id = graph.edge_id(&e.name).unwrap();
+        *by_node.entry(graph.edges[id].sender).or_default() += e.effect.unwrap().abs();
+    }
+    by_node.remove(&0);
+    let mut order: Vec<(usize, f64)> = by_node.into_iter().collect();
+    order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    for ranking in [Ranking::Effect, Ranking::Greedy] {
+        let r =
+            erase(&model, &tok, &file, &rel, std::slice::from_ref(&other), &EraseOptions { ranking, unit: Unit::Nodes, ..opts }, &Silent)
+                .unwrap();
+        assert_eq!(r.n_candidates, order.len(), "{ranking:?}");
+        let removed: Vec<usize> = r.removed.iter().map(|n| (0..graph.n_senders()).find(|&s| graph.sender_name(s) == *n).unwrap()).collect();
+        assert_eq!(r.n_removed_edges, removed.iter().map(|&s| graph.edges_from[s].len()).sum::<usize>(), "{ranking:?}");
+        if ranking == Ranking::Effect {
+            let want: Vec<usize> = order.iter().take(r.n_removed).map(|x| x.0).collect();
+            assert_eq!(removed, want, "the nodes removed are the first by summed |effect|");
+        }
+        assert!(r.others[0].hit_random.is_finite());
+    }
 }
 
 /// `--paraphrases`: generalization is measured on the paraphrases that apply to the request (templates and full
