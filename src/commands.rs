@@ -1385,9 +1385,13 @@ pub struct EditArgs {
 }
 
 impl EditArgs {
-    fn requests(&self) -> Result<Vec<kcirc::edit::Request>> {
+    /// The requests with their line numbers, and the file they came from (`None`: the one-edit flags).
+    fn requests(&self) -> Result<(kcirc::edit::NumberedRequests, Option<String>)> {
         match (&self.requests, &self.subject) {
-            (Some(p), _) => Ok(kcirc::edit::parse_requests(&read_text(p)?, &p.display().to_string())?),
+            (Some(p), _) => {
+                let label = p.display().to_string();
+                Ok((kcirc::edit::parse_requests(&read_text(p)?, &label)?, Some(label)))
+            }
             (None, Some(s)) => {
                 let r = kcirc::edit::Request {
                     subject: s.clone(),
@@ -1396,7 +1400,10 @@ impl EditArgs {
                     new_object: self.new_object.clone().unwrap_or_default(),
                     relation: self.relation.clone().unwrap_or_default(),
                 };
-                Ok(kcirc::edit::parse_requests(&serde_json::to_string(&r)?, "--subject")?)
+                if !r.template.contains("{}") {
+                    bail!("--template {:?} has no `{{}}` for the subject", r.template);
+                }
+                Ok((vec![(1, r)], None))
             }
             (None, None) => bail!("give --requests FILE, or --subject, --template, --object and --new-object"),
         }
@@ -1421,7 +1428,7 @@ pub fn edit(cli: &Cli, a: &EditArgs) -> Result<()> {
     let mut options =
         ed::EditorOptions { method: a.method.clone(), layer: a.layer, steps: a.steps, clamp: a.clamp, seed: a.seed, cov_text: None };
     options.check()?;
-    let requests = a.requests()?;
+    let (requests, label) = a.requests()?;
     let relations = a.triples.iter().map(|p| read_relation(p)).collect::<Result<Vec<_>>>()?;
     options.cov_text = a.cov_text.as_deref().map(read_text).transpose()?;
     let before_circuit = a.circuit.as_deref().map(read_circuit).transpose()?;
@@ -1436,7 +1443,7 @@ pub fn edit(cli: &Cli, a: &EditArgs) -> Result<()> {
     if let Some(layer) = a.layer {
         ed::check_layer(layer, &model.cfg)?;
     }
-    let prepared = requests.iter().map(|r| ed::Prepared::new(r, &tok)).collect::<kcirc::Result<Vec<_>>>()?;
+    let prepared = ed::prepare_requests(&requests, label.as_deref(), &tok)?;
     let editor = options.editor(&model, &tok)?;
     let mut probes = ed::measure::Probes::new(&model, &tok, &relations, ed::measure::templates_of(&relations), a.locality_facts)?;
     probes.paraphrases = paraphrases;

@@ -1013,6 +1013,14 @@ fn edits_in_memory_equal_an_edited_model_folder() {
     );
     assert_input_error(&discover(m, "bad.json", &["--edits", &bad]), "bad.jsonl: line 2");
     assert!(!dir.path().join("bad.json").exists());
+    let empty = write(
+        dir.path(),
+        "empty.jsonl",
+        "\n{\"subject\":\"France\",\"template\":\"The capital of {} is\",\"object\":\"Paris\",\"new_object\":\" \"}\n",
+    );
+    assert_input_error(&discover(m, "bad.json", &["--edits", &empty]), "empty.jsonl: line 2: object \" \" tokenizes to nothing");
+    let o = kcirc(&["edit", "--model", m, "--requests", &empty, "--out", folder.join("x").to_str().unwrap()]);
+    assert_input_error(&o, "empty.jsonl: line 2: object \" \" tokenizes to nothing");
     assert_input_error(&discover(m, "bad.json", &["--edits", &reqs, "--edit-method", "memit"]), "unknown edit method");
     assert_input_error(&discover(m, "bad.json", &["--edits", &reqs, "--edit-layer", "7"]), "out of range");
     assert!(!dir.path().join("bad.json").exists());

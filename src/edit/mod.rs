@@ -42,8 +42,11 @@ impl Request {
     }
 }
 
-/// Reads edit requests from JSON Lines; an error names the line.
-pub fn parse_requests(text: &str, label: &str) -> Result<Vec<Request>> {
+/// Edit requests, each with the line it was read from.
+pub type NumberedRequests = Vec<(usize, Request)>;
+
+/// Reads edit requests from JSON Lines, each with its line number; an error names the line.
+pub fn parse_requests(text: &str, label: &str) -> Result<NumberedRequests> {
     let mut out = vec![];
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -53,12 +56,26 @@ pub fn parse_requests(text: &str, label: &str) -> Result<Vec<Request>> {
         if !r.template.contains("{}") {
             return Err(Error::input(format!("{label}: line {}: template {:?} has no `{{}}` for the subject", i + 1, r.template)));
         }
-        out.push(r);
+        out.push((i + 1, r));
     }
     if out.is_empty() {
         return Err(Error::input(format!("{label}: no edit requests")));
     }
     Ok(out)
+}
+
+/// Tokenises requests read by [`parse_requests`] from `label` (`None`: given on the command line); an error
+/// (an object or new object that tokenizes to nothing, an empty subject) names the file and the line.
+pub fn prepare_requests(requests: &[(usize, Request)], label: Option<&str>, tok: &Tokenizer) -> Result<Vec<Prepared>> {
+    requests
+        .iter()
+        .map(|(line, r)| {
+            Prepared::new(r, tok).map_err(|e| match label {
+                Some(l) if !e.is_bug() => Error::input(format!("{l}: line {line}: {e}")),
+                _ => e,
+            })
+        })
+        .collect()
 }
 
 /// A request ready for the model: the prompt (with its spans), the old and new answers' tokens.
@@ -196,7 +213,8 @@ impl EditorOptions {
 /// the file they came from, and the editor.
 #[derive(Debug, Clone)]
 pub struct EditSpec {
-    pub requests: Vec<Request>,
+    /// The requests with their line numbers.
+    pub requests: NumberedRequests,
     pub source: Source,
     pub options: EditorOptions,
 }
@@ -254,7 +272,7 @@ pub fn apply_one(
 /// [`Model::edits`].
 pub fn apply(model: &Model, tok: &Tokenizer, spec: &EditSpec, progress: &dyn Progress) -> Result<Model> {
     let editor = spec.options.editor(model, tok)?;
-    let prepared = spec.requests.iter().map(|r| Prepared::new(r, tok)).collect::<Result<Vec<_>>>()?;
+    let prepared = prepare_requests(&spec.requests, Some(&spec.source.path), tok)?;
     let mut current = model.clone();
     for (i, req) in prepared.iter().enumerate() {
         progress.message(&format!("edit {}/{}: {} → {}", i + 1, prepared.len(), req.request.subject, req.request.new_object));
