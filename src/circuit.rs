@@ -114,6 +114,9 @@ pub struct RunInfo {
     /// Demonstrations prepended to every prompt (in-context learning), when there were any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub demonstrations: Option<usize>,
+    /// The knowledge edits applied to the model in memory before discovery (`--edits`), when there were any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edits: Option<crate::model::EditRecord>,
     /// The discovery triples.
     pub examples: Vec<Triple>,
 }

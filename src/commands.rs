@@ -226,7 +226,7 @@ pub fn graph(a: &GraphArgs) -> Result<()> {
 }
 
 /// Discovery flags that `--rerun` takes from the circuit file instead.
-const SETTING_FLAGS: [&str; 17] = [
+const SETTING_FLAGS: [&str; 20] = [
     "stability",
     "config",
     "method",
@@ -244,6 +244,9 @@ const SETTING_FLAGS: [&str; 17] = [
     "seed",
     "no_filter",
     "relations",
+    "edit_method",
+    "edit_layer",
+    "edit_steps",
 ];
 
 #[derive(Args)]
@@ -317,6 +320,8 @@ pub struct DiscoverArgs {
     #[command(flatten)]
     pub common: SettingFlags,
     #[command(flatten)]
+    pub edit: EditFlags,
+    #[command(flatten)]
     pub output: CircuitOutput,
 }
 
@@ -384,6 +389,67 @@ impl SettingFlags {
             s.ig_steps = k;
         }
         Ok(s)
+    }
+}
+
+/// `--edits`: knowledge edits applied to the model in memory before a command runs (as `kcirc edit` with
+/// the same flags would leave it; the output records them).
+#[derive(Args)]
+pub struct EditFlags {
+    /// Apply these edit requests (JSON Lines of {"subject", "template", "object", "new_object"}, as `kcirc edit
+    /// --requests`) to the model in memory first, one after another; circuit files and reports record them.
+    /// With --rerun, where the requests file is now.
+    #[arg(long, value_name = "REQUESTS")]
+    pub edits: Option<PathBuf>,
+    /// With --edits: rome (the default), ft-m or ft-l.
+    #[arg(long, requires = "edits")]
+    pub edit_method: Option<String>,
+    /// With --edits: the layer whose MLP output projection is rewritten (default as `kcirc edit`).
+    #[arg(long, requires = "edits")]
+    pub edit_layer: Option<usize>,
+    /// With --edits: the editor's optimisation steps (default as `kcirc edit`: ROME 20, FT 25).
+    #[arg(long, requires = "edits")]
+    pub edit_steps: Option<usize>,
+}
+
+impl EditFlags {
+    /// The edits to apply, read and checked (before any model is loaded).
+    fn spec(&self) -> Result<Option<kcirc::edit::EditSpec>> {
+        let Some(p) = &self.edits else { return Ok(None) };
+        let options = kcirc::edit::EditorOptions {
+            method: self.edit_method.clone().unwrap_or_else(|| "rome".into()),
+            layer: self.edit_layer,
+            steps: self.edit_steps,
+            ..Default::default()
+        };
+        Ok(Some(kcirc::edit::EditSpec::new(&read_text(p)?, &p.display().to_string(), options)?))
+    }
+}
+
+/// The edits a file records (`None`: none), read again from `path` or from where the record says.
+fn recorded_edits(record: Option<&kcirc::model::EditRecord>, path: Option<&Path>) -> Result<Option<kcirc::edit::EditSpec>> {
+    match (record, path) {
+        (Some(r), p) => {
+            let p = p.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(&r.requests.path));
+            Ok(Some(kcirc::edit::EditSpec::from_record(r, &read_text(&p)?, &p.display().to_string())?))
+        }
+        (None, Some(p)) => bail!("--edits {}: the file records no edits, and these would change what it reproduces", p.display()),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The model, with `edits` applied in memory.
+fn load_model(cli: &Cli, name: &str, edits: Option<&kcirc::edit::EditSpec>) -> Result<(kcirc::model::Model, kcirc::tokenizer::Tokenizer)> {
+    let bar = Bar::new(cli, "steps");
+    let loaded = kcirc::edit::load(name, &device(cli.device)?, edits, &bar)?;
+    bar.finish();
+    Ok(loaded)
+}
+
+/// A note when `circuit` was discovered on a model edited otherwise than `model`.
+fn note_edits(cli: &Cli, circuit: &kcirc::circuit::CircuitFile, model: &kcirc::model::Model) {
+    if let Some(msg) = kcirc::edit::edits_differ(circuit.run.edits.as_ref(), model.edits.as_ref()) {
+        Bar::new(cli, "").warn(&msg);
     }
 }
 
@@ -493,7 +559,7 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
         filter_known: s.filter_known,
         demonstrations: s.demonstrations,
     });
-    let dev = device(cli.device)?;
+    device(cli.device)?;
     if files.len() == 1 && a.relations.is_none() && a.out_dir.is_none() {
         let scores = match &a.scores {
             Some(Some(p)) => Some(p.clone()),
@@ -506,7 +572,8 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
         let out = Outputs { circuit: a.output.out.clone(), dot: a.output.dot.clone(), svg: a.output.svg.clone(), scores };
         check_stdout(&out)?;
         let relation = read_relation(&files[0])?;
-        let (model, tok) = kcirc::model::load(&model_name, &dev)?;
+        let edits = a.edit.spec()?;
+        let (model, tok) = load_model(cli, &model_name, edits.as_ref())?;
         return discover_one(cli, &model, &tok, &model_name, &relation, &s, eval.as_ref(), &out);
     }
     if files.iter().any(|f| is_std(f)) {
@@ -534,7 +601,8 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
         }
         None => files,
     };
-    let (model, tok) = kcirc::model::load(&model_name, &dev)?;
+    let edits = a.edit.spec()?;
+    let (model, tok) = load_model(cli, &model_name, edits.as_ref())?;
     let outputs = batch::BatchOutputs {
         out_dir,
         dot: a.output.dot.is_some(),
@@ -730,7 +798,8 @@ fn rerun(cli: &Cli, a: &DiscoverArgs, circuit: &Path) -> Result<()> {
     let out =
         Outputs { circuit: a.output.out.clone(), dot: a.output.dot.clone(), svg: a.output.svg.clone(), scores: a.scores.clone().flatten() };
     check_stdout(&out)?;
-    let (model, tok) = kcirc::model::load(&model_name, &device(cli.device)?)?;
+    let edits = recorded_edits(run.edits.as_ref(), a.edit.edits.as_deref())?;
+    let (model, tok) = load_model(cli, &model_name, edits.as_ref())?;
     discover_one(cli, &model, &tok, &model_name, &relation, &s, eval.as_ref(), &out)
 }
 
@@ -789,7 +858,8 @@ pub fn select(cli: &Cli, a: &SelectArgs) -> Result<()> {
         }
         (_, true) => None,
     };
-    let (model, tok) = kcirc::model::load(&a.model, &device(cli.device)?)?;
+    let edits = recorded_edits(file.header.run.edits.as_ref(), None)?;
+    let (model, tok) = load_model(cli, &a.model, edits.as_ref())?;
     let (circuit, _) = pipeline::select(&model, &tok, &a.model, &file, selection, relation.as_ref().map(|r| (r, a.output.random)), &bar)?;
     bar.info(&format!("{} in {:.1}s", pipeline::kept_line(&circuit), t0.elapsed().as_secs_f64()));
     let json = circuit.to_json()? + "\n";
@@ -875,6 +945,8 @@ pub struct EvalArgs {
     /// With --baseline: the largest drop allowed in each watched metric.
     #[arg(long, requires = "baseline", default_value_t = 0.0)]
     pub max_drop: f64,
+    #[command(flatten)]
+    pub edit: EditFlags,
 }
 
 /// `-` as a path: standard input (or output).
@@ -968,8 +1040,9 @@ pub fn eval(cli: &Cli, a: &EvalArgs) -> Result<()> {
         }
         None => None,
     };
-    let dev = device(cli.device)?;
-    let (model, tok) = kcirc::model::load(&a.model, &dev)?;
+    let edits = a.edit.spec()?;
+    let (model, tok) = load_model(cli, &a.model, edits.as_ref())?;
+    note_edits(cli, &circuit, &model);
     let opts = kcirc::eval::EvalOptions {
         k: a.k,
         random: a.random,
@@ -1089,6 +1162,8 @@ pub struct CurveArgs {
     /// of them per circuit).
     #[arg(long, default_value_t = 64)]
     pub max_held_out: usize,
+    #[command(flatten)]
+    pub edit: EditFlags,
 }
 
 pub fn curve(cli: &Cli, a: &CurveArgs) -> Result<()> {
@@ -1104,7 +1179,11 @@ pub fn curve(cli: &Cli, a: &CurveArgs) -> Result<()> {
     one_stdin(&[("--triples", Some(&a.triples)), ("--scores", a.scores.as_deref())])?;
     let scores = a.scores.as_deref().map(read_scores).transpose()?;
     let relation = read_relation(&a.triples)?;
-    let (model, tok) = kcirc::model::load(&a.model, &device(cli.device)?)?;
+    let edits = match &scores {
+        Some(f) => recorded_edits(f.header.run.edits.as_ref(), a.edit.edits.as_deref())?,
+        None => a.edit.spec()?,
+    };
+    let (model, tok) = load_model(cli, &a.model, edits.as_ref())?;
     let eval = (!a.no_eval).then_some(kcirc::eval::EvalOptions {
         k: s.k,
         random: a.random,
@@ -1212,6 +1291,8 @@ pub struct LensArgs {
     pub k: usize,
     #[arg(long, value_enum, default_value_t = Format::Json)]
     pub format: Format,
+    #[command(flatten)]
+    pub edit: EditFlags,
 }
 
 pub fn lens(cli: &Cli, a: &LensArgs) -> Result<()> {
@@ -1219,8 +1300,11 @@ pub fn lens(cli: &Cli, a: &LensArgs) -> Result<()> {
     one_stdin(&[("--triples", a.facts.triples.as_deref()), ("--circuit", a.circuit.as_deref())])?;
     let facts = a.facts.facts()?;
     let circuit = a.circuit.as_deref().map(read_circuit).transpose()?;
-    let dev = device(cli.device)?;
-    let (model, tok) = kcirc::model::load(&a.model, &dev)?;
+    let edits = a.edit.spec()?;
+    let (model, tok) = load_model(cli, &a.model, edits.as_ref())?;
+    if let Some(c) = &circuit {
+        note_edits(cli, c, &model);
+    }
     let filter = a.facts.options(a.known_only, a.k, circuit.as_ref());
     let ctx = Context::new(&model, &tok, facts, filter, circuit.as_ref())?;
     let compare = match &a.compare_object {
@@ -1279,6 +1363,8 @@ pub struct HeadsArgs {
     pub k: usize,
     #[arg(long, value_enum, default_value_t = Format::Json)]
     pub format: Format,
+    #[command(flatten)]
+    pub edit: EditFlags,
 }
 
 pub fn heads(cli: &Cli, a: &HeadsArgs) -> Result<()> {
@@ -1287,8 +1373,9 @@ pub fn heads(cli: &Cli, a: &HeadsArgs) -> Result<()> {
     one_stdin(&[("--triples", a.facts.triples.as_deref()), ("--circuit", Some(&a.circuit))])?;
     let facts = a.facts.facts()?;
     let circuit = read_circuit(&a.circuit)?;
-    let dev = device(cli.device)?;
-    let (model, tok) = kcirc::model::load(&a.model, &dev)?;
+    let edits = a.edit.spec()?;
+    let (model, tok) = load_model(cli, &a.model, edits.as_ref())?;
+    note_edits(cli, &circuit, &model);
     let filter = a.facts.options(!a.no_filter, a.k, Some(&circuit));
     let ctx = Context::new(&model, &tok, facts, filter, Some(&circuit))?;
     let heads = match a.all {
@@ -1325,6 +1412,12 @@ pub fn diff(a: &DiffArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum EditMode {
+    Sequential,
+    Independent,
+}
+
 #[derive(Args)]
 pub struct EditArgs {
     /// Model to edit: hub id, local folder or .gguf file.
@@ -1357,6 +1450,10 @@ pub struct EditArgs {
     /// GPT-2-medium's 24 —, 5/32 of it for Llama — 5 of SmolLM2-135M's 30).
     #[arg(long)]
     pub layer: Option<usize>,
+    /// sequential: each request edits the model holding the earlier edits (measured after each and at the end);
+    /// independent: each edits the unedited model and is measured alone (EasyEdit's per-edit numbers).
+    #[arg(long, value_enum, default_value_t = EditMode::Sequential)]
+    pub mode: EditMode,
     /// Relation files for locality (other subjects of the edited relation, facts of the others) and, through
     /// their templates (an LRE file has several), generalization.
     #[arg(long)]
@@ -1364,6 +1461,10 @@ pub struct EditArgs {
     /// Locality facts taken per relation (the first in file order).
     #[arg(long, default_value_t = 24)]
     pub locality_facts: usize,
+    /// Generalization prompts instead of the relation's templates: JSON Lines, each {"template": "… {} …"} or
+    /// {"subject": S, "prompt": "… S …"}, with an optional "subject" and "relation" a line is limited to.
+    #[arg(long)]
+    pub paraphrases: Option<PathBuf>,
     /// ROME: estimate the key covariance C from this text file instead of C = I.
     #[arg(long)]
     pub cov_text: Option<PathBuf>,
@@ -1375,7 +1476,8 @@ pub struct EditArgs {
     #[arg(long)]
     pub lens: bool,
     /// The relation's circuit before the edits (a circuit file of this model): it is rediscovered on the edited
-    /// model with the same discovery facts and settings, and the two are compared.
+    /// model with the same discovery facts and settings, and the two are compared (a resample-ablated circuit
+    /// needs its relation file among --triples, for the corruption partners).
     #[arg(long)]
     pub circuit: Option<PathBuf>,
     /// Seed of ROME's context prefixes.
@@ -1392,9 +1494,13 @@ pub struct EditArgs {
 }
 
 impl EditArgs {
-    fn requests(&self) -> Result<Vec<kcirc::edit::Request>> {
+    /// The requests with their line numbers, and the file they came from (`None`: the one-edit flags).
+    fn requests(&self) -> Result<(kcirc::edit::NumberedRequests, Option<String>)> {
         match (&self.requests, &self.subject) {
-            (Some(p), _) => Ok(kcirc::edit::parse_requests(&read_text(p)?, &p.display().to_string())?),
+            (Some(p), _) => {
+                let label = p.display().to_string();
+                Ok((kcirc::edit::parse_requests(&read_text(p)?, &label)?, Some(label)))
+            }
             (None, Some(s)) => {
                 let r = kcirc::edit::Request {
                     subject: s.clone(),
@@ -1403,7 +1509,10 @@ impl EditArgs {
                     new_object: self.new_object.clone().unwrap_or_default(),
                     relation: self.relation.clone().unwrap_or_default(),
                 };
-                Ok(kcirc::edit::parse_requests(&serde_json::to_string(&r)?, "--subject")?)
+                if !r.template.contains("{}") {
+                    bail!("--template {:?} has no `{{}}` for the subject", r.template);
+                }
+                Ok((vec![(1, r)], None))
             }
             (None, None) => bail!("give --requests FILE, or --subject, --template, --object and --new-object"),
         }
@@ -1411,62 +1520,63 @@ impl EditArgs {
 }
 
 pub fn edit(cli: &Cli, a: &EditArgs) -> Result<()> {
-    use kcirc::edit::{self as ed, Editor};
-    if !ed::METHODS.contains(&a.method.as_str()) {
-        bail!("unknown edit method `{}` (available: {})", a.method, ed::METHODS.join(", "));
-    }
+    use kcirc::edit as ed;
     if a.clamp.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
         bail!("--clamp must be a positive number");
     }
     if let Some(dir) = a.out.as_deref().filter(|d| d.exists()) {
         bail!("{}: already exists; kcirc does not overwrite a model folder", dir.display());
     }
-    let requests = a.requests()?;
+    let mode = match a.mode {
+        EditMode::Sequential => ed::measure::Mode::Sequential,
+        EditMode::Independent => ed::measure::Mode::Independent,
+    };
+    if mode == ed::measure::Mode::Independent && (a.out.is_some() || a.circuit.is_some()) {
+        bail!("--mode independent leaves no single edited model: --out and --circuit need --mode sequential");
+    }
+    let mut options =
+        ed::EditorOptions { method: a.method.clone(), layer: a.layer, steps: a.steps, clamp: a.clamp, seed: a.seed, cov_text: None };
+    options.check()?;
+    let (requests, label) = a.requests()?;
     let relations = a.triples.iter().map(|p| read_relation(p)).collect::<Result<Vec<_>>>()?;
-    let cov = a.cov_text.as_deref().map(read_text).transpose()?;
+    options.cov_text = a.cov_text.as_deref().map(read_text).transpose()?;
     let before_circuit = a.circuit.as_deref().map(read_circuit).transpose()?;
+    let paraphrases = match &a.paraphrases {
+        Some(p) => Some(ed::measure::parse_paraphrases(&read_text(p)?, &p.display().to_string())?),
+        None => None,
+    };
     let (model, tok) = kcirc::model::load(&a.model, &device(cli.device)?)?;
     if let Some(c) = &before_circuit {
         c.run.model_shape.check("circuit", &c.run.model, &model.cfg)?;
     }
-    let layer = a.layer.unwrap_or_else(|| ed::default_layer(&model.cfg));
-    ed::check_layer(layer, &model.cfg)?;
-    let prepared = requests.iter().map(|r| ed::Prepared::new(r, &tok)).collect::<kcirc::Result<Vec<_>>>()?;
-    let editor: Box<dyn Editor> = match a.method.as_str() {
-        "rome" => {
-            let mut r = ed::rome::Rome::new(&model, &tok, layer, a.seed)?;
-            if let Some(s) = a.steps {
-                r.steps = s;
-            }
-            if let Some(text) = &cov {
-                r = r.with_covariance_from(&model, &tok, text)?;
-            }
-            Box::new(r)
-        }
-        m => {
-            let mut f = ed::ft::FineTune::new(&model, layer, m == "ft-l")?;
-            if let Some(s) = a.steps {
-                f.steps = s;
-            }
-            if let Some(c) = a.clamp {
-                f.clamp = c;
-            }
-            Box::new(f)
-        }
-    };
-    let probes = ed::measure::Probes::new(&model, &tok, &relations, ed::measure::templates_of(&relations), a.locality_facts)?;
+    if let Some(layer) = a.layer {
+        ed::check_layer(layer, &model.cfg)?;
+    }
+    let prepared = ed::prepare_requests(&requests, label.as_deref(), &tok)?;
+    let editor = options.editor(&model, &tok)?;
+    let mut probes = ed::measure::Probes::new(&model, &tok, &relations, ed::measure::templates_of(&relations), a.locality_facts)?;
+    probes.paraphrases = paraphrases;
     let bar = Bar::new(cli, "steps");
-    let (edited, mut report) = ed::measure::run(&model, &tok, editor.as_ref(), &prepared, &probes, &bar)?;
+    let (edited, mut report) = ed::measure::run(&model, &tok, editor.as_ref(), &prepared, &probes, mode, &bar)?;
+    // Sequential: one final model for every request; independent: each request's own.
+    let edited_for = |i: usize| &edited[i.min(edited.len() - 1)];
     if a.lens {
-        report.lens = Some(prepared.iter().map(|r| ed::circuit::lens(&model, &edited, &tok, r)).collect::<kcirc::Result<Vec<_>>>()?);
+        report.lens = Some(
+            prepared
+                .iter()
+                .enumerate()
+                .map(|(i, r)| ed::circuit::lens(&model, edited_for(i), &tok, r))
+                .collect::<kcirc::Result<Vec<_>>>()?,
+        );
     }
     if let Some(c) = &before_circuit {
-        let (_, change) = pipeline::rediscover(&edited, &tok, c, &bar)?;
+        let relation = relations.iter().find(|r| r.name == c.run.relation);
+        let (_, change) = pipeline::rediscover(&edited[0], &tok, c, relation, &bar)?;
         report.circuit = Some(serde_json::to_value(change)?);
     }
     bar.finish();
     if let Some(dir) = &a.out {
-        kcirc::model::save(&edited, &tok, dir)?;
+        kcirc::model::save(&edited[0], &tok, dir)?;
     }
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -1480,6 +1590,12 @@ pub enum RankArg {
     Greedy,
     Specific,
     Effect,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum UnitArg {
+    Edges,
+    Nodes,
 }
 
 #[derive(Args)]
@@ -1502,6 +1618,10 @@ pub struct EraseArgs {
     /// every other relation's, most specific first).
     #[arg(long, value_enum, default_value_t = RankArg::Greedy)]
     pub rank: RankArg,
+    /// What is removed: the circuit's edges one by one, or its nodes (heads and MLPs, each with every edge out
+    /// of it; a node's effect is its circuit edges' summed |effect|), against as many random edges or nodes.
+    #[arg(long, value_enum, default_value_t = UnitArg::Edges)]
+    pub unit: UnitArg,
     /// Greedy: the largest drop of another relation's Hit@k an accepted edge may cause.
     #[arg(long, default_value_t = 0.1)]
     pub tolerance: f64,
@@ -1559,6 +1679,10 @@ pub fn erase(cli: &Cli, a: &EraseArgs) -> Result<()> {
             RankArg::Greedy => kcirc::erase::Ranking::Greedy,
             RankArg::Specific => kcirc::erase::Ranking::Specific,
             RankArg::Effect => kcirc::erase::Ranking::Effect,
+        },
+        unit: match a.unit {
+            UnitArg::Edges => kcirc::erase::Unit::Edges,
+            UnitArg::Nodes => kcirc::erase::Unit::Nodes,
         },
         tolerance: a.tolerance,
         target_hit: a.target_hit,

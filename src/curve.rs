@@ -120,6 +120,9 @@ pub struct Curve {
     pub n_held_out: usize,
     pub n_edges_total: usize,
     pub random_runs: usize,
+    /// The knowledge edits applied to the model in memory first (`--edits`), when there were any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edits: Option<crate::model::EditRecord>,
     /// Size 0 (the empty circuit) first, then the sizes asked for.
     pub points: Vec<Point>,
     pub areas: CurveAreas,

@@ -1,7 +1,7 @@
 //! Knowledge erasure by pruning (brief §11, after Bayazit et al.'s knowledge-critical subnetworks): remove the
-//! smallest part of a relation's circuit — its edges ranked by effect, largest |effect| first — whose removal
-//! from the full model drops the relation's held-out Hit@k to near zero, and measure what that costs other
-//! relations against removing as many random edges.
+//! smallest part of a relation's circuit — its edges, or its nodes (every edge out of a head or MLP), ranked by
+//! effect, largest |effect| first — whose removal from the full model drops the relation's held-out Hit@k to
+//! near zero, and measure what that costs other relations against removing as many random edges (nodes).
 use serde::Serialize;
 
 use crate::circuit::CircuitFile;
@@ -30,10 +30,23 @@ pub enum Ranking {
     Specific,
 }
 
+/// What is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    /// The circuit's edges, one at a time.
+    #[default]
+    Edges,
+    /// The circuit's sender nodes (heads and MLPs; not the input, whose removal removes the prompt itself), each
+    /// with every edge out of it in the whole graph. A node's effect is the sum of its circuit edges' |effect|.
+    Nodes,
+}
+
 /// Erasure settings.
 #[derive(Debug, Clone)]
 pub struct EraseOptions {
     pub ranking: Ranking,
+    pub unit: Unit,
     /// Greedy ranking: the largest drop of another relation's guard Hit@k an accepted edge may cause.
     pub tolerance: f64,
     /// Hit@k of the relation's held-out facts counted as erased at or below this.
@@ -63,20 +76,31 @@ pub struct Report {
     pub model: String,
     pub relation: String,
     pub ranking: Ranking,
+    pub unit: Unit,
     pub k: usize,
     pub target_hit: f64,
-    /// Candidate edges (the circuit's, or under `specific` ranking those more specific to the relation than to
-    /// any other).
-    pub n_circuit_edges: usize,
-    /// Edges removed (the first candidates), and whether that reached the target.
+    /// Candidate edges or nodes (the circuit's, or under `specific` ranking those more specific to the relation
+    /// than to any other).
+    pub n_candidates: usize,
+    /// Edges or nodes removed (the first candidates), and whether that reached the target.
     pub n_removed: usize,
+    /// Graph edges that removes (= `n_removed` for edges; every edge out of the removed nodes).
+    pub n_removed_edges: usize,
     pub reached: bool,
-    /// The sizes tried, as `[edges removed, held-out Hit@k]`.
+    /// The sizes tried, as `[edges or nodes removed, held-out Hit@k]`.
     pub searched: Vec<(usize, f64)>,
     /// The relation itself (held-out facts) and every other relation.
     pub target: Cost,
     pub others: Vec<Cost>,
+    /// The removed edges' or nodes' names.
     pub removed: Vec<String>,
+}
+
+/// One removal candidate: an edge, or a node with every edge out of it.
+struct Candidate {
+    edges: Vec<usize>,
+    name: String,
+    score: f64,
 }
 
 /// Known facts per other relation that guard the greedy search.
@@ -126,11 +150,17 @@ pub fn erase(
             progress.warn(&format!("{name}: the model knows none of its facts; left out"));
         }
     }
-    // The circuit's edges in removal order (ties and edges without an effect in graph order).
-    let mut ranked: Vec<(usize, f64)> = match opts.ranking {
-        Ranking::Effect | Ranking::Greedy => {
-            circuit.edges.iter().filter_map(|e| graph.edge_id(&e.name).map(|id| (id, e.effect.map_or(-1.0, f64::abs)))).collect()
+    // Per edge of the graph: its |effect| in the circuit (-1: not in it, or no effect recorded).
+    let mut effect = vec![-1.0; graph.edges.len()];
+    for e in &circuit.edges {
+        if let Some(id) = graph.edge_id(&e.name) {
+            effect[id] = e.effect.map_or(-1.0, f64::abs);
         }
+    }
+    let in_circuit = |id: usize| !kept[id];
+    // Under `specific` ranking: per edge, its share of this relation's |EAP-IG scores| and of each other's.
+    let shares: Option<(Vec<f64>, Vec<Vec<f64>>)> = match opts.ranking {
+        Ranking::Effect | Ranking::Greedy => None,
         Ranking::Specific => {
             let ig = Some(circuit.run.ig_steps.unwrap_or(5));
             let share = |examples: Vec<Example>| -> Result<Vec<f64>> {
@@ -143,20 +173,40 @@ pub fn erase(
             let own = share(discovery.clone())?;
             let theirs: Vec<Vec<f64>> =
                 others_known.iter().filter(|(_, e)| !e.is_empty()).map(|(_, e)| share(e.clone())).collect::<Result<_>>()?;
-            circuit
-                .edges
-                .iter()
-                .filter_map(|e| graph.edge_id(&e.name))
-                .map(|id| (id, own[id] - theirs.iter().map(|t| t[id]).fold(0.0, f64::max)))
-                .filter(|(_, s)| *s > 0.0)
-                .collect()
+            Some((own, theirs))
         }
     };
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    debug_assert!(ranked.iter().all(|(id, _)| !kept[*id]));
+    // A candidate's score: its share less its largest share elsewhere (specific), else its |effect| (a node's:
+    // its circuit edges' summed).
+    let score = |edges: &[usize]| -> f64 {
+        match (&shares, opts.unit) {
+            (Some((own, theirs)), _) => {
+                let sum = |v: &[f64]| edges.iter().map(|&id| v[id]).sum::<f64>();
+                sum(own) - theirs.iter().map(|t| sum(t)).fold(0.0, f64::max)
+            }
+            (None, Unit::Edges) => effect[edges[0]],
+            (None, Unit::Nodes) => edges.iter().filter(|&&id| in_circuit(id)).map(|&id| effect[id].max(0.0)).sum(),
+        }
+    };
+    let mut ranked: Vec<Candidate> = match opts.unit {
+        Unit::Edges => (0..graph.edges.len())
+            .filter(|&id| in_circuit(id))
+            .map(|id| Candidate { edges: vec![id], name: graph.edges[id].name.clone(), score: score(&[id]) })
+            .collect(),
+        Unit::Nodes => (1..graph.n_senders())
+            .filter(|&s| graph.edges_from[s].iter().any(|&id| in_circuit(id)))
+            .map(|s| Candidate { edges: graph.edges_from[s].clone(), name: graph.sender_name(s), score: score(&graph.edges_from[s]) })
+            .collect(),
+    };
+    if shares.is_some() {
+        // Edges (nodes) that matter more to another relation than to this one are never removed.
+        ranked.retain(|c| c.score > 0.0);
+    }
+    // Removal order: largest score first, ties in graph order.
+    ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.edges[0].cmp(&b.edges[0])));
     let n = ranked.len();
     if n == 0 {
-        return Err(Error::input("the circuit has no edges to remove (none more specific to the relation than to the others)"));
+        return Err(Error::input("the circuit has nothing to remove (nothing more specific to the relation than to the others)"));
     }
     let eval_opts = EvalOptions {
         k: opts.k,
@@ -172,8 +222,10 @@ pub fn erase(
     };
     let removing = |m: usize| -> Vec<bool> {
         let mut r = vec![false; graph.edges.len()];
-        for &(id, _) in &ranked[..m] {
-            r[id] = true;
+        for c in &ranked[..m] {
+            for &id in &c.edges {
+                r[id] = true;
+            }
         }
         r
     };
@@ -195,9 +247,11 @@ pub fn erase(
             progress.start(n as u64);
             let mut removed = vec![false; graph.edges.len()];
             let mut chosen = vec![];
-            for &(id, _) in &ranked {
+            for (i, c) in ranked.iter().enumerate() {
                 progress.advance(1);
-                removed[id] = true;
+                // Candidates never share an edge: setting and clearing one leaves the others as they were.
+                let set = |removed: &mut Vec<bool>, to: bool| c.edges.iter().for_each(|&id| removed[id] = to);
+                set(&mut removed, true);
                 let mut spared = true;
                 for (probe, own, before) in &guard {
                     if hits(model, &graph, std::slice::from_ref(&removed), probe, own, opts.k)?[0] < before - opts.tolerance {
@@ -206,10 +260,10 @@ pub fn erase(
                     }
                 }
                 if !spared {
-                    removed[id] = false;
+                    set(&mut removed, false);
                     continue;
                 }
-                chosen.push(id);
+                chosen.push(i);
                 let h = hits(model, &graph, std::slice::from_ref(&removed), &held.test, &source, opts.k)?[0];
                 searched.push((chosen.len(), h));
                 if h <= opts.target_hit {
@@ -252,21 +306,39 @@ pub fn erase(
                 }
                 hi = Some(h);
             }
-            ranked[..hi.unwrap_or(n)].iter().map(|&(id, _)| id).collect()
+            (0..hi.unwrap_or(n)).collect()
         }
     };
     searched.sort_unstable_by_key(|s| s.0);
     searched.dedup_by_key(|s| s.0);
     let n_removed = chosen.len();
     let mut erased = vec![false; graph.edges.len()];
-    for &id in &chosen {
-        erased[id] = true;
+    for &i in &chosen {
+        for &id in &ranked[i].edges {
+            erased[id] = true;
+        }
     }
+    let n_removed_edges = erased.iter().filter(|r| **r).count();
     let reached = searched.iter().any(|&(m, h)| m == n_removed && h <= opts.target_hit);
-    let randoms: Vec<Vec<bool>> = crate::eval::random_circuits(graph.edges.len(), n_removed, opts.random, opts.seed)
-        .into_iter()
-        .map(|keep| keep.iter().map(|r| !r).collect())
-        .collect();
+    // As many random edges, or as many random nodes (heads and MLPs) with every edge out of them.
+    let randoms: Vec<Vec<bool>> = match opts.unit {
+        Unit::Edges => crate::eval::random_circuits(graph.edges.len(), n_removed, opts.random, opts.seed)
+            .into_iter()
+            .map(|keep| keep.iter().map(|r| !r).collect())
+            .collect(),
+        Unit::Nodes => crate::eval::random_circuits(graph.n_senders() - 1, n_removed, opts.random, opts.seed)
+            .into_iter()
+            .map(|keep| {
+                let mut r = vec![false; graph.edges.len()];
+                for (i, _) in keep.iter().enumerate().filter(|(_, k)| !**k) {
+                    for &id in &graph.edges_from[i + 1] {
+                        r[id] = true;
+                    }
+                }
+                r
+            })
+            .collect(),
+    };
     let mut sets = vec![vec![false; graph.edges.len()], erased.clone()];
     sets.extend(randoms);
     // A removed edge carries the sender's mean over the prompts of the relation measured (its own template):
@@ -286,26 +358,32 @@ pub fn erase(
         model: model.name.clone(),
         relation: relation.name.clone(),
         ranking: opts.ranking,
+        unit: opts.unit,
         k: opts.k,
         target_hit: opts.target_hit,
-        n_circuit_edges: n,
+        n_candidates: n,
         n_removed,
+        n_removed_edges,
         reached,
         searched,
         target,
         others: costs,
-        removed: chosen.iter().map(|&id| graph.edges[id].name.clone()).collect(),
+        removed: chosen.iter().map(|&i| ranked[i].name.clone()).collect(),
     })
 }
 
 impl Report {
     /// Text: the erased part, then Hit@k before / erased / random per relation.
     pub fn table(&self) -> String {
+        let unit = match self.unit {
+            Unit::Edges => "edges".to_string(),
+            Unit::Nodes => format!("nodes ({} edges)", self.n_removed_edges),
+        };
         let mut out = format!(
-            "{}: removing {} of the circuit's {} candidate edges ({} first) {} held-out Hit@{} ≤ {}\n",
+            "{}: removing {} of the circuit's {} candidate {unit} ({} first) {} held-out Hit@{} ≤ {}\n",
             self.relation,
             self.n_removed,
-            self.n_circuit_edges,
+            self.n_candidates,
             match self.ranking {
                 Ranking::Effect => "largest |effect|",
                 Ranking::Specific => "most relation-specific",

@@ -161,6 +161,9 @@ pub struct Report {
     pub n_edges: usize,
     pub n_edges_total: usize,
     pub n_nodes: usize,
+    /// The edits applied to the model in memory before scoring (`--edits`), when there were any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edits: Option<crate::model::EditRecord>,
 }
 
 /// Evaluation options.
@@ -360,6 +363,7 @@ pub fn evaluate(
         n_edges: n_kept,
         n_edges_total: removed.len(),
         n_nodes: circuit.nodes.len(),
+        edits: model.edits.clone(),
     })
 }
 

@@ -32,6 +32,8 @@ pub enum SchemaName {
     Circuit,
     Report,
     Summary,
+    Edit,
+    Erase,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -124,7 +126,7 @@ pub enum Command {
     /// The man page (roff) on stdout: `kcirc man > kcirc.1`.
     Man,
     /// The JSON Schema of an output on stdout: circuit (the circuit file), report (`kcirc eval`), summary (a
-    /// batch run's summary line).
+    /// batch run's summary line), edit (`kcirc edit`), erase (`kcirc erase`).
     Schema {
         #[arg(value_enum)]
         name: SchemaName,
@@ -172,6 +174,8 @@ fn run(cli: Cli) -> Result<()> {
                     SchemaName::Circuit => include_str!("../docs/schema/circuit.schema.json"),
                     SchemaName::Report => include_str!("../docs/schema/report.schema.json"),
                     SchemaName::Summary => include_str!("../docs/schema/summary.schema.json"),
+                    SchemaName::Edit => include_str!("../docs/schema/edit.schema.json"),
+                    SchemaName::Erase => include_str!("../docs/schema/erase.schema.json"),
                 }
             );
             Ok(())

@@ -190,6 +190,7 @@ impl Settings {
             kcirc_version: crate::VERSION.into(),
             stability: self.stability.then_some(true),
             demonstrations: (self.demonstrations > 0).then_some(self.demonstrations),
+            edits: model.edits.clone(),
             examples,
         }
     }
@@ -517,6 +518,7 @@ pub fn curve(
         n_held_out: held.as_ref().map_or(0, |h| h.test.len()),
         n_edges_total: task.graph.edges.len(),
         random_runs: random.max(1),
+        edits: model.edits.clone(),
         points,
         areas,
     })
@@ -532,13 +534,45 @@ pub struct CircuitChange {
 }
 
 /// Rediscovers the circuit of `before` (a circuit file of the unedited model) on `edited` with the same
-/// discovery facts (with the answers the file records) and settings, and compares the two.
-pub fn rediscover(edited: &Model, tok: &Tokenizer, before: &CircuitFile, progress: &dyn Progress) -> Result<(CircuitFile, CircuitChange)> {
+/// discovery facts (with the answers the file records) and settings, and compares the two. A resample-ablated
+/// circuit needs its relation (`relation`, the file it was discovered from: its digest is checked) for the
+/// discovery facts' corruption partners, which are chosen again exactly as discovery chose them.
+pub fn rediscover(
+    edited: &Model,
+    tok: &Tokenizer,
+    before: &CircuitFile,
+    relation: Option<&Relation>,
+    progress: &dyn Progress,
+) -> Result<(CircuitFile, CircuitChange)> {
     let settings = Settings::from_run(&before.run)?;
-    if settings.ablation == Ablation::Resample {
-        return Err(Error::input("rediscovering a resample-ablated circuit after an edit is not supported (use mean or zero ablation)"));
-    }
-    let task = Task::new(edited, before.run.discovery_examples(tok)?, settings.ablation, None, settings.metric)?;
+    let examples = before.run.discovery_examples(tok)?;
+    let corrupted = match settings.ablation {
+        Ablation::Resample => {
+            let name = &before.run.relation;
+            let rel = relation.ok_or_else(|| {
+                Error::input(format!(
+                    "the circuit is resample-ablated: rediscovering it needs the facts of `{name}` for the corruption partners (give its file with --triples)"
+                ))
+            })?;
+            if let (Some(was), Some(now)) = (&before.run.triples, &rel.source) {
+                if was.digest != now.digest {
+                    return Err(Error::input(format!(
+                        "{}: the relation file has changed since the circuit was discovered ({} then, {} now)",
+                        now.path, was.digest, now.digest
+                    )));
+                }
+            }
+            let all = rel.examples(tok)?;
+            let partners: Option<Vec<Vec<u32>>> =
+                crate::split::partners(&examples, &all, settings.seed).iter().map(|p| p.map(|e| e.tokens.clone())).collect();
+            Some(
+                partners
+                    .ok_or_else(|| Error::input(format!("`{name}`: a discovery fact has no corruption partner in the relation file")))?,
+            )
+        }
+        _ => None,
+    };
+    let task = Task::new(edited, examples, settings.ablation, corrupted, settings.metric)?;
     progress.message("rediscovering the circuit on the edited model");
     let (circuit, _) = settings.method()?.discover_scored(&task, progress)?;
     let after = CircuitFile::measured(before.run.clone(), &task, &circuit)?;

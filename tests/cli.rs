@@ -939,6 +939,9 @@ fn edit_and_erase_refuse_bad_input() {
         "{\"subject\":\"France\",\"template\":\"The capital is\",\"object\":\"Paris\",\"new_object\":\"Rome\"}\n",
     );
     assert_input_error(&kcirc(&["edit", "--model", m, "--requests", &reqs, "--out", o_]), "line 1");
+    let para = write(dir.path(), "p.jsonl", "{\"template\": \"{} is\"}\n{\"subject\": \"Spain\", \"prompt\": \"France is\"}\n");
+    assert_input_error(&one(&["--object", "Paris", "--new-object", "Rome", "--paraphrases", &para]), "p.jsonl: line 2: subject");
+    assert_input_error(&one(&["--object", "Paris", "--new-object", "Rome", "--mode", "independent"]), "--mode sequential");
     assert!(!out.exists(), "no model folder after a failed edit");
     // A good edit writes the folder; a second one into it is refused.
     let o = one(&["--object", "Paris", "--new-object", "Rome", "--steps", "2"]);
@@ -952,4 +955,96 @@ fn edit_and_erase_refuse_bad_input() {
     let c = dir.path().join("res.json");
     let o = kcirc(&["erase", "--model", m, "--circuit", c.to_str().unwrap(), "--triples", triples.to_str().unwrap()]);
     assert_input_error(&o, "resample");
+}
+
+/// `--edits` applies edit requests in memory: discover and eval give what `kcirc edit --out DIR` followed by
+/// `--model DIR` gives (the same edges and effects, the same report), the circuit file records the edits and
+/// `--rerun` repeats it byte for byte; a malformed or changed requests file is refused with one line.
+#[test]
+fn edits_in_memory_equal_an_edited_model_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("gpt2-tiny");
+    let m = model.to_str().unwrap();
+    let triples = root().join("data/country_capital_city.jsonl");
+    let t = triples.to_str().unwrap();
+    let reqs = write(
+        dir.path(),
+        "r.jsonl",
+        "{\"subject\":\"France\",\"template\":\"The capital of {} is\",\"object\":\"Paris\",\"new_object\":\"Rome\"}\n\
+         {\"subject\":\"Japan\",\"template\":\"The capital of {} is\",\"object\":\"Tokyo\",\"new_object\":\"Berlin\"}\n",
+    );
+    let folder = dir.path().join("edited");
+    let o = kcirc(&["edit", "--model", m, "--requests", &reqs, "--steps", "3", "--out", folder.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let discover = |model: &str, out: &str, extra: &[&str]| -> Output {
+        let out = dir.path().join(out);
+        let mut args = vec!["discover", "--model", model, "--triples", t, "--examples", "3", "--no-filter", "--random", "2"];
+        args.extend_from_slice(&["--method", "eap", "--top-n", "40", "--out", out.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        kcirc(&args)
+    };
+    // The default layer (0 of the tiny model's 2: ROME at the last layer cannot reach the last position).
+    let edit_flags = ["--edits", reqs.as_str(), "--edit-steps", "3"];
+    let o = discover(m, "in-memory.json", &edit_flags);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = discover(folder.to_str().unwrap(), "folder.json", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = read_json(&dir.path().join("in-memory.json"));
+    let b = read_json(&dir.path().join("folder.json"));
+    assert_eq!(a["edges"], b["edges"], "the same circuit, edge for edge and effect for effect");
+    assert_eq!(a["eval"]["circuit"], b["eval"]["circuit"]);
+    assert_eq!(a["eval"]["full"], b["eval"]["full"]);
+    let e = &a["edits"];
+    assert_eq!(
+        (e["method"].as_str(), e["layer"].as_u64(), e["steps"].as_u64(), e["n_requests"].as_u64()),
+        (Some("rome"), Some(0), Some(3), Some(2))
+    );
+    assert_eq!(e["requests"]["path"].as_str(), Some(reqs.as_str()));
+    assert!(b.get("edits").is_none(), "an unedited run records no edits");
+    let plain = discover(m, "plain.json", &[]);
+    assert!(plain.status.success());
+    assert_ne!(read_json(&dir.path().join("plain.json"))["eval"]["full"], a["eval"]["full"], "the edits change the model");
+    // --rerun applies the recorded edits again: byte for byte.
+    let again = dir.path().join("again.json");
+    let o = kcirc(&["discover", "--rerun", dir.path().join("in-memory.json").to_str().unwrap(), "--out", again.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(dir.path().join("in-memory.json")).unwrap(), std::fs::read(&again).unwrap(), "rerun differs");
+    // eval --edits = eval on the folder.
+    let eval = |model: &str, extra: &[&str]| -> serde_json::Value {
+        let c = dir.path().join("in-memory.json");
+        let mut args = vec!["eval", "--model", model, "--circuit", c.to_str().unwrap(), "--triples", t, "--no-filter", "--random", "2"];
+        args.extend_from_slice(extra);
+        let o = kcirc(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str(&stdout(&o)).unwrap()
+    };
+    let (x, y) = (eval(m, &edit_flags), eval(folder.to_str().unwrap(), &[]));
+    for key in ["full", "circuit", "random", "empty", "faithfulness"] {
+        assert_eq!(x[key], y[key], "eval {key}");
+    }
+    assert_eq!(x["edits"], a["edits"]);
+    // Bad requests: one line naming the file and the line, exit 2, no circuit file.
+    let bad = write(
+        dir.path(),
+        "bad.jsonl",
+        "{\"subject\":\"France\",\"template\":\"The capital of {} is\",\"object\":\"Paris\",\"new_object\":\"Rome\"}\n{\"subject\": 3}\n",
+    );
+    assert_input_error(&discover(m, "bad.json", &["--edits", &bad]), "bad.jsonl: line 2");
+    assert!(!dir.path().join("bad.json").exists());
+    let empty = write(
+        dir.path(),
+        "empty.jsonl",
+        "\n{\"subject\":\"France\",\"template\":\"The capital of {} is\",\"object\":\"Paris\",\"new_object\":\" \"}\n",
+    );
+    assert_input_error(&discover(m, "bad.json", &["--edits", &empty]), "empty.jsonl: line 2: object \" \" tokenizes to nothing");
+    let o = kcirc(&["edit", "--model", m, "--requests", &empty, "--out", folder.join("x").to_str().unwrap()]);
+    assert_input_error(&o, "empty.jsonl: line 2: object \" \" tokenizes to nothing");
+    assert_input_error(&discover(m, "bad.json", &["--edits", &reqs, "--edit-method", "memit"]), "unknown edit method");
+    assert_input_error(&discover(m, "bad.json", &["--edits", &reqs, "--edit-layer", "7"]), "out of range");
+    assert!(!dir.path().join("bad.json").exists());
+    // A changed requests file is noticed by --rerun.
+    std::fs::write(&reqs, "{\"subject\":\"France\",\"template\":\"The capital of {} is\",\"object\":\"Paris\",\"new_object\":\"Oslo\"}\n")
+        .unwrap();
+    let o = kcirc(&["discover", "--rerun", dir.path().join("in-memory.json").to_str().unwrap(), "--out", again.to_str().unwrap()]);
+    assert_input_error(&o, "have changed");
 }

@@ -5,7 +5,7 @@ mod common;
 use candle_core::Tensor;
 use common::*;
 use kcirc::edit::ft::FineTune;
-use kcirc::edit::measure::{run, templates_of, Probes};
+use kcirc::edit::measure::{run, templates_of, Mode, Probes};
 use kcirc::edit::rome::Rome;
 use kcirc::edit::{Editor, Prepared, Request};
 use kcirc::model::Model;
@@ -66,7 +66,7 @@ fn rome_edits_smollm2_and_keeps_other_relations() {
     let probes = Probes::new(&model, &tok, &rels, templates_of(&rels), 8).unwrap();
     let rome = Rome::new(&model, &tok, 5, 0).unwrap();
     let req = Prepared::new(&request("Rome"), &tok).unwrap();
-    let (_, report) = run(&model, &tok, &rome, &[req], &probes, &Silent).unwrap();
+    let (_, report) = run(&model, &tok, &rome, &[req], &probes, Mode::Sequential, &Silent).unwrap();
     let r = &report.requests[0];
     assert!(r.before.new_rank > 0 && r.after.reliability.new_rank == 0, "{r:?}");
     assert!(r.after.generalization.as_ref().unwrap().n_templates >= 2);
@@ -97,9 +97,9 @@ fn an_edit_to_the_current_answer_changes_nothing() {
     let req = Prepared::new(&request("Paris"), &tok).unwrap();
     assert!(req.is_noop());
     let rome = Rome::new(&model, &tok, 0, 0).unwrap();
-    let (edited, report) = run(&model, &tok, &rome, std::slice::from_ref(&req), &probes, &Silent).unwrap();
+    let (edited, report) = run(&model, &tok, &rome, std::slice::from_ref(&req), &probes, Mode::Sequential, &Silent).unwrap();
     assert!(report.requests[0].skipped.is_some());
-    assert_eq!(vals(edited.mlp_out_weight(0)), vals(model.mlp_out_weight(0)));
+    assert_eq!(vals(edited[0].mlp_out_weight(0)), vals(model.mlp_out_weight(0)));
     let l = report.requests[0].after.locality_relation.as_ref().unwrap();
     assert_eq!((l.unchanged, l.mean_kl), (1.0, 0.0));
     assert_eq!(report.requests[0].before, report.requests[0].after.reliability);
@@ -168,7 +168,7 @@ fn an_edited_model_written_and_loaded_again_gives_the_same_logits() {
 /// baseline removes as many edges.
 #[test]
 fn erasure_removes_a_prefix_of_the_circuit_and_reports_costs() {
-    use kcirc::erase::{erase, EraseOptions, Ranking};
+    use kcirc::erase::{erase, EraseOptions, Ranking, Unit};
     let (model, tok) = tiny_gpt2();
     let rel = kcirc::data::read(&root().join("data/country_capital_city.jsonl")).unwrap();
     let other = kcirc::data::read(&root().join("data/country_language.jsonl")).unwrap();
@@ -183,7 +183,16 @@ fn erasure_removes_a_prefix_of_the_circuit_and_reports_costs() {
     let d = kcirc::pipeline::discover(&model, &tok, "gpt2-tiny", &rel, &settings, None, &Silent).unwrap();
     let file = d.file;
     // The tiny random model knows nothing: at k = 20,000 of 50,257 it ranks enough answers high to erase some.
-    let opts = EraseOptions { ranking: Ranking::Effect, tolerance: 0.1, target_hit: 0.5, k: 20000, random: 2, seed: 0, max_facts: 6 };
+    let opts = EraseOptions {
+        ranking: Ranking::Effect,
+        unit: Unit::Edges,
+        tolerance: 0.1,
+        target_hit: 0.5,
+        k: 20000,
+        random: 2,
+        seed: 0,
+        max_facts: 6,
+    };
     let r = erase(&model, &tok, &file, &rel, std::slice::from_ref(&other), &opts, &Silent).unwrap();
     let mut by_effect: Vec<(String, f64)> = file.edges.iter().map(|e| (e.name.clone(), e.effect.unwrap().abs())).collect();
     by_effect.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -201,6 +210,163 @@ fn erasure_removes_a_prefix_of_the_circuit_and_reports_costs() {
     }
     assert_eq!(r.others.len(), 1);
     assert!(r.others[0].hit_random.is_finite());
-    let greedy = erase(&model, &tok, &file, &rel, &[other], &EraseOptions { ranking: Ranking::Greedy, ..opts }, &Silent).unwrap();
-    assert!(greedy.n_removed <= greedy.n_circuit_edges);
+    let greedy =
+        erase(&model, &tok, &file, &rel, std::slice::from_ref(&other), &EraseOptions { ranking: Ranking::Greedy, ..opts }, &Silent)
+            .unwrap();
+    assert!(greedy.n_removed <= greedy.n_candidates);
+    // Nodes: the circuit's senders (not the input) by their circuit edges' summed |effect|, each removed with
+    // every edge out of it.
+    let graph = kcirc::graph::Graph::new(&model.cfg);
+    let mut by_node: std::collections::BTreeMap<usize, f64> = Default::default();
+    for e in &file.edges {
+        let id = graph.edge_id(&e.name).unwrap();
+        *by_node.entry(graph.edges[id].sender).or_default() += e.effect.unwrap().abs();
+    }
+    by_node.remove(&0);
+    let mut order: Vec<(usize, f64)> = by_node.into_iter().collect();
+    order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    for ranking in [Ranking::Effect, Ranking::Greedy] {
+        let r =
+            erase(&model, &tok, &file, &rel, std::slice::from_ref(&other), &EraseOptions { ranking, unit: Unit::Nodes, ..opts }, &Silent)
+                .unwrap();
+        assert_eq!(r.n_candidates, order.len(), "{ranking:?}");
+        let removed: Vec<usize> = r.removed.iter().map(|n| (0..graph.n_senders()).find(|&s| graph.sender_name(s) == *n).unwrap()).collect();
+        assert_eq!(r.n_removed_edges, removed.iter().map(|&s| graph.edges_from[s].len()).sum::<usize>(), "{ranking:?}");
+        if ranking == Ranking::Effect {
+            let want: Vec<usize> = order.iter().take(r.n_removed).map(|x| x.0).collect();
+            assert_eq!(removed, want, "the nodes removed are the first by summed |effect|");
+        }
+        assert!(r.others[0].hit_random.is_finite());
+    }
+}
+
+/// `--paraphrases`: generalization is measured on the paraphrases that apply to the request (templates and full
+/// prompts; not another subject's, not the edit prompt itself), as the new object's mean rank on them; a bad
+/// line is refused by its number.
+#[test]
+fn generalization_uses_the_paraphrases_that_apply() {
+    use kcirc::edit::measure::parse_paraphrases;
+    let (model, tok) = tiny_gpt2();
+    let text = "{\"template\": \"{} has its capital in\"}\n\n\
+                {\"subject\": \"France\", \"prompt\": \"The French capital, France's first city, is\"}\n\
+                {\"subject\": \"Japan\", \"template\": \"Japan: {}\"}\n\
+                {\"relation\": \"other\", \"template\": \"{} is\"}\n\
+                {\"template\": \"The capital of {} is the city of\"}\n";
+    let mut probes = Probes::new(&model, &tok, &[], Default::default(), 0).unwrap();
+    probes.paraphrases = Some(parse_paraphrases(text, "p.jsonl").unwrap());
+    let req = Prepared::new(&request("Rome"), &tok).unwrap();
+    let g = probes.measure(&model, &tok, &req).unwrap().generalization.unwrap();
+    let rank = |prompt: &str| -> usize {
+        let logits = model.forward(&model.batch(&[tok.encode(prompt).unwrap()]).unwrap()).unwrap().get(0).unwrap();
+        kcirc::rank::rank_in(&logits.to_vec1::<f32>().unwrap(), req.new_token() as usize)
+    };
+    let want = (rank("France has its capital in") + rank("The French capital, France's first city, is")) as f64 / 2.0;
+    assert_eq!((g.n_templates, g.mean_new_rank), (2, want));
+    let err = |t: &str| parse_paraphrases(t, "p.jsonl").unwrap_err().to_string();
+    assert!(err("{\"template\": \"{} is\"}\n{\"templat\": \"x {}\"}").starts_with("p.jsonl: line 2:"));
+    assert!(err("{\"template\": \"{} is\", \"prompt\": \"x\", \"subject\": \"x\"}").contains("line 1: give exactly one"));
+    assert!(err("{\"template\": \"no slot\"}").contains("has no `{}`"));
+    assert!(err("{\"prompt\": \"France is\"}").contains("needs the `subject`"));
+    assert!(err("{\"subject\": \"Spain\", \"prompt\": \"France is\"}").contains("not found in the prompt"));
+}
+
+/// Independent editing: each request edits the unedited model, so its numbers are those of a run of that
+/// request alone; sequential editing differs (the second edit sees the first).
+#[test]
+fn independent_edits_equal_single_request_runs() {
+    let (model, tok) = tiny_gpt2();
+    let rels = vec![kcirc::data::read(&root().join("data/country_capital_city.jsonl")).unwrap()];
+    let probes = Probes::new(&model, &tok, &rels, templates_of(&rels), 6).unwrap();
+    let mut ft = FineTune::new(&model, 1, false).unwrap();
+    ft.steps = 4;
+    ft.clamp = 0.05;
+    let reqs: Vec<Prepared> = [("France", "Rome"), ("Japan", "Berlin"), ("Germany", "Madrid")]
+        .iter()
+        .map(|(s, o)| Prepared::new(&Request { subject: s.to_string(), ..request(o) }, &tok).unwrap())
+        .collect();
+    let (models, all) = run(&model, &tok, &ft, &reqs, &probes, Mode::Independent, &Silent).unwrap();
+    assert_eq!((models.len(), all.mode), (3, Mode::Independent));
+    for (i, req) in reqs.iter().enumerate() {
+        let (_, one) = run(&model, &tok, &ft, std::slice::from_ref(req), &probes, Mode::Sequential, &Silent).unwrap();
+        let (a, b) = (&all.requests[i], &one.requests[0]);
+        assert_eq!((&a.before, &a.after, a.steps, a.loss), (&b.before, &b.after, b.steps, b.loss), "request {i}");
+        assert_eq!(a.at_end, a.after, "independent: the end is right after the edit");
+    }
+    let (_, seq) = run(&model, &tok, &ft, &reqs, &probes, Mode::Sequential, &Silent).unwrap();
+    assert_ne!(seq.requests[1].after, all.requests[1].after, "sequential: the second edit sees the first");
+}
+
+/// `--cov-text`: the update uses C = the second moment of the layer's keys over the text (recorded here from one
+/// chunk, plus the 1e-3 ridge): it still maps k* to v* to 1e-4, it is no longer C = I's (its direction is not
+/// k*), and its direction u satisfies C·u ∥ k*, i.e. u ∝ C⁻¹k*.
+#[test]
+fn rome_with_a_covariance_from_text() {
+    use candle_core::DType;
+    use kcirc::model::hooks::Record;
+    use kcirc::model::{HookPoint, Logits};
+    let (model, tok) = tiny_gpt2();
+    let layer = 0;
+    let text = "Rivers carry water from the mountains to the sea. Cities grow along their banks, and bridges join \
+                the two sides. Every spring the snow melts and the rivers rise.";
+    let ids = tok.encode_plain(text).unwrap();
+    assert!((16..=64).contains(&ids.len()), "one chunk: {} tokens", ids.len());
+    let rome = Rome::new(&model, &tok, layer, 0).unwrap().with_covariance_from(&model, &tok, text).unwrap();
+    let req = Prepared::new(&request("Rome"), &tok).unwrap();
+    let (k, v, update) = rome.compute(&model, &tok, &req, &Silent).unwrap();
+    let edited = update.apply(&model).unwrap();
+    let out = rome.output(&edited, &k).unwrap();
+    let err = vals(&out).iter().zip(vals(&v)).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let scale = vals(&v).iter().map(|x| x.abs()).fold(0f32, f32::max).max(1.0);
+    assert!(err < 1e-4 * scale, "k*·W' + b vs v*: {err}");
+    // The update's direction over the keys: (W' − W)·δ̂ ∝ u.
+    let diff = (edited.mlp_out_weight(layer) - model.mlp_out_weight(layer)).unwrap();
+    let delta = (&v - rome.output(&model, &k).unwrap()).unwrap();
+    let unit = (&delta / delta.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt() as f64).unwrap();
+    let u: Vec<f64> = vals(&diff.matmul(&unit.unsqueeze(1).unwrap()).unwrap()).iter().map(|&x| x as f64).collect();
+    let key: Vec<f64> = vals(&k).iter().map(|&x| x as f64).collect();
+    // C from the text's keys, recorded here.
+    let record = Record(|p| matches!(p, HookPoint::MlpHidden(_)));
+    let acts = model.run(&model.batch(std::slice::from_ref(&ids)).unwrap(), &record, None, Logits::Hidden).unwrap().0;
+    let f = model.cfg.d_mlp;
+    let keys = acts.expect(HookPoint::MlpHidden(layer)).unwrap().reshape((ids.len(), f)).unwrap().to_dtype(DType::F64).unwrap();
+    let mut c = (keys.t().unwrap().matmul(&keys).unwrap() / ids.len() as f64).unwrap().to_vec2::<f64>().unwrap();
+    let ridge = (0..f).map(|i| c[i][i]).sum::<f64>() / f as f64 * 1e-3;
+    (0..f).for_each(|i| c[i][i] += ridge);
+    let cu: Vec<f64> = c.iter().map(|row| row.iter().zip(&u).map(|(a, b)| a * b).sum()).collect();
+    let cos = |a: &[f64], b: &[f64]| {
+        let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        dot / (a.iter().map(|x| x * x).sum::<f64>().sqrt() * b.iter().map(|x| x * x).sum::<f64>().sqrt())
+    };
+    assert!(cos(&cu, &key) > 1.0 - 1e-4, "C·u is not parallel to k*: cos {}", cos(&cu, &key));
+    assert!(cos(&u, &key) < 0.99, "the update direction is still k* (C = I): cos {}", cos(&u, &key));
+}
+
+/// Rediscovering a circuit on the model it was discovered on gives it back, edge for edge, under mean and under
+/// resample ablation (whose corruption partners are chosen again from the relation file, which it then needs).
+#[test]
+fn rediscovery_on_the_unedited_model_gives_the_circuit_back() {
+    use kcirc::intervene::Ablation;
+    let (model, tok) = tiny_gpt2();
+    let rel = kcirc::data::read(&root().join("data/country_capital_city.jsonl")).unwrap();
+    for ablation in [Ablation::Mean, Ablation::Resample] {
+        let settings = kcirc::pipeline::Settings {
+            method: "eap".into(),
+            examples: Some(4),
+            filter_known: false,
+            top_n: Some(40),
+            target_faithfulness: None,
+            ablation,
+            ..Default::default()
+        };
+        let before = kcirc::pipeline::discover(&model, &tok, "gpt2-tiny", &rel, &settings, None, &Silent).unwrap().file;
+        let (after, change) = kcirc::pipeline::rediscover(&model, &tok, &before, Some(&rel), &Silent).unwrap();
+        assert_eq!(after.edges, before.edges, "{ablation:?}");
+        assert_eq!((after.metric_full, after.metric_circuit), (before.metric_full, before.metric_circuit), "{ablation:?}");
+        assert_eq!(change.edges_before, change.edges_after);
+        let without = kcirc::pipeline::rediscover(&model, &tok, &before, None, &Silent);
+        match ablation {
+            Ablation::Resample => assert!(without.unwrap_err().to_string().contains("corruption partners")),
+            _ => assert!(without.is_ok()),
+        }
+    }
 }

@@ -89,6 +89,7 @@ fn circuit_file(model: &kcirc::model::Model, removed: &[bool], examples: Vec<kci
         kcirc_version: kcirc::VERSION.into(),
         stability: None,
         demonstrations: None,
+        edits: None,
         examples,
     };
     CircuitFile::new(run, &g, &c)

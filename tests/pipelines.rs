@@ -309,7 +309,11 @@ fn outputs_follow_their_documented_schemas() {
     let (circuit_schema, report_schema, summary_schema) = (schema("circuit"), schema("report"), schema("summary"));
     let model = tiny();
     let triples = capitals();
-    for method in [vec!["acdc", "--threshold", "0.3"], vec!["hybrid", "--candidates", "30"], vec!["eap-ig"]] {
+    let edits = dir.path().join("edits.jsonl");
+    std::fs::write(&edits, "{\"subject\":\"France\",\"template\":\"The capital of {} is\",\"object\":\"Paris\",\"new_object\":\"Rome\"}\n")
+        .unwrap();
+    let edited = vec!["eap-ig", "--edits", edits.to_str().unwrap(), "--edit-method", "ft-m", "--edit-steps", "2"];
+    for method in [vec!["acdc", "--threshold", "0.3"], vec!["hybrid", "--candidates", "30"], edited] {
         let file = dir.path().join("c.json");
         let mut args = vec!["discover", "--model", &model, "--triples", &triples, "--examples", "3", "--no-filter", "--random", "1"];
         args.extend_from_slice(&["--out", file.to_str().unwrap(), "--method"]);
@@ -318,6 +322,7 @@ fn outputs_follow_their_documented_schemas() {
         let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
         conforms(&c, &circuit_schema, &circuit_schema, "circuit");
         conforms(&c["eval"], &report_schema, &report_schema, "eval");
+        assert_eq!(c.get("edits").is_some(), method.contains(&"--edits"));
     }
     let o = kcirc(&[
         "discover",
@@ -411,4 +416,71 @@ fn run_lines_state_only_what_was_checked() {
         .output()
         .unwrap();
     refused(&o, "relation `country_capital_city`: 24 facts, fewer than the 40 discovery examples asked for");
+}
+
+/// `kcirc edit` (both modes, with the lens) and `kcirc erase` (both units) print what their schemas describe.
+#[test]
+fn edit_and_erase_reports_follow_their_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let (edit_schema, erase_schema) = (schema("edit"), schema("erase"));
+    let model = tiny();
+    let triples = capitals();
+    let reqs = dir.path().join("r.jsonl");
+    std::fs::write(
+        &reqs,
+        "{\"subject\":\"France\",\"template\":\"The capital of {} is\",\"object\":\"Paris\",\"new_object\":\"Rome\",\"relation\":\"country_capital_city\"}\n\
+         {\"subject\":\"Japan\",\"template\":\"The capital of {} is\",\"object\":\"Tokyo\",\"new_object\":\"Tokyo\"}\n",
+    )
+    .unwrap();
+    let language = root().join("data/country_language.jsonl");
+    for mode in ["sequential", "independent"] {
+        let o = kcirc(&[
+            "edit",
+            "--model",
+            &model,
+            "--requests",
+            reqs.to_str().unwrap(),
+            "--steps",
+            "2",
+            "--mode",
+            mode,
+            "--lens",
+            "--triples",
+            &triples,
+            "--triples",
+            language.to_str().unwrap(),
+            "--locality-facts",
+            "3",
+        ]);
+        ok(&o);
+        let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+        conforms(&v, &edit_schema, &edit_schema, "edit");
+        assert!(v["requests"][1]["skipped"].is_string() && v["lens"].is_array(), "{mode}");
+    }
+    let c = dir.path().join("c.json");
+    let args = ["discover", "--model", &model, "--triples", &triples, "--examples", "3", "--no-filter", "--method", "eap", "--top-n", "30"];
+    ok(&kcirc(&[&args[..], &["--no-eval", "--out", c.to_str().unwrap()]].concat()));
+    for unit in ["edges", "nodes"] {
+        let o = kcirc(&[
+            "erase",
+            "--model",
+            &model,
+            "--circuit",
+            c.to_str().unwrap(),
+            "--triples",
+            &triples,
+            "--others",
+            language.to_str().unwrap(),
+            "--rank",
+            "effect",
+            "--unit",
+            unit,
+            "--random",
+            "1",
+        ]);
+        ok(&o);
+        let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+        conforms(&v, &erase_schema, &erase_schema, "erase");
+        assert_eq!(v["unit"], unit);
+    }
 }

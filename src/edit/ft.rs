@@ -42,6 +42,12 @@ impl Editor for FineTune {
     fn layer(&self) -> usize {
         self.layer
     }
+    fn max_steps(&self) -> usize {
+        self.steps
+    }
+    fn clamp(&self) -> Option<f64> {
+        Some(self.clamp)
+    }
     fn edit(&self, model: &Model, _tok: &Tokenizer, req: &Prepared, progress: &dyn Progress) -> Result<Update> {
         let forced = Forced::new(model, std::slice::from_ref(&req.prompt.tokens), &req.new_tokens, self.last_position_only)?;
         let w0 = model.mlp_out_weight(self.layer).clone();

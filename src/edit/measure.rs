@@ -3,8 +3,8 @@
 //! answers: other subjects of the same relation, and facts of other relations — the fraction whose top-1 is
 //! unchanged and the mean KL of their next-token distributions from the unedited model's).
 //!
-//! Requests are applied one after another (sequential editing): each is measured right after its edit, and
-//! every one again on the final model.
+//! Requests are applied one after another (sequential editing: each is measured right after its edit, and
+//! every one again on the final model) or each alone on the unedited model (independent editing).
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -32,9 +32,10 @@ impl Probe {
     }
 }
 
-/// The relation's other templates with the edited subject.
+/// The relation's other templates (or the `--paraphrases` that apply) with the edited subject.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Generalization {
+    /// Prompts asked (the edit prompt itself left out).
     pub n_templates: usize,
     /// Fraction of them whose top-1 is the new object.
     pub new_top1: f64,
@@ -98,6 +99,9 @@ pub struct Report {
     pub model: String,
     pub method: String,
     pub layer: usize,
+    /// Sequential (each edit on top of the earlier ones) or independent (each on the unedited model).
+    #[serde(default)]
+    pub mode: Mode,
     pub requests: Vec<RequestReport>,
     /// Means of each request measured right after its edit.
     pub after_each: Summary,
@@ -112,10 +116,68 @@ pub struct Report {
     pub circuit: Option<serde_json::Value>,
 }
 
+/// One line of a `--paraphrases` file: a template (`{}` for the subject) or a full prompt (which must contain
+/// `subject`) that should give a request's new object too. A line applies to every request of its `subject`
+/// and `relation` where it names them, to every request where it does not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Paraphrase {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+}
+
+impl Paraphrase {
+    fn applies(&self, r: &Request) -> bool {
+        self.subject.as_ref().map_or(true, |s| s.trim() == r.subject.trim()) && self.relation.as_ref().map_or(true, |x| *x == r.relation)
+    }
+
+    /// The fact `r` asked through this paraphrase.
+    fn triple(&self, r: &Request) -> Triple {
+        match (&self.template, &self.prompt) {
+            (Some(t), _) => Triple { template: t.clone(), ..r.triple() },
+            (None, p) => Triple { prompt: p.clone(), ..r.triple() },
+        }
+    }
+}
+
+/// Reads a `--paraphrases` file (JSON Lines of [`Paraphrase`]: exactly one of `template` and `prompt` per line,
+/// a template with `{}`, a prompt with its `subject` in it); an error names the line.
+pub fn parse_paraphrases(text: &str, label: &str) -> Result<Vec<Paraphrase>> {
+    let mut out = vec![];
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |why: String| crate::Error::input(format!("{label}: line {}: {why}", i + 1));
+        let p: Paraphrase = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+        match (&p.template, &p.prompt, &p.subject) {
+            (Some(_), Some(_), _) | (None, None, _) => return Err(bad("give exactly one of `template` and `prompt`".into())),
+            (Some(t), None, _) if !t.contains("{}") => return Err(bad(format!("template {t:?} has no `{{}}` for the subject"))),
+            (None, Some(_), None) => return Err(bad("a `prompt` needs the `subject` it asks about".into())),
+            (None, Some(q), Some(s)) if s.trim().is_empty() || !q.contains(s.trim()) => {
+                return Err(bad(format!("subject {s:?} not found in the prompt {q:?}")))
+            }
+            _ => out.push(p),
+        }
+    }
+    if out.is_empty() {
+        return Err(crate::Error::input(format!("{label}: no paraphrases")));
+    }
+    Ok(out)
+}
+
 /// What the requests are measured on.
 pub struct Probes {
     /// Per relation name, its templates (for generalization).
     pub templates: BTreeMap<String, Vec<String>>,
+    /// Paraphrases for generalization instead of the templates (`--paraphrases`).
+    pub paraphrases: Option<Vec<Paraphrase>>,
     /// Facts for locality (the requests' own subjects are left out per request).
     pub facts: Vec<Example>,
     /// The unedited model's next-token distributions of `facts`, `[N, V]` probabilities, and top-1 tokens.
@@ -140,7 +202,7 @@ impl Probes {
             facts.extend(ex);
         }
         let (probs, top) = distributions(model, &facts)?;
-        Ok(Probes { templates, facts, probs, top })
+        Ok(Probes { templates, paraphrases: None, facts, probs, top })
     }
 
     fn locality(&self, model: &Model, idx: &[usize]) -> Result<Option<Locality>> {
@@ -158,23 +220,29 @@ impl Probes {
     /// Every measurement of `req` on `model`.
     pub fn measure(&self, model: &Model, tok: &Tokenizer, req: &Prepared) -> Result<Measured> {
         let reliability = probe(model, req, &req.prompt.tokens)?;
-        let generalization = match self.templates.get(&req.request.relation) {
-            Some(ts) => {
-                let others: Vec<&String> = ts.iter().filter(|t| **t != req.request.template).collect();
-                let mut ranks = vec![];
-                for t in &others {
-                    let tr = Triple { template: t.to_string(), ..req.request.triple() };
-                    let e = crate::data::example(&tr, tok)?;
-                    ranks.push(probe(model, req, &e.tokens)?.new_rank);
-                }
-                (!ranks.is_empty()).then(|| Generalization {
-                    n_templates: ranks.len(),
-                    new_top1: ranks.iter().filter(|r| **r == 0).count() as f64 / ranks.len() as f64,
-                    mean_new_rank: ranks.iter().sum::<usize>() as f64 / ranks.len() as f64,
-                })
-            }
-            None => None,
+        // The relation's other templates, or the paraphrases that apply; never the edit prompt itself.
+        let asked: Vec<Triple> = match &self.paraphrases {
+            Some(ps) => ps.iter().filter(|p| p.applies(&req.request)).map(|p| p.triple(&req.request)).collect(),
+            None => self
+                .templates
+                .get(&req.request.relation)
+                .into_iter()
+                .flatten()
+                .map(|t| Triple { template: t.to_string(), ..req.request.triple() })
+                .collect(),
         };
+        let mut ranks = vec![];
+        for tr in &asked {
+            let e = crate::data::example(tr, tok)?;
+            if e.tokens != req.prompt.tokens {
+                ranks.push(probe(model, req, &e.tokens)?.new_rank);
+            }
+        }
+        let generalization = (!ranks.is_empty()).then(|| Generalization {
+            n_templates: ranks.len(),
+            new_top1: ranks.iter().filter(|r| **r == 0).count() as f64 / ranks.len() as f64,
+            mean_new_rank: ranks.iter().sum::<usize>() as f64 / ranks.len() as f64,
+        });
         let other_subject = |e: &Example| e.triple.subject != req.request.subject;
         let same: Vec<usize> = (0..self.facts.len())
             .filter(|&i| self.facts[i].triple.relation == req.request.relation && other_subject(&self.facts[i]))
@@ -228,35 +296,56 @@ fn summary(ms: &[&Measured]) -> Summary {
     }
 }
 
-/// Applies `requests` one after another with `editor`, measuring each right after its edit and all at the end.
-/// Returns the edited model and the report. A request whose new object is its current answer is skipped.
+/// How several requests are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One after another: each edit on the model that holds the earlier ones (the default).
+    #[default]
+    Sequential,
+    /// Each edit on the unedited model and measured alone (EasyEdit's per-edit numbers).
+    Independent,
+}
+
+/// Applies `requests` with `editor` — one after another ([`Mode::Sequential`]: each measured right after its
+/// edit and all again on the final model), or each on the unedited `model` ([`Mode::Independent`]: "final" is
+/// the same as "after") — and reports. Returns the edited models (sequential: the final one; independent: one
+/// per request) and the report. A request whose new object is its current answer is skipped.
 pub fn run(
     model: &Model,
     tok: &Tokenizer,
     editor: &dyn Editor,
     requests: &[Prepared],
     probes: &Probes,
+    mode: Mode,
     progress: &dyn Progress,
-) -> Result<(Model, Report)> {
+) -> Result<(Vec<Model>, Report)> {
     let mut current = model.clone();
+    let mut edited = vec![];
     let mut partial = vec![];
     for (i, req) in requests.iter().enumerate() {
         progress.message(&format!("edit {}/{}: {} → {}", i + 1, requests.len(), req.request.subject, req.request.new_object));
+        if mode == Mode::Independent {
+            current = model.clone();
+        }
         let before = probe(&current, req, &req.prompt.tokens)?;
-        let (skipped, steps, loss) = match req.is_noop() {
-            true => (Some("the new object is the current answer".to_string()), 0, 0.0),
-            false => {
-                let u = editor.edit(&current, tok, req, progress)?;
-                current = u.apply(&current)?;
-                (None, u.steps, u.loss)
-            }
-        };
+        let (next, skipped, steps, loss) = super::apply_one(&current, tok, editor, req, progress)?;
+        current = next;
         let after = probes.measure(&current, tok, req)?;
         partial.push((req, skipped, steps, loss, before, after));
+        if mode == Mode::Independent {
+            edited.push(current.clone());
+        }
+    }
+    if mode == Mode::Sequential {
+        edited.push(current.clone());
     }
     let mut reports = vec![];
     for (req, skipped, steps, loss, before, after) in partial {
-        let at_end = probes.measure(&current, tok, req)?;
+        let at_end = match mode {
+            Mode::Sequential => probes.measure(&current, tok, req)?,
+            Mode::Independent => after.clone(),
+        };
         reports.push(RequestReport { request: req.request.clone(), skipped, steps, loss, before, after, at_end });
     }
     let after_each = summary(&reports.iter().map(|r| &r.after).collect::<Vec<_>>());
@@ -265,13 +354,14 @@ pub fn run(
         model: model.name.clone(),
         method: editor.name().into(),
         layer: editor.layer(),
+        mode,
         requests: reports,
         after_each,
         at_end,
         lens: None,
         circuit: None,
     };
-    Ok((current, report))
+    Ok((edited, report))
 }
 
 /// Every relation's templates (see [`Relation::templates`]), keyed by relation name.
@@ -292,7 +382,11 @@ impl Report {
     /// Text: one line per request (new object's rank before → after its edit → at the end; generalization;
     /// locality), then the means.
     pub fn table(&self) -> String {
-        let mut out = format!("{} · layer {} · {} request(s), applied in order\n", self.method, self.layer, self.requests.len());
+        let how = match self.mode {
+            Mode::Sequential => "applied in order",
+            Mode::Independent => "each on the unedited model",
+        };
+        let mut out = format!("{} · layer {} · {} request(s), {how}\n", self.method, self.layer, self.requests.len());
         out.push_str(&format!(
             "{:<28} {:>18}  {:>6} {:>6} {:>6}  {:>6}  {:>8} {:>8}\n",
             "edit", "new rank b/a/end", "steps", "gen", "old", "loc.rel", "loc.oth", "KL oth"

@@ -7,11 +7,11 @@ pub mod ft;
 pub mod measure;
 pub mod rome;
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{answer_token, Example, Span, Triple};
-use crate::model::{Batch, Config, Model};
+use crate::data::{answer_token, Example, Source, Span, Triple};
+use crate::model::{Batch, Config, EditRecord, Model};
 use crate::progress::Progress;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
@@ -42,8 +42,11 @@ impl Request {
     }
 }
 
-/// Reads edit requests from JSON Lines; an error names the line.
-pub fn parse_requests(text: &str, label: &str) -> Result<Vec<Request>> {
+/// Edit requests, each with the line it was read from.
+pub type NumberedRequests = Vec<(usize, Request)>;
+
+/// Reads edit requests from JSON Lines, each with its line number; an error names the line.
+pub fn parse_requests(text: &str, label: &str) -> Result<NumberedRequests> {
     let mut out = vec![];
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -53,12 +56,26 @@ pub fn parse_requests(text: &str, label: &str) -> Result<Vec<Request>> {
         if !r.template.contains("{}") {
             return Err(Error::input(format!("{label}: line {}: template {:?} has no `{{}}` for the subject", i + 1, r.template)));
         }
-        out.push(r);
+        out.push((i + 1, r));
     }
     if out.is_empty() {
         return Err(Error::input(format!("{label}: no edit requests")));
     }
     Ok(out)
+}
+
+/// Tokenises requests read by [`parse_requests`] from `label` (`None`: given on the command line); an error
+/// (an object or new object that tokenizes to nothing, an empty subject) names the file and the line.
+pub fn prepare_requests(requests: &[(usize, Request)], label: Option<&str>, tok: &Tokenizer) -> Result<Vec<Prepared>> {
+    requests
+        .iter()
+        .map(|(line, r)| {
+            Prepared::new(r, tok).map_err(|e| match label {
+                Some(l) if !e.is_bug() => Error::input(format!("{l}: line {line}: {e}")),
+                _ => e,
+            })
+        })
+        .collect()
 }
 
 /// A request ready for the model: the prompt (with its spans), the old and new answers' tokens.
@@ -124,6 +141,182 @@ pub trait Editor {
     fn layer(&self) -> usize;
     /// The update that makes `model` answer `request.new_object`.
     fn edit(&self, model: &Model, tok: &Tokenizer, request: &Prepared, progress: &dyn Progress) -> Result<Update>;
+    /// Optimisation steps at most.
+    fn max_steps(&self) -> usize;
+    /// Fine-tuning's L∞ radius (none for ROME).
+    fn clamp(&self) -> Option<f64> {
+        None
+    }
+}
+
+/// Which editor, and its settings (`kcirc edit`'s flags; `None`: the editor's default).
+#[derive(Debug, Clone, Default)]
+pub struct EditorOptions {
+    /// `rome`, `ft-m` or `ft-l`.
+    pub method: String,
+    pub layer: Option<usize>,
+    pub steps: Option<usize>,
+    /// FT: the L∞ radius.
+    pub clamp: Option<f64>,
+    /// ROME: the context prefixes' seed.
+    pub seed: u64,
+    /// ROME: a text to estimate the keys' covariance from (`C = I` without).
+    pub cov_text: Option<String>,
+}
+
+impl EditorOptions {
+    /// Checks what can be checked without a model: the method and the clamp.
+    pub fn check(&self) -> Result<()> {
+        if !METHODS.contains(&self.method.as_str()) {
+            return Err(Error::input(format!("unknown edit method `{}` (available: {})", self.method, METHODS.join(", "))));
+        }
+        if self.clamp.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
+            return Err(Error::input("the FT clamp must be a positive number"));
+        }
+        if self.steps == Some(0) {
+            return Err(Error::input("the editor needs at least 1 step"));
+        }
+        Ok(())
+    }
+
+    /// The editor these options describe, on `model` (the layer defaults to [`default_layer`]).
+    pub fn editor(&self, model: &Model, tok: &Tokenizer) -> Result<Box<dyn Editor>> {
+        self.check()?;
+        let layer = self.layer.unwrap_or_else(|| default_layer(&model.cfg));
+        check_layer(layer, &model.cfg)?;
+        Ok(match self.method.as_str() {
+            "rome" => {
+                let mut r = rome::Rome::new(model, tok, layer, self.seed)?;
+                if let Some(s) = self.steps {
+                    r.steps = s;
+                }
+                if let Some(text) = &self.cov_text {
+                    r = r.with_covariance_from(model, tok, text)?;
+                }
+                Box::new(r)
+            }
+            m => {
+                let mut f = ft::FineTune::new(model, layer, m == "ft-l")?;
+                if let Some(s) = self.steps {
+                    f.steps = s;
+                }
+                if let Some(c) = self.clamp {
+                    f.clamp = c;
+                }
+                Box::new(f)
+            }
+        })
+    }
+}
+
+/// Edits to apply in memory to a loaded model (`--edits` on discover, eval, lens, heads, curve): the requests,
+/// the file they came from, and the editor.
+#[derive(Debug, Clone)]
+pub struct EditSpec {
+    /// The requests with their line numbers.
+    pub requests: NumberedRequests,
+    pub source: Source,
+    pub options: EditorOptions,
+}
+
+impl EditSpec {
+    /// The requests in `text` (JSON Lines, read from `path`) applied with `options` (no covariance text: the
+    /// record could not bring it back).
+    pub fn new(text: &str, path: &str, options: EditorOptions) -> Result<EditSpec> {
+        options.check()?;
+        if options.cov_text.is_some() {
+            return Err(Error::input("edits applied in memory use C = I (no covariance text)"));
+        }
+        Ok(EditSpec { requests: parse_requests(text, path)?, source: Source::new(path, text.as_bytes()), options })
+    }
+
+    /// The edits a file records, with the requests read again from `text` (at `path`, where the file is now);
+    /// fails when the requests changed since.
+    pub fn from_record(record: &EditRecord, text: &str, path: &str) -> Result<EditSpec> {
+        let now = Source::new(path, text.as_bytes());
+        if now.digest != record.requests.digest {
+            return Err(Error::input(format!(
+                "{path}: the edit requests have changed since they were recorded ({} then, {} now)",
+                record.requests.digest, now.digest
+            )));
+        }
+        let options = EditorOptions {
+            method: record.method.clone(),
+            layer: Some(record.layer),
+            steps: Some(record.steps),
+            clamp: record.clamp,
+            seed: record.seed,
+            cov_text: None,
+        };
+        EditSpec::new(text, path, options)
+    }
+}
+
+/// Applies `request` to `model` with `editor`: the edited model, why nothing was edited (a request for the
+/// current answer), the steps taken and the last loss.
+pub fn apply_one(
+    model: &Model,
+    tok: &Tokenizer,
+    editor: &dyn Editor,
+    request: &Prepared,
+    progress: &dyn Progress,
+) -> Result<(Model, Option<String>, usize, f64)> {
+    if request.is_noop() {
+        return Ok((model.clone(), Some("the new object is the current answer".to_string()), 0, 0.0));
+    }
+    let u = editor.edit(model, tok, request, progress)?;
+    Ok((u.apply(model)?, None, u.steps, u.loss))
+}
+
+/// `model` with `spec`'s requests applied one after another (as `kcirc edit` leaves it), recording them in
+/// [`Model::edits`].
+pub fn apply(model: &Model, tok: &Tokenizer, spec: &EditSpec, progress: &dyn Progress) -> Result<Model> {
+    let editor = spec.options.editor(model, tok)?;
+    let prepared = prepare_requests(&spec.requests, Some(&spec.source.path), tok)?;
+    let mut current = model.clone();
+    for (i, req) in prepared.iter().enumerate() {
+        progress.message(&format!("edit {}/{}: {} → {}", i + 1, prepared.len(), req.request.subject, req.request.new_object));
+        current = apply_one(&current, tok, editor.as_ref(), req, progress)?.0;
+    }
+    progress.info(&format!(
+        "applied {} edit(s) from {} in memory ({}, layer {})",
+        prepared.len(),
+        spec.source.path,
+        editor.name(),
+        editor.layer()
+    ));
+    current.edits = Some(EditRecord {
+        requests: spec.source.clone(),
+        n_requests: prepared.len(),
+        method: editor.name().to_string(),
+        layer: editor.layer(),
+        steps: editor.max_steps(),
+        seed: spec.options.seed,
+        clamp: editor.clamp(),
+    });
+    Ok(current)
+}
+
+/// Why a circuit discovered on a model with edits `circuit` does not describe a model with edits `model`
+/// (`None` when both have the same edits: the same requests by digest, method and settings; paths may differ).
+pub fn edits_differ(circuit: Option<&EditRecord>, model: Option<&EditRecord>) -> Option<String> {
+    let key = |r: &EditRecord| (r.requests.digest.clone(), r.method.clone(), r.layer, r.steps, r.seed, r.clamp.map(f64::to_bits));
+    let describe = |r: Option<&EditRecord>| match r {
+        Some(r) => format!("with {} edit(s) from {} ({}, layer {})", r.n_requests, r.requests.path, r.method, r.layer),
+        None => "without edits".to_string(),
+    };
+    (circuit.map(key) != model.map(key))
+        .then(|| format!("the circuit was discovered on the model {}, but this model is {}", describe(circuit), describe(model)))
+}
+
+/// Loads `name` onto `device` and applies `edits` to it, if any: the one way every command gets its model.
+pub fn load(name: &str, device: &Device, edits: Option<&EditSpec>, progress: &dyn Progress) -> Result<(Model, Tokenizer)> {
+    let (model, tok) = crate::model::load(name, device)?;
+    let model = match edits {
+        Some(spec) => apply(&model, &tok, spec, progress)?,
+        None => model,
+    };
+    Ok((model, tok))
 }
 
 /// The editors, as `--method` names them.

@@ -219,6 +219,9 @@ impl Editor for Rome {
     fn edit(&self, model: &Model, tok: &Tokenizer, req: &Prepared, progress: &dyn Progress) -> Result<Update> {
         Ok(self.compute(model, tok, req, progress)?.2)
     }
+    fn max_steps(&self) -> usize {
+        self.steps
+    }
 }
 
 /// `n` texts of `len` tokens the model writes after a few fixed opening words (top-5 sampling, seeded), each

@@ -25,6 +25,9 @@ pub struct Model {
     pub cfg: Config,
     pub weights: Weights,
     pub device: Device,
+    /// The knowledge edits applied to it in memory after loading (`--edits`), recorded by every file that
+    /// names the model so a run can be repeated.
+    pub edits: Option<super::EditRecord>,
 }
 
 /// A batch of left-padded prompts, ready for the engine.

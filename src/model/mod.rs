@@ -25,6 +25,26 @@ use source::{Gguf, Safetensors};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
+/// Knowledge edits applied to a loaded model in memory (`--edits`, brief §11): enough to apply them again
+/// (`kcirc::edit::EditSpec::from_record`) and to notice that the requests file changed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EditRecord {
+    /// The edit requests file (JSON Lines, as `kcirc edit --requests` reads): path as given and content digest.
+    pub requests: crate::data::Source,
+    pub n_requests: usize,
+    /// `rome`, `ft-m` or `ft-l`, applied to the requests one after another.
+    pub method: String,
+    pub layer: usize,
+    /// The editor's optimisation steps at most.
+    pub steps: usize,
+    /// ROME's context-prefix seed.
+    pub seed: u64,
+    /// FT: the L∞ radius of the weight change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clamp: Option<f64>,
+}
+
 /// The model families kcirc has adapters for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -105,7 +125,7 @@ pub fn load(name: &str, device: &Device) -> Result<(Model, Tokenizer)> {
             (cfg, w, gguf_tokenizer(&g)?)
         }
     };
-    let model = Model { name: name.to_string(), cfg, weights, device: device.clone() };
+    let model = Model { name: name.to_string(), cfg, weights, device: device.clone(), edits: None };
     Ok((model, tokenizer))
 }
 

@@ -120,5 +120,6 @@ fn value_bias_output(b_v: &Tensor, w_o: &Tensor, cfg: &super::Config) -> candle_
     let group = cfg.group_size();
     let idx: Vec<u32> = (0..cfg.n_heads).map(|i| (i / group) as u32).collect();
     let idx = Tensor::new(idx.as_slice(), b_v.device())?;
-    super::ops::mm(&b_v.index_select(&idx, 0)?, w_o)?.sum(0)?.reshape(cfg.d_model) // [h, 1, dh]·[h, dh, d] → [d]
+    super::ops::mm(&b_v.index_select(&idx, 0)?, w_o)?.sum(0)?.reshape(cfg.d_model)
+    // [h, 1, dh]·[h, dh, d] → [d]
 }

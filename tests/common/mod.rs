@@ -118,7 +118,7 @@ pub fn tiny_llama(seed: u64) -> Model {
         ln_final: Norm { weight: (rand(&[d], 0.2) + 1.0).unwrap(), bias: None },
         b_unembed: None,
     };
-    Model { name: "tiny-llama".into(), cfg, weights, device: dev }
+    Model { name: "tiny-llama".into(), cfg, weights, device: dev, edits: None }
 }
 
 /// Examples whose target is the model's own top-1 next token (so the metric has something to lose).
