@@ -174,3 +174,20 @@ fn eap_ig_scores_are_the_same_bits_whatever_the_threads() {
         }
     }
 }
+
+/// Concurrent integration steps: one per worker while half the available memory holds them, at least one.
+#[test]
+fn eap_ig_runs_as_many_steps_at_once_as_memory_allows() {
+    use kcirc::discover::eap::step_workers;
+    let (gpt2, tok) = tiny_gpt2();
+    let t =
+        Task::new(&gpt2, examples(&gpt2, &[tok.encode("The capital of France is").unwrap()]), Ablation::Zero, None, Metric::Kl).unwrap();
+    assert_eq!(step_workers(&t, 2, None), 2, "unknown memory: one step per worker");
+    assert_eq!(step_workers(&t, 2, Some(1 << 40)), 2);
+    assert_eq!(step_workers(&t, 4, Some(0)), 1, "at least one step");
+    let (smol, _) = smollm2();
+    let prompts: Vec<Vec<u32>> = (0..20).map(|i| vec![1 + i; 8]).collect();
+    let t = Task::new(&smol, examples(&smol, &prompts), Ablation::Zero, None, Metric::Kl).unwrap();
+    assert_eq!(step_workers(&t, 2, Some(16 << 30)), 2, "20 SmolLM2 prompts fit twice in 8 GB");
+    assert_eq!(step_workers(&t, 2, Some(2 << 30)), 1, "but not in 1 GB");
+}

@@ -143,9 +143,10 @@ pub fn edge_scores(task: &Task, ig_steps: Option<usize>, progress: &dyn Progress
     progress.start(alphas.len() as u64);
     // The steps are independent: each round runs one per worker, and their gradients are added in step order
     // whatever the rounds were, so the sum (and every score) is the same bits for any thread count. Rounds of
-    // `threads` steps keep at most that many steps' gradients alive.
+    // `workers` steps keep at most that many steps' gradients alive.
     let mut sum: Option<ReceiverGradients> = None;
-    for round in alphas.chunks(crate::parallel::threads().max(1)) {
+    let workers = step_workers(task, crate::parallel::threads(), crate::parallel::memory_available());
+    for round in alphas.chunks(workers) {
         let grads = crate::parallel::map(round, |&a| -> Result<ReceiverGradients> {
             let embed = (&abl_embed + ((&clean_embed - &abl_embed)? * a)?)?;
             receiver_gradients(task, &embed)
@@ -183,6 +184,24 @@ pub fn edge_scores(task: &Task, ig_steps: Option<usize>, progress: &dyn Progress
     }
     fill(&[g.logits_receiver()], &grads.logits)?;
     Ok(scores)
+}
+
+/// Bytes one differentiable step holds at its peak per float of its receiver inputs (every attention port, MLP
+/// and `logits` input over the batch): about 30 on SmolLM2 (20 adj_antonym facts: a second concurrent step adds
+/// 1.35 GB of peak RSS). A GPT-2-medium-shaped model with 20 facts peaks at 14.3 GB with one step.
+const STEP_BYTES_PER_INPUT_FLOAT: usize = 32;
+
+/// How many integration steps run at once: one per worker, but only as many as fit in half the memory the
+/// system has available (`None`: unknown, no limit), at least one. Only speed depends on it, never a score.
+pub fn step_workers(task: &Task, threads: usize, available: Option<u64>) -> usize {
+    let cfg = &task.model.cfg;
+    let inputs = task.batch.size() * task.batch.seq_len * cfg.d_model * (cfg.n_layers * (cfg.n_heads + 2 * cfg.n_kv_heads + 1) + 1);
+    let step = (inputs * STEP_BYTES_PER_INPUT_FLOAT) as u64;
+    let fit = match available {
+        Some(bytes) => (bytes / 2 / step.max(1)) as usize,
+        None => usize::MAX,
+    };
+    threads.min(fit).max(1)
 }
 
 /// Graphs with at most this many edges are searched size by size; larger ones on a geometric grid, then
