@@ -37,6 +37,15 @@ pub fn threads() -> usize {
     THREADS.load(Ordering::Relaxed)
 }
 
+/// Memory the system can still give (`MemAvailable` of /proc/meminfo) in bytes; `None` where unknown. Used only
+/// to decide how much work runs at once, never what is computed.
+pub fn memory_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// The machine's available parallelism.
 pub fn available() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)

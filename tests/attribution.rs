@@ -145,3 +145,49 @@ fn eap_ranks_edges_into_logits_like_exact_ablation() {
     assert!(eap >= 0.9, "EAP {eap}");
     assert!(ig >= 0.9 && ig >= eap, "EAP-IG {ig} (EAP {eap})");
 }
+
+/// EAP-IG runs its integration steps on kcirc's workers and adds their gradients in step order: the scores are the
+/// same bits with one worker (the steps one after another, the previous path) as with two, on GPT-2 and a
+/// grouped-query Llama, for every ablation that has its own path.
+#[test]
+fn eap_ig_scores_are_the_same_bits_whatever_the_threads() {
+    let (gpt2, tok) = tiny_gpt2();
+    let gpt2_prompts: Vec<Vec<u32>> = ["The capital of France is", "Water boils at a temperature of", "One, two, three, four"]
+        .iter()
+        .map(|p| tok.encode(p).unwrap())
+        .collect();
+    let llama = tiny_llama(7);
+    let llama_prompts: Vec<Vec<u32>> = vec![vec![1, 5, 9, 13, 2], vec![4, 8, 15, 16, 23, 42], vec![3, 3, 7]];
+    for (model, prompts) in [(&gpt2, &gpt2_prompts), (&llama, &llama_prompts)] {
+        for ablation in [Ablation::Zero, Ablation::Mean] {
+            let t = Task::new(model, examples(model, prompts), ablation, None, Metric::Kl).unwrap();
+            let at = |threads: usize| {
+                kcirc::parallel::configure(threads);
+                let s = edge_scores(&t, Some(5), &Silent).unwrap();
+                kcirc::parallel::configure(1);
+                s.iter().map(|x| x.to_bits()).collect::<Vec<u64>>()
+            };
+            let one = at(1);
+            assert!(one.iter().any(|&b| f64::from_bits(b) != 0.0), "scores are not all zero");
+            assert_eq!(one, at(2), "{ablation:?}: two workers changed the scores");
+            assert_eq!(one, at(3), "{ablation:?}: three workers (rounds of 3 and 2 steps) changed the scores");
+        }
+    }
+}
+
+/// Concurrent integration steps: one per worker while half the available memory holds them, at least one.
+#[test]
+fn eap_ig_runs_as_many_steps_at_once_as_memory_allows() {
+    use kcirc::discover::eap::step_workers;
+    let (gpt2, tok) = tiny_gpt2();
+    let t =
+        Task::new(&gpt2, examples(&gpt2, &[tok.encode("The capital of France is").unwrap()]), Ablation::Zero, None, Metric::Kl).unwrap();
+    assert_eq!(step_workers(&t, 2, None), 2, "unknown memory: one step per worker");
+    assert_eq!(step_workers(&t, 2, Some(1 << 40)), 2);
+    assert_eq!(step_workers(&t, 4, Some(0)), 1, "at least one step");
+    let (smol, _) = smollm2();
+    let prompts: Vec<Vec<u32>> = (0..20).map(|i| vec![1 + i; 8]).collect();
+    let t = Task::new(&smol, examples(&smol, &prompts), Ablation::Zero, None, Metric::Kl).unwrap();
+    assert_eq!(step_workers(&t, 2, Some(16 << 30)), 2, "20 SmolLM2 prompts fit twice in 8 GB");
+    assert_eq!(step_workers(&t, 2, Some(2 << 30)), 1, "but not in 1 GB");
+}

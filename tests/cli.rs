@@ -267,6 +267,22 @@ fn discover_is_byte_identical_whatever_the_thread_count() {
     let b = tiny_discover(dir.path(), "b.json", &["--threads", "2", "--ablation", "mean"]);
     assert!(a.status.success() && b.status.success(), "{}", stderr(&a));
     assert_eq!(std::fs::read(dir.path().join("a.json")).unwrap(), std::fs::read(dir.path().join("b.json")).unwrap());
+    // EAP-IG: integration steps spread over the workers, the size search's rounds; its scores and circuit file
+    // (sizes searched included) are the same bytes with 1, 2 and 3 workers.
+    let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+    for threads in ["1", "2", "3"] {
+        let scores = dir.path().join(format!("ig{threads}.scores.jsonl"));
+        let o = tiny_discover(
+            dir.path(),
+            &format!("ig{threads}.json"),
+            &["--threads", threads, "--method", "eap-ig", "--ablation", "mean", "--scores", scores.to_str().unwrap()],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    for threads in ["2", "3"] {
+        assert_eq!(read("ig1.json"), read(&format!("ig{threads}.json")), "{threads} workers");
+        assert_eq!(read("ig1.scores.jsonl"), read(&format!("ig{threads}.scores.jsonl")), "{threads} workers");
+    }
 }
 
 #[test]

@@ -142,15 +142,24 @@ pub fn edge_scores(task: &Task, ig_steps: Option<usize>, progress: &dyn Progress
         Some(k) => (1..=k).map(|i| i as f64 / k as f64).collect(),
     };
     progress.start(alphas.len() as u64);
+    // The steps are independent: each round runs one per worker, and their gradients are added in step order
+    // whatever the rounds were, so the sum (and every score) is the same bits for any thread count. Rounds of
+    // `workers` steps keep at most that many steps' gradients alive.
     let mut sum: Option<ReceiverGradients> = None;
-    for &a in &alphas {
-        let embed = (&abl_embed + ((&clean_embed - &abl_embed)? * a)?)?;
-        let grads = receiver_gradients(task, &embed)?;
-        match &mut sum {
-            None => sum = Some(grads),
-            Some(s) => s.add(grads)?,
+    let workers = step_workers(task, crate::parallel::threads(), crate::parallel::memory_available());
+    for round in alphas.chunks(workers) {
+        let grads = crate::parallel::map(round, |&a| -> Result<ReceiverGradients> {
+            let embed = (&abl_embed + ((&clean_embed - &abl_embed)? * a)?)?;
+            receiver_gradients(task, &embed)
+        });
+        for g in grads {
+            let g = g?;
+            match &mut sum {
+                None => sum = Some(g),
+                Some(s) => s.add(g)?,
+            }
+            progress.advance(1);
         }
-        progress.advance(1);
     }
     let grads = sum.ok_or_else(|| crate::Error::bug("attribution with no integration step"))?;
     let scale = 1.0 / alphas.len() as f64;
@@ -178,9 +187,30 @@ pub fn edge_scores(task: &Task, ig_steps: Option<usize>, progress: &dyn Progress
     Ok(scores)
 }
 
+/// Bytes one differentiable step holds at its peak per float of its receiver inputs (every attention port, MLP
+/// and `logits` input over the batch): about 30 on SmolLM2 (20 adj_antonym facts: a second concurrent step adds
+/// 1.35 GB of peak RSS). A GPT-2-medium-shaped model with 20 facts peaks at 14.3 GB with one step.
+const STEP_BYTES_PER_INPUT_FLOAT: usize = 32;
+
+/// How many integration steps run at once: one per worker, but only as many as fit in half the memory the
+/// system has available (`None`: unknown, no limit), at least one. Only speed depends on it, never a score.
+pub fn step_workers(task: &Task, threads: usize, available: Option<u64>) -> usize {
+    let cfg = &task.model.cfg;
+    let inputs = task.batch.size() * task.batch.seq_len * cfg.d_model * (cfg.n_layers * (cfg.n_heads + 2 * cfg.n_kv_heads + 1) + 1);
+    let step = (inputs * STEP_BYTES_PER_INPUT_FLOAT) as u64;
+    let fit = match available {
+        Some(bytes) => (bytes / 2 / step.max(1)) as usize,
+        None => usize::MAX,
+    };
+    threads.min(fit).max(1)
+}
+
 /// Graphs with at most this many edges are searched size by size; larger ones on a geometric grid, then
 /// edge by edge within the last step.
 pub const EXHAUSTIVE_EDGES: usize = 2048;
+
+/// Sizes [`choose_size`] measures per round (the value two workers used to get).
+const SIZES_PER_ROUND: usize = 4;
 
 /// Faithfulness of a circuit with metric `m` when the empty circuit has `m_empty` (the full model has 0, every
 /// metric being a loss against it): `1 − m / m_empty`, 0 when the empty circuit loses nothing.
@@ -231,8 +261,10 @@ pub fn choose_size_with(task: &Task, scores: &[f64], target: f64, exhaustive: us
         v.push(total);
         v
     };
-    // Ascending, a few sizes at a time (one per worker), stopping at the first that reaches the target.
-    let batch = (2 * crate::parallel::threads()).max(2);
+    // Ascending, a few sizes at a time (spread over the workers), stopping at the first that reaches the target.
+    // A fixed number per round, not one per worker: the sizes measured (`searched`, in the file) must not
+    // depend on --threads.
+    let batch = SIZES_PER_ROUND;
     let mut hit: Option<(usize, usize, f64)> = None; // (grid index, n, faithfulness)
     'scan: for (c, chunk) in grid.chunks(batch).enumerate() {
         let fs = measure(chunk)?;
