@@ -89,6 +89,7 @@ fn run_info(model: &str, shape: ModelShape, relation: &str) -> RunInfo {
         kcirc_version: "test".into(),
         stability: None,
         demonstrations: None,
+        edits: None,
         examples: vec![],
     }
 }
