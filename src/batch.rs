@@ -191,7 +191,7 @@ impl SummaryLine {
 }
 
 /// A batch run's outputs: one circuit per relation in `out_dir` (`<relation>.json`, and `.dot` and
-/// `.scores.jsonl` when asked for).
+/// `.svg` and `.scores.jsonl` when asked for).
 #[derive(Debug, Clone)]
 pub struct BatchOutputs {
     pub out_dir: PathBuf,
@@ -278,8 +278,12 @@ pub fn discover_batch(
         let result = relation.and_then(|relation| {
             let out = outputs.of(&relation.name);
             if let Some(file) = prior {
+                // Pictures lost with the killed run are drawn again from the complete circuit file.
                 if let Some(dot) = out.dot.as_ref().filter(|p| !p.exists()) {
                     write_atomic(dot, &to_dot(&file))?;
+                }
+                if let Some(svg) = out.svg.as_ref().filter(|p| !p.exists()) {
+                    write_atomic(svg, &crate::report::circuit_svg(&file, None, &crate::report::Options::default()))?;
                 }
                 progress.info(&format!(
                     "{}: complete in {}, not discovered again",

@@ -459,20 +459,52 @@ pub struct CircuitOutput {
     /// Write the circuit here (JSON) instead of standard output.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Also write the circuit as Graphviz DOT (`-`: standard output, with --out FILE).
-    #[arg(long)]
-    pub dot: Option<PathBuf>,
-    /// Also draw the circuit as a standalone SVG, laid out by kcirc (its 500 strongest edges; `-`: standard
-    /// output, with --out FILE; a batch run writes `<relation>.svg` beside each circuit). `kcirc report` draws
-    /// more.
-    #[arg(long)]
-    pub svg: Option<PathBuf>,
+    /// Also write the circuit as Graphviz DOT: to FILE, or without one beside the circuit (`--out`'s name with
+    /// `.dot`; a batch run writes `<out-dir>/<relation>.dot` and takes no file name). `-`: standard output, with
+    /// --out FILE.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    pub dot: Option<Option<PathBuf>>,
+    /// Also draw the circuit as a standalone SVG, laid out by kcirc (its 500 strongest edges): to FILE, or without
+    /// one beside the circuit (`--out`'s name with `.svg`; a batch run writes `<out-dir>/<relation>.svg` and
+    /// takes no file name). `-`: standard output, with --out FILE. `kcirc report` draws more.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    pub svg: Option<Option<PathBuf>>,
     /// Skip the held-out evaluation.
     #[arg(long)]
     pub no_eval: bool,
     /// Random circuits in the held-out evaluation.
     #[arg(long, default_value_t = 5)]
     pub random: usize,
+}
+
+impl CircuitOutput {
+    /// Where `--dot` and `--svg` write for one circuit: the file given, or `--out`'s name with `.dot`/`.svg`.
+    fn pictures(&self) -> Result<(Option<PathBuf>, Option<PathBuf>)> {
+        let resolve = |flag: &str, given: &Option<Option<PathBuf>>, ext: &str| -> Result<Option<PathBuf>> {
+            Ok(match given {
+                None => None,
+                Some(Some(p)) => Some(p.clone()),
+                Some(None) => match &self.out {
+                    Some(out) if !is_std(out) => Some(out.with_extension(ext)),
+                    _ => bail!("{flag} without a file name writes beside the circuit: give --out FILE too (or {flag} FILE)"),
+                },
+            })
+        };
+        Ok((resolve("--dot", &self.dot, "dot")?, resolve("--svg", &self.svg, "svg")?))
+    }
+
+    /// In a batch run the pictures are flags: each goes beside its relation's circuit.
+    fn batch_pictures(&self) -> Result<(bool, bool)> {
+        for (flag, given) in [("--dot", &self.dot), ("--svg", &self.svg)] {
+            if let Some(Some(p)) = given {
+                bail!(
+                    "{flag} takes no file name in a batch run (got {}): each relation's picture goes beside its circuit in --out-dir",
+                    p.display()
+                );
+            }
+        }
+        Ok((self.dot.is_some(), self.svg.is_some()))
+    }
 }
 
 impl DiscoverArgs {
@@ -569,7 +601,8 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
             },
             None => None,
         };
-        let out = Outputs { circuit: a.output.out.clone(), dot: a.output.dot.clone(), svg: a.output.svg.clone(), scores };
+        let (dot, svg) = a.output.pictures()?;
+        let out = Outputs { circuit: a.output.out.clone(), dot, svg, scores };
         check_stdout(&out)?;
         let relation = read_relation(&files[0])?;
         let edits = a.edit.spec()?;
@@ -603,13 +636,8 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
     };
     let edits = a.edit.spec()?;
     let (model, tok) = load_model(cli, &model_name, edits.as_ref())?;
-    let outputs = batch::BatchOutputs {
-        out_dir,
-        dot: a.output.dot.is_some(),
-        svg: a.output.svg.is_some(),
-        scores: a.scores.is_some(),
-        resume: a.resume,
-    };
+    let (dot, svg) = a.output.batch_pictures()?;
+    let outputs = batch::BatchOutputs { out_dir, dot, svg, scores: a.scores.is_some(), resume: a.resume };
     let bar = Bar::new(cli, "edges");
     let mut printer = SummaryPrinter::new(a.format);
     let mut print = |line: &SummaryLine| {
@@ -795,8 +823,8 @@ fn rerun(cli: &Cli, a: &DiscoverArgs, circuit: &Path) -> Result<()> {
         }
         _ => None,
     };
-    let out =
-        Outputs { circuit: a.output.out.clone(), dot: a.output.dot.clone(), svg: a.output.svg.clone(), scores: a.scores.clone().flatten() };
+    let (dot, svg) = a.output.pictures()?;
+    let out = Outputs { circuit: a.output.out.clone(), dot, svg, scores: a.scores.clone().flatten() };
     check_stdout(&out)?;
     let edits = recorded_edits(run.edits.as_ref(), a.edit.edits.as_deref())?;
     let (model, tok) = load_model(cli, &model_name, edits.as_ref())?;
@@ -840,10 +868,11 @@ pub fn select(cli: &Cli, a: &SelectArgs) -> Result<()> {
         (None, None, None) => bail!("give --top-n, --score-threshold or --target-faithfulness"),
     };
     one_stdin(&[("--scores", Some(&a.scores)), ("--triples", a.triples.as_deref())])?;
+    let (dot, svg) = a.output.pictures()?;
     one_stdout(&[
         (if a.output.out.is_none() { "the circuit (no --out)" } else { "--out -" }, a.output.out.as_deref().map_or(true, is_std)),
-        ("--dot -", a.output.dot.as_deref().is_some_and(is_std)),
-        ("--svg -", a.output.svg.as_deref().is_some_and(is_std)),
+        ("--dot -", dot.as_deref().is_some_and(is_std)),
+        ("--svg -", svg.as_deref().is_some_and(is_std)),
     ])?;
     let file = read_scores(&a.scores)?;
     // The graph check needs only the model's config: a scores file from another model fails before loading.
@@ -863,19 +892,19 @@ pub fn select(cli: &Cli, a: &SelectArgs) -> Result<()> {
     let (circuit, _) = pipeline::select(&model, &tok, &a.model, &file, selection, relation.as_ref().map(|r| (r, a.output.random)), &bar)?;
     bar.info(&format!("{} in {:.1}s", pipeline::kept_line(&circuit), t0.elapsed().as_secs_f64()));
     let json = circuit.to_json()? + "\n";
-    let dot = kcirc::circuit::to_dot(&circuit);
-    let svg = kcirc::report::circuit_svg(&circuit, None, &kcirc::report::Options::default());
-    for (target, text) in [(&a.output.out, &json), (&a.output.dot, &dot), (&a.output.svg, &svg)] {
+    let picture = kcirc::report::circuit_svg(&circuit, None, &kcirc::report::Options::default());
+    let dot_text = kcirc::circuit::to_dot(&circuit);
+    for (target, text) in [(&a.output.out, &json), (&dot, &dot_text), (&svg, &picture)] {
         if let Some(p) = target.as_deref().filter(|p| !is_std(p)) {
             kcirc::circuit::write_atomic(p, text)?;
         }
     }
     if a.output.out.as_deref().map_or(true, is_std) {
         print!("{json}");
-    } else if a.output.dot.as_deref().is_some_and(is_std) {
-        print!("{dot}");
-    } else if a.output.svg.as_deref().is_some_and(is_std) {
-        print!("{svg}");
+    } else if dot.as_deref().is_some_and(is_std) {
+        print!("{dot_text}");
+    } else if svg.as_deref().is_some_and(is_std) {
+        print!("{picture}");
     }
     Ok(())
 }

@@ -61,7 +61,7 @@ fn batch(rel: &Path, out_dir: &Path, extra: &[&str], quiet: bool) -> Output {
     let model = fixture("gpt2-tiny");
     let mut args = vec!["discover", "--model", model.to_str().unwrap(), "--relations", rel.to_str().unwrap()];
     args.extend_from_slice(&["--method", "eap", "--top-n", "10", "--examples", "3", "--no-filter", "--random", "1"]);
-    args.extend_from_slice(&["--scores", "--dot", "yes", "--out-dir", out_dir.to_str().unwrap()]);
+    args.extend_from_slice(&["--scores", "--dot", "--svg", "--out-dir", out_dir.to_str().unwrap()]);
     args.extend_from_slice(extra);
     kcirc(&args, quiet)
 }
@@ -117,7 +117,7 @@ fn two_shards_and_merge_give_one_runs_summary_byte_for_byte() {
     let one = ok(&batch(&rel, &out_dir, &[], true));
     assert_eq!(relations_of(&one), RELATIONS);
     let whole = snapshot(&out_dir);
-    assert_eq!(whole.len(), 9, "circuit, DOT and scores per relation: {:?}", whole.keys());
+    assert_eq!(whole.len(), 12, "circuit, DOT, SVG and scores per relation: {:?}", whole.keys());
     std::fs::remove_dir_all(&out_dir).unwrap();
 
     // Each shard as on its own machine: the same flags and folder name, a share of the relations each.
@@ -182,12 +182,13 @@ fn resume_after_a_killed_run_discovers_only_what_is_missing() {
     let before = snapshot(&out_dir);
 
     // The run "killed": currency's circuit file never renamed into place, language's cut short (by something
-    // other than kcirc, which writes atomically), a temporary file left behind, capital's DOT picture lost.
+    // other than kcirc, which writes atomically), a temporary file left behind, capital's DOT and SVG pictures lost.
     std::fs::remove_file(out_dir.join("country_currency.json")).unwrap();
     let cut = &before["country_language.json"].0[..100];
     std::fs::write(out_dir.join("country_language.json"), cut).unwrap();
     std::fs::write(out_dir.join(".country_capital_city.json.tmp-12345"), "{\"format\": 2, \"mod").unwrap();
     std::fs::remove_file(out_dir.join("country_capital_city.dot")).unwrap();
+    std::fs::remove_file(out_dir.join("country_capital_city.svg")).unwrap();
 
     let resumed = batch(&rel, &out_dir, &["--resume"], false);
     assert_eq!(ok(&resumed), one, "the resumed run's summary differs from the full run's");
@@ -200,7 +201,8 @@ fn resume_after_a_killed_run_discovers_only_what_is_missing() {
     let after = snapshot(&out_dir);
     for (name, (bytes, modified)) in &before {
         assert_eq!(&after[name].0, bytes, "{name}: not the full run's bytes");
-        if name.starts_with("country_capital_city.") && name != "country_capital_city.dot" {
+        let redrawn = ["country_capital_city.dot", "country_capital_city.svg"];
+        if name.starts_with("country_capital_city.") && !redrawn.contains(&name.as_str()) {
             assert_eq!(&after[name].1, modified, "{name} was written again");
         }
     }

@@ -208,8 +208,16 @@ fn tiny_discover(dir: &Path, out: &str, extra: &[&str]) -> Output {
 #[test]
 fn discover_writes_a_circuit_that_eval_reads_back() {
     let dir = tempfile::tempdir().unwrap();
-    let o = tiny_discover(dir.path(), "c.json", &["--dot", dir.path().join("c.dot").to_str().unwrap()]);
+    // `--dot` without a file name writes beside the circuit; `--svg FILE` where it is told.
+    let svg = dir.path().join("picture.svg");
+    let o = tiny_discover(dir.path(), "c.json", &["--dot", "--svg", svg.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    assert!(!dir.path().join("c.svg").exists());
+    // Beside standard output there is nowhere to write: refused before anything runs.
+    let (model, triples) = (fixture("gpt2-tiny"), root().join("data/country_capital_city.jsonl"));
+    let o = kcirc(&["discover", "--model", model.to_str().unwrap(), "--triples", triples.to_str().unwrap(), "--svg"]);
+    assert_input_error(&o, "--svg without a file name writes beside the circuit");
     let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("c.json")).unwrap()).unwrap();
     for key in [
         "format",
@@ -582,7 +590,11 @@ fn batch_discovery_writes_one_scores_file_per_relation() {
     assert!(!out_dir.exists());
     args.push("--scores");
     // As --dot: in a batch run a flag, each picture beside its circuit.
-    args.extend_from_slice(&["--svg", "each"]);
+    let mut named = args.clone();
+    named.extend_from_slice(&["--svg", "each.svg"]);
+    assert_input_error(&kcirc(&named), "--svg takes no file name in a batch run");
+    assert!(!out_dir.exists());
+    args.push("--svg");
     let o = kcirc(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     let summary: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
