@@ -1,0 +1,334 @@
+//! ACDC's forward-cone evaluator: scores candidate circuits that differ from the current one only in edges into
+//! one receiver by recomputing only what those edges can change.
+//!
+//! A receiver reads `input_r = Σ_kept out_s + Σ_removed ablated_s + constants`. While receiver `r` is tested,
+//! the candidates differ from the current circuit only in edges into `r`, so only `r`'s node (the head(s)
+//! behind a port, or the MLP) changes, then only the nodes reachable from it through kept edges (a removed edge
+//! carries a constant). The evaluator holds the current circuit's value of every sender output and receiver
+//! input and, per candidate, updates `r`'s input by `Σ_{newly removed s} (ablated_s − out_s)`, recomputes `r`'s
+//! node, and for each later receiver with a kept edge from a changed node adds `Σ (new out_s − current out_s)`
+//! and recomputes its node, up to `logits`.
+//!
+//! Positions: the metric reads the last position only. A node is needed at every position only when a kept path
+//! leads from it to a key or value port; otherwise at the last position only ([`Need`]). Needs only shrink as
+//! edges are removed, so the positions of a last-only node that are not recomputed (and go stale once a copy
+//! is accepted) are never read again.
+//!
+//! The node math is the engine's own ([`crate::model::engine`]: norm, per-head projection, rotary, pattern,
+//! mix, MLP); tests/discover.rs checks the scores against the naive one-full-forward-per-edge reference.
+use std::collections::BTreeMap;
+
+use candle_core::Tensor;
+
+use super::Task;
+use crate::graph::{Node, Port};
+use crate::intervene::EdgeInputs;
+use crate::model::engine::{attention_mix, attention_pattern, fit_rows, norm, project, rotate};
+use crate::model::ops::mm;
+use crate::model::{Activations, HookPoint, Hooks, Logits};
+use crate::Result;
+
+/// Candidate circuits evaluated together (the unit spread over threads; fixed, so results do not depend on
+/// the thread count).
+const GROUP_COPIES: usize = 8;
+
+/// At which positions a node's output is needed under the current circuit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Need {
+    /// Nowhere: no kept path to `logits`.
+    None,
+    /// At the last position only (what the metric reads).
+    Last,
+    /// At every position (a kept path reaches a key or value port).
+    All,
+}
+
+/// Per sender, where its output is needed under the circuit `removed` (see [`Need`]).
+pub fn needs(task: &Task, removed: &[bool]) -> Vec<Need> {
+    let g = &task.graph;
+    let mut need = vec![Need::None; g.n_senders()];
+    for s in (0..g.n_senders()).rev() {
+        need[s] = g.edges_from[s]
+            .iter()
+            .filter(|&&e| !removed[e])
+            .map(|&e| required(task, &need, g.edges[e].receiver))
+            .max()
+            .unwrap_or(Need::None);
+    }
+    need
+}
+
+/// Positions at which receiver `rcv`'s input is needed, given its node's need: every position for a key or
+/// value port of a needed head.
+fn required(task: &Task, need: &[Need], rcv: usize) -> Need {
+    let g = &task.graph;
+    match g.receiver(rcv) {
+        Node::HeadInput { layer, port: Port::Q, index } => need[g.head_sender(layer, index)],
+        Node::HeadInput { layer, index, .. } => {
+            let group = g.n_heads / g.n_kv_heads;
+            match (index * group..(index + 1) * group).any(|h| need[g.head_sender(layer, h)] != Need::None) {
+                true => Need::All,
+                false => Need::None,
+            }
+        }
+        Node::Mlp { layer } => need[g.mlp_sender(layer)],
+        _ => Need::Last,
+    }
+}
+
+/// Records every receiver input (and head output) of an edge-intervened run.
+struct RecordInputs<'a>(EdgeInputs<'a>);
+
+impl Hooks for RecordInputs<'_> {
+    fn reads(&self, point: HookPoint) -> bool {
+        matches!(point, HookPoint::HeadOut(_) | HookPoint::AttnIn(_) | HookPoint::MlpIn(_) | HookPoint::LogitsIn)
+    }
+    fn writes(&self, point: HookPoint) -> bool {
+        self.0.writes(point)
+    }
+    fn write(&self, point: HookPoint, value: &Tensor, acts: &Activations) -> Result<Option<Tensor>> {
+        self.0.write(point, value, acts)
+    }
+}
+
+/// New values of one group of candidate circuits (copies), rows copy-major, positions as their node needs
+/// (`T` or the last one).
+pub struct Values {
+    /// `(sender, output [copies·n, T', D])`.
+    outs: Vec<(usize, Tensor)>,
+    /// `(receiver, input [copies·n, T', D])`.
+    inputs: Vec<(usize, Tensor)>,
+}
+
+/// The current circuit's activations and the candidate scorer (see the module doc).
+pub struct Cone<'t> {
+    task: &'t Task<'t>,
+    /// Per sender, its output under the current circuit, `[n, T, D]` (valid where it is needed).
+    outs: Vec<Tensor>,
+    /// Per receiver, its input under the current circuit, `[n, T, D]` (valid where its node is needed).
+    inputs: Vec<Tensor>,
+}
+
+impl<'t> Cone<'t> {
+    /// The activations of the circuit `initial`, from one intervened forward pass.
+    pub fn new(task: &'t Task<'t>, initial: &[bool]) -> Result<Self> {
+        let g = &task.graph;
+        let n = task.n_examples();
+        let hook = RecordInputs(EdgeInputs::new(g, vec![initial], task.ablated.as_ref(), n));
+        let acts = task.model.run(&task.batch, &hook, None, Logits::Hidden)?.0;
+        let outs = (0..g.n_senders()).map(|s| g.sender_output(&acts, s)).collect::<Result<Vec<_>>>()?;
+        let mut inputs = Vec::with_capacity(g.n_receivers());
+        for l in 0..g.n_layers {
+            let ports = acts.expect(HookPoint::AttnIn(l))?; // [P, n, T, D]
+            for p in 0..g.ports_per_layer() {
+                inputs.push(ports.get(p)?.contiguous()?);
+            }
+            inputs.push(acts.expect(HookPoint::MlpIn(l))?);
+        }
+        inputs.push(acts.expect(HookPoint::LogitsIn)?);
+        Ok(Cone { task, outs, inputs })
+    }
+
+    /// Metric of every circuit in `copies` (each differing from `current` only in edges into `r`), with the
+    /// new values of each group of [`GROUP_COPIES`] copies (copy `j` is row block `j % GROUP_COPIES` of group
+    /// `j / GROUP_COPIES`). `need` from [`needs`] of `current` (or of any circuit with more edges).
+    pub fn scores(&self, r: usize, copies: &[Vec<bool>], current: &[bool], need: &[Need]) -> Result<(Vec<f64>, Vec<Values>)> {
+        let groups: Vec<&[Vec<bool>]> = copies.chunks(GROUP_COPIES).collect();
+        let out = crate::parallel::map(&groups, |g| self.group(r, g, current, need));
+        let mut scores = Vec::with_capacity(copies.len());
+        let mut values = Vec::with_capacity(groups.len());
+        for o in out {
+            let (s, v) = o?;
+            scores.extend(s);
+            values.push(v);
+        }
+        Ok((scores, values))
+    }
+
+    /// Makes copy `j` of the last [`Cone::scores`] call (its `values`) the current circuit.
+    pub fn accept(&mut self, values: &[Values], j: usize) -> Result<()> {
+        let n = self.task.n_examples();
+        let (v, c) = (&values[j / GROUP_COPIES], j % GROUP_COPIES);
+        for (s, x) in &v.outs {
+            self.outs[*s] = splice(&self.outs[*s], &x.narrow(0, c * n, n)?)?;
+        }
+        for (r, x) in &v.inputs {
+            self.inputs[*r] = splice(&self.inputs[*r], &x.narrow(0, c * n, n)?)?;
+        }
+        Ok(())
+    }
+
+    /// Scores and new values of one group of copies.
+    fn group(&self, r: usize, copies: &[Vec<bool>], current: &[bool], need: &[Need]) -> Result<(Vec<f64>, Values)> {
+        let task = self.task;
+        let (g, model) = (&task.graph, task.model);
+        let cfg = &model.cfg;
+        let rows = copies.len() * task.n_examples();
+        let t = task.batch.seq_len;
+        let (h, kv) = (g.n_heads, g.n_kv_heads);
+        let group = h / kv;
+        // `x [.., T, ..]` (or already `[.., 1, ..]`) at the positions of `need` (dimension 1).
+        let at = |x: &Tensor, need: Need| -> Result<Tensor> {
+            Ok(match need {
+                Need::All => x.clone(),
+                _ => x.narrow(1, x.dim(1)? - 1, 1)?,
+            })
+        };
+        let mut inputs: BTreeMap<usize, Tensor> = BTreeMap::new();
+        let mut outs: BTreeMap<usize, Tensor> = BTreeMap::new();
+        // Changed senders' `new − current` outputs `[rows, T', D]`.
+        let mut deltas: BTreeMap<usize, Tensor> = BTreeMap::new();
+
+        // The receiver under test: its current input plus, per copy, `ablated − out` of the newly removed edges.
+        let need_r = required(task, need, r);
+        if need_r != Need::None {
+            let into = &g.edges_into[r];
+            let base = at(&self.inputs[r], need_r)?;
+            let mut xs = Vec::with_capacity(copies.len());
+            for c in copies {
+                let mut x = base.clone();
+                for (s, &e) in into.iter().enumerate() {
+                    if c[e] && !current[e] {
+                        let out = at(&self.outs[s], need_r)?;
+                        x = match &task.ablated {
+                            Some(a) => ((x + at(&g.sender_output(a, s)?, need_r)?)? - out)?,
+                            None => (x - out)?,
+                        };
+                    }
+                }
+                xs.push(x);
+            }
+            inputs.insert(r, Tensor::cat(&xs, 0)?);
+        }
+
+        // The new input `[rows, T', D]` of a later receiver (`r`'s own from above), `None` when no kept edge
+        // comes from a changed sender.
+        let new_input =
+            |inputs: &BTreeMap<usize, Tensor>, deltas: &BTreeMap<usize, Tensor>, rcv: usize, need: Need| -> Result<Option<Tensor>> {
+                if let Some(x) = inputs.get(&rcv) {
+                    return Ok(Some(x.clone()));
+                }
+                if need == Need::None {
+                    return Ok(None);
+                }
+                let into = &g.edges_into[rcv];
+                let mut x: Option<Tensor> = None;
+                for (&s, d) in deltas {
+                    if s < into.len() && !current[into[s]] {
+                        let base = match x {
+                            Some(x) => x,
+                            None => fit_rows(&at(&self.inputs[rcv], need)?, rows)?,
+                        };
+                        x = Some((base + at(d, need)?)?);
+                    }
+                }
+                Ok(x)
+            };
+        let first_layer = match g.receiver(r) {
+            Node::HeadInput { layer, .. } | Node::Mlp { layer } => layer,
+            _ => g.n_layers,
+        };
+        for l in first_layer..g.n_layers {
+            let layer = &model.weights.layers[l];
+            let a = &layer.attn;
+            for gi in 0..kv {
+                let heads: Vec<usize> = (gi * group..(gi + 1) * group).filter(|&hh| need[g.head_sender(l, hh)] != Need::None).collect();
+                if heads.is_empty() {
+                    continue;
+                }
+                let (kr, vr) = (g.attn_receiver(l, h + gi), g.attn_receiver(l, h + kv + gi));
+                let kx = new_input(&inputs, &deltas, kr, Need::All)?;
+                let vx = new_input(&inputs, &deltas, vr, Need::All)?;
+                let mut qxs = vec![];
+                for &hh in &heads {
+                    let qr = g.attn_receiver(l, hh);
+                    qxs.push((hh, qr, new_input(&inputs, &deltas, qr, need[g.head_sender(l, hh)])?));
+                }
+                if kx.is_none() && vx.is_none() && qxs.iter().all(|q| q.2.is_none()) {
+                    continue;
+                }
+                // Keys and values of the group at every position, `[1, rows, T, dh]`.
+                let kv_of = |x: &Option<Tensor>, rcv: usize, w: &Tensor, bias: Option<&Tensor>| -> Result<Tensor> {
+                    let x = x.clone().unwrap_or_else(|| self.inputs[rcv].clone()); // [rows or n, T, D]
+                    let m = x.dim(0)?;
+                    let y = project(&norm(&x, &layer.ln1, cfg)?.reshape((1, m * t, ()))?, &w.narrow(0, gi, 1)?, bias, false)?;
+                    Ok(y.reshape((1, m, t, ()))?)
+                };
+                let mut k = kv_of(&kx, kr, &a.w_k, Some(&a.b_k.narrow(0, gi, 1)?))?;
+                if let Some((cos, sin)) = &task.batch.rotary {
+                    let m = k.dim(1)?;
+                    k = rotate(&k, &fit_rows(cos, m)?, &fit_rows(sin, m)?)?;
+                }
+                let k = fit_rows(&k.squeeze(0)?, rows)?.unsqueeze(0)?;
+                let v = fit_rows(&kv_of(&vx, vr, &a.w_v, None)?.squeeze(0)?, rows)?.unsqueeze(0)?;
+                for (rcv, x) in [(kr, kx), (vr, vx)] {
+                    if let Some(x) = x {
+                        inputs.insert(rcv, x);
+                    }
+                }
+                let kv_changed = inputs.contains_key(&kr) || inputs.contains_key(&vr);
+                for (hh, qr, qx) in qxs {
+                    if qx.is_none() && !kv_changed {
+                        continue;
+                    }
+                    let s = g.head_sender(l, hh);
+                    let hn = need[s];
+                    let tq = if hn == Need::All { t } else { 1 };
+                    let qx = match qx {
+                        Some(x) => {
+                            inputs.insert(qr, x.clone());
+                            x
+                        }
+                        None => fit_rows(&at(&self.inputs[qr], hn)?, rows)?,
+                    };
+                    let q = project(
+                        &norm(&qx, &layer.ln1, cfg)?.reshape((1, rows * tq, ()))?,
+                        &a.w_q.narrow(0, hh, 1)?,
+                        Some(&a.b_q.narrow(0, hh, 1)?),
+                        false,
+                    )?
+                    .reshape((1, rows, tq, ()))?;
+                    let q = match &task.batch.rotary {
+                        Some((cos, sin)) => rotate(&q, &fit_rows(&at(cos, hn)?, rows)?, &fit_rows(&at(sin, hn)?, rows)?)?,
+                        None => q,
+                    };
+                    let mask = fit_rows(&at(&task.batch.mask, hn)?, rows)?; // [rows, Tq, T]
+                    let z = attention_mix(&attention_pattern(&q, &k, &mask, false)?, &v)?; // [1, rows, Tq, dh]
+                    let out = mm(&z.reshape((1, rows * tq, ()))?, &a.w_o.narrow(0, hh, 1)?)?.reshape((rows, tq, ()))?;
+                    deltas.insert(s, (&out - fit_rows(&at(&self.outs[s], hn)?, rows)?)?);
+                    outs.insert(s, out);
+                }
+            }
+            let m = g.mlp_sender(l);
+            let mr = g.mlp_receiver(l);
+            if let Some(x) = new_input(&inputs, &deltas, mr, need[m])? {
+                if need[m] != Need::None {
+                    let out = model.mlp_plain(l, &norm(&x, &layer.ln2, cfg)?)?;
+                    deltas.insert(m, (&out - fit_rows(&at(&self.outs[m], need[m])?, rows)?)?);
+                    outs.insert(m, out);
+                }
+                inputs.insert(mr, x);
+            }
+        }
+        let lr = g.logits_receiver();
+        let x = match new_input(&inputs, &deltas, lr, Need::Last)? {
+            Some(x) => {
+                inputs.insert(lr, x.clone());
+                x
+            }
+            None => fit_rows(&at(&self.inputs[lr], Need::Last)?, rows)?,
+        };
+        let hidden = model.unembed(&x, Logits::Hidden)?; // [rows, D]
+        let scores = task.full.score(task.metric, model, &hidden)?;
+        Ok((scores, Values { outs: outs.into_iter().collect(), inputs: inputs.into_iter().collect() }))
+    }
+}
+
+/// `old [n, T, D]` with its last `T'` positions replaced by `new [n, T', D]`.
+fn splice(old: &Tensor, new: &Tensor) -> Result<Tensor> {
+    let (t, tn) = (old.dim(1)?, new.dim(1)?);
+    Ok(match tn == t {
+        true => new.contiguous()?,
+        false => Tensor::cat(&[&old.narrow(1, 0, t - tn)?, new], 1)?,
+    })
+}
