@@ -8,10 +8,13 @@
 //! `input` last (the reverse of forward order). A receiver whose node has no kept outgoing edge left has all its
 //! incoming edges removed without testing.
 //!
-//! Fast path, with the sequential result preserved exactly: the activations before a receiver's layer never
-//! change while that receiver is processed (every removal so far is into it or later), so they are computed once
-//! and only layers from the receiver on are re-run; consecutive candidate removals are speculated in one batch
-//! (copy j removes the next j edges cumulatively) and the first kept edge rolls the rest back.
+//! Fast path, with the sequential result preserved: candidates are scored by the forward-cone evaluator
+//! ([`super::cone`]), which holds the current circuit's activations and recomputes only the nodes a tested
+//! receiver's edges can reach through kept edges, at the last position wherever no key or value port depends on
+//! them; consecutive candidate removals are speculated in one batch (copy j removes the next j edges
+//! cumulatively), the first kept edge rolls the rest back, and the last accepted copy's values become the current
+//! ones. [`Evaluator`] (re-running every layer from the receiver's on, from a cached prefix) is the earlier fast
+//! path, kept for scoring unrelated circuits.
 use super::cone::{needs, Cone};
 use super::{Circuit, Discovery, Task};
 use crate::graph::{Node, Port};

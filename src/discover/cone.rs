@@ -160,167 +160,227 @@ impl<'t> Cone<'t> {
 
     /// Scores and new values of one group of copies.
     fn group(&self, r: usize, copies: &[Vec<bool>], current: &[bool], need: &[Need]) -> Result<(Vec<f64>, Values)> {
-        let task = self.task;
-        let (g, model) = (&task.graph, task.model);
-        let cfg = &model.cfg;
-        let rows = copies.len() * task.n_examples();
-        let t = task.batch.seq_len;
-        let (h, kv) = (g.n_heads, g.n_kv_heads);
-        let group = h / kv;
-        // `x [.., T, ..]` (or already `[.., 1, ..]`) at the positions of `need` (dimension 1).
-        let at = |x: &Tensor, need: Need| -> Result<Tensor> {
-            Ok(match need {
-                Need::All => x.clone(),
-                _ => x.narrow(1, x.dim(1)? - 1, 1)?,
-            })
+        let g = &self.task.graph;
+        let mut pass = Pass {
+            cone: self,
+            current,
+            need,
+            rows: copies.len() * self.task.n_examples(),
+            inputs: BTreeMap::new(),
+            outs: BTreeMap::new(),
+            deltas: BTreeMap::new(),
         };
-        let mut inputs: BTreeMap<usize, Tensor> = BTreeMap::new();
-        let mut outs: BTreeMap<usize, Tensor> = BTreeMap::new();
-        // Changed senders' `new − current` outputs `[rows, T', D]`.
-        let mut deltas: BTreeMap<usize, Tensor> = BTreeMap::new();
-
-        // The receiver under test: its current input plus, per copy, `ablated − out` of the newly removed edges.
-        let need_r = required(task, need, r);
-        if need_r != Need::None {
-            let into = &g.edges_into[r];
-            let base = at(&self.inputs[r], need_r)?;
-            let mut xs = Vec::with_capacity(copies.len());
-            for c in copies {
-                let mut x = base.clone();
-                for (s, &e) in into.iter().enumerate() {
-                    if c[e] && !current[e] {
-                        let out = at(&self.outs[s], need_r)?;
-                        x = match &task.ablated {
-                            Some(a) => ((x + at(&g.sender_output(a, s)?, need_r)?)? - out)?,
-                            None => (x - out)?,
-                        };
-                    }
-                }
-                xs.push(x);
-            }
-            inputs.insert(r, Tensor::cat(&xs, 0)?);
-        }
-
-        // The new input `[rows, T', D]` of a later receiver (`r`'s own from above), `None` when no kept edge
-        // comes from a changed sender.
-        let new_input =
-            |inputs: &BTreeMap<usize, Tensor>, deltas: &BTreeMap<usize, Tensor>, rcv: usize, need: Need| -> Result<Option<Tensor>> {
-                if let Some(x) = inputs.get(&rcv) {
-                    return Ok(Some(x.clone()));
-                }
-                if need == Need::None {
-                    return Ok(None);
-                }
-                let into = &g.edges_into[rcv];
-                let mut x: Option<Tensor> = None;
-                for (&s, d) in deltas {
-                    if s < into.len() && !current[into[s]] {
-                        let base = match x {
-                            Some(x) => x,
-                            None => fit_rows(&at(&self.inputs[rcv], need)?, rows)?,
-                        };
-                        x = Some((base + at(d, need)?)?);
-                    }
-                }
-                Ok(x)
-            };
+        pass.tested_input(r, copies)?;
         let first_layer = match g.receiver(r) {
             Node::HeadInput { layer, .. } | Node::Mlp { layer } => layer,
             _ => g.n_layers,
         };
         for l in first_layer..g.n_layers {
-            let layer = &model.weights.layers[l];
-            let a = &layer.attn;
-            for gi in 0..kv {
-                let heads: Vec<usize> = (gi * group..(gi + 1) * group).filter(|&hh| need[g.head_sender(l, hh)] != Need::None).collect();
-                if heads.is_empty() {
-                    continue;
-                }
-                let (kr, vr) = (g.attn_receiver(l, h + gi), g.attn_receiver(l, h + kv + gi));
-                let kx = new_input(&inputs, &deltas, kr, Need::All)?;
-                let vx = new_input(&inputs, &deltas, vr, Need::All)?;
-                let mut qxs = vec![];
-                for &hh in &heads {
-                    let qr = g.attn_receiver(l, hh);
-                    qxs.push((hh, qr, new_input(&inputs, &deltas, qr, need[g.head_sender(l, hh)])?));
-                }
-                if kx.is_none() && vx.is_none() && qxs.iter().all(|q| q.2.is_none()) {
-                    continue;
-                }
-                // Keys and values of the group at every position, `[1, rows, T, dh]`.
-                let kv_of = |x: &Option<Tensor>, rcv: usize, w: &Tensor, bias: Option<&Tensor>| -> Result<Tensor> {
-                    let x = x.clone().unwrap_or_else(|| self.inputs[rcv].clone()); // [rows or n, T, D]
-                    let m = x.dim(0)?;
-                    let y = project(&norm(&x, &layer.ln1, cfg)?.reshape((1, m * t, ()))?, &w.narrow(0, gi, 1)?, bias, false)?;
-                    Ok(y.reshape((1, m, t, ()))?)
-                };
-                let mut k = kv_of(&kx, kr, &a.w_k, Some(&a.b_k.narrow(0, gi, 1)?))?;
-                if let Some((cos, sin)) = &task.batch.rotary {
-                    let m = k.dim(1)?;
-                    k = rotate(&k, &fit_rows(cos, m)?, &fit_rows(sin, m)?)?;
-                }
-                let k = fit_rows(&k.squeeze(0)?, rows)?.unsqueeze(0)?;
-                let v = fit_rows(&kv_of(&vx, vr, &a.w_v, None)?.squeeze(0)?, rows)?.unsqueeze(0)?;
-                for (rcv, x) in [(kr, kx), (vr, vx)] {
-                    if let Some(x) = x {
-                        inputs.insert(rcv, x);
-                    }
-                }
-                let kv_changed = inputs.contains_key(&kr) || inputs.contains_key(&vr);
-                for (hh, qr, qx) in qxs {
-                    if qx.is_none() && !kv_changed {
-                        continue;
-                    }
-                    let s = g.head_sender(l, hh);
-                    let hn = need[s];
-                    let tq = if hn == Need::All { t } else { 1 };
-                    let qx = match qx {
-                        Some(x) => {
-                            inputs.insert(qr, x.clone());
-                            x
-                        }
-                        None => fit_rows(&at(&self.inputs[qr], hn)?, rows)?,
+            for gi in 0..g.n_kv_heads {
+                pass.heads(l, gi)?;
+            }
+            pass.mlp(l)?;
+        }
+        pass.finish()
+    }
+}
+
+/// `x [.., T, ..]` (or already `[.., 1, ..]`) at the positions of `need` (dimension 1).
+fn at(x: &Tensor, need: Need) -> Result<Tensor> {
+    Ok(match need {
+        Need::All => x.clone(),
+        _ => x.narrow(1, x.dim(1)? - 1, 1)?,
+    })
+}
+
+/// One group's evaluation in forward order: the copies' new values so far.
+struct Pass<'c, 't> {
+    cone: &'c Cone<'t>,
+    current: &'c [bool],
+    need: &'c [Need],
+    /// Rows of the group, copies · n.
+    rows: usize,
+    /// New receiver inputs, `[rows, T', D]`.
+    inputs: BTreeMap<usize, Tensor>,
+    /// New sender outputs, `[rows, T', D]`.
+    outs: BTreeMap<usize, Tensor>,
+    /// Changed senders' `new − current` outputs, `[rows, T', D]`.
+    deltas: BTreeMap<usize, Tensor>,
+}
+
+impl Pass<'_, '_> {
+    /// The current circuit's `x [n, T, D]` at the positions of `need`, tiled to every copy: `[rows, T', D]`.
+    fn tiled(&self, x: &Tensor, need: Need) -> Result<Tensor> {
+        fit_rows(&at(x, need)?, self.rows)
+    }
+
+    /// The tested receiver `r`'s input: its current one plus, per copy, `ablated − out` of every edge the copy
+    /// removes on top of the current circuit.
+    fn tested_input(&mut self, r: usize, copies: &[Vec<bool>]) -> Result<()> {
+        let task = self.cone.task;
+        let g = &task.graph;
+        let need = required(task, self.need, r);
+        if need == Need::None {
+            return Ok(());
+        }
+        let base = at(&self.cone.inputs[r], need)?;
+        let mut xs = Vec::with_capacity(copies.len());
+        for c in copies {
+            let mut x = base.clone();
+            for (s, &e) in g.edges_into[r].iter().enumerate() {
+                if c[e] && !self.current[e] {
+                    let out = at(&self.cone.outs[s], need)?;
+                    x = match &task.ablated {
+                        Some(a) => ((x + at(&g.sender_output(a, s)?, need)?)? - out)?,
+                        None => (x - out)?,
                     };
-                    let q = project(
-                        &norm(&qx, &layer.ln1, cfg)?.reshape((1, rows * tq, ()))?,
-                        &a.w_q.narrow(0, hh, 1)?,
-                        Some(&a.b_q.narrow(0, hh, 1)?),
-                        false,
-                    )?
-                    .reshape((1, rows, tq, ()))?;
-                    let q = match &task.batch.rotary {
-                        Some((cos, sin)) => rotate(&q, &fit_rows(&at(cos, hn)?, rows)?, &fit_rows(&at(sin, hn)?, rows)?)?,
-                        None => q,
-                    };
-                    let mask = fit_rows(&at(&task.batch.mask, hn)?, rows)?; // [rows, Tq, T]
-                    let z = attention_mix(&attention_pattern(&q, &k, &mask, false)?, &v)?; // [1, rows, Tq, dh]
-                    let out = mm(&z.reshape((1, rows * tq, ()))?, &a.w_o.narrow(0, hh, 1)?)?.reshape((rows, tq, ()))?;
-                    deltas.insert(s, (&out - fit_rows(&at(&self.outs[s], hn)?, rows)?)?);
-                    outs.insert(s, out);
                 }
             }
-            let m = g.mlp_sender(l);
-            let mr = g.mlp_receiver(l);
-            if let Some(x) = new_input(&inputs, &deltas, mr, need[m])? {
-                if need[m] != Need::None {
-                    let out = model.mlp_plain(l, &norm(&x, &layer.ln2, cfg)?)?;
-                    deltas.insert(m, (&out - fit_rows(&at(&self.outs[m], need[m])?, rows)?)?);
-                    outs.insert(m, out);
-                }
-                inputs.insert(mr, x);
+            xs.push(x);
+        }
+        self.inputs.insert(r, Tensor::cat(&xs, 0)?);
+        Ok(())
+    }
+
+    /// The new input `[rows, T', D]` of receiver `rcv` at the positions of `need` (the tested receiver's from
+    /// [`Pass::tested_input`]), `None` when no kept edge into it comes from a changed sender.
+    fn new_input(&self, rcv: usize, need: Need) -> Result<Option<Tensor>> {
+        if let Some(x) = self.inputs.get(&rcv) {
+            return Ok(Some(x.clone()));
+        }
+        if need == Need::None {
+            return Ok(None);
+        }
+        let into = &self.cone.task.graph.edges_into[rcv];
+        let mut x: Option<Tensor> = None;
+        for (&s, d) in &self.deltas {
+            if s < into.len() && !self.current[into[s]] {
+                let base = match x {
+                    Some(x) => x,
+                    None => self.tiled(&self.cone.inputs[rcv], need)?,
+                };
+                x = Some((base + at(d, need)?)?);
             }
         }
-        let lr = g.logits_receiver();
-        let x = match new_input(&inputs, &deltas, lr, Need::Last)? {
+        Ok(x)
+    }
+
+    /// Records sender `s`'s new output `out [rows, T', D]` and its change.
+    fn set_output(&mut self, s: usize, out: Tensor) -> Result<()> {
+        let need = self.need[s];
+        self.deltas.insert(s, (&out - self.tiled(&self.cone.outs[s], need)?)?);
+        self.outs.insert(s, out);
+        Ok(())
+    }
+
+    /// Recomputes the needed heads of key/value group `gi` of layer `l` whose query, key or value input changed.
+    fn heads(&mut self, l: usize, gi: usize) -> Result<()> {
+        let task = self.cone.task;
+        let (g, model) = (&task.graph, task.model);
+        let (h, kv) = (g.n_heads, g.n_kv_heads);
+        let group = h / kv;
+        let t = task.batch.seq_len;
+        let rows = self.rows;
+        let heads: Vec<usize> = (gi * group..(gi + 1) * group).filter(|&hh| self.need[g.head_sender(l, hh)] != Need::None).collect();
+        if heads.is_empty() {
+            return Ok(());
+        }
+        let (kr, vr) = (g.attn_receiver(l, h + gi), g.attn_receiver(l, h + kv + gi));
+        let kx = self.new_input(kr, Need::All)?;
+        let vx = self.new_input(vr, Need::All)?;
+        let mut qxs = vec![];
+        for &hh in &heads {
+            let qr = g.attn_receiver(l, hh);
+            qxs.push((hh, qr, self.new_input(qr, self.need[g.head_sender(l, hh)])?));
+        }
+        let kv_changed = kx.is_some() || vx.is_some();
+        if !kv_changed && qxs.iter().all(|q| q.2.is_none()) {
+            return Ok(());
+        }
+        let layer = &model.weights.layers[l];
+        let a = &layer.attn;
+        // Keys and values of the group at every position, `[1, rows, T, dh]` (from the current inputs' n rows
+        // when unchanged).
+        let kv_of = |x: &Option<Tensor>, rcv: usize, w: &Tensor, bias: Option<&Tensor>| -> Result<Tensor> {
+            let x = x.clone().unwrap_or_else(|| self.cone.inputs[rcv].clone()); // [rows or n, T, D]
+            let m = x.dim(0)?;
+            let y = project(&norm(&x, &layer.ln1, &model.cfg)?.reshape((1, m * t, ()))?, &w.narrow(0, gi, 1)?, bias, false)?;
+            Ok(y.reshape((1, m, t, ()))?)
+        };
+        let mut k = kv_of(&kx, kr, &a.w_k, Some(&a.b_k.narrow(0, gi, 1)?))?;
+        if let Some((cos, sin)) = &task.batch.rotary {
+            let m = k.dim(1)?;
+            k = rotate(&k, &fit_rows(cos, m)?, &fit_rows(sin, m)?)?;
+        }
+        let k = fit_rows(&k.squeeze(0)?, rows)?.unsqueeze(0)?;
+        let v = fit_rows(&kv_of(&vx, vr, &a.w_v, None)?.squeeze(0)?, rows)?.unsqueeze(0)?;
+        for (rcv, x) in [(kr, kx), (vr, vx)] {
+            if let Some(x) = x {
+                self.inputs.insert(rcv, x);
+            }
+        }
+        for (hh, qr, qx) in qxs {
+            if qx.is_none() && !kv_changed {
+                continue;
+            }
+            let s = g.head_sender(l, hh);
+            let need = self.need[s];
+            let tq = if need == Need::All { t } else { 1 };
+            let qx = match qx {
+                Some(x) => {
+                    self.inputs.insert(qr, x.clone());
+                    x
+                }
+                None => self.tiled(&self.cone.inputs[qr], need)?,
+            };
+            let q = project(
+                &norm(&qx, &layer.ln1, &model.cfg)?.reshape((1, rows * tq, ()))?,
+                &a.w_q.narrow(0, hh, 1)?,
+                Some(&a.b_q.narrow(0, hh, 1)?),
+                false,
+            )?
+            .reshape((1, rows, tq, ()))?;
+            let q = match &task.batch.rotary {
+                Some((cos, sin)) => rotate(&q, &self.tiled(cos, need)?, &self.tiled(sin, need)?)?,
+                None => q,
+            };
+            let mask = self.tiled(&task.batch.mask, need)?; // [rows, Tq, T]
+            let z = attention_mix(&attention_pattern(&q, &k, &mask, false)?, &v)?; // [1, rows, Tq, dh]
+            let out = mm(&z.reshape((1, rows * tq, ()))?, &a.w_o.narrow(0, hh, 1)?)?.reshape((rows, tq, ()))?;
+            self.set_output(s, out)?;
+        }
+        Ok(())
+    }
+
+    /// Recomputes MLP `l` when it is needed and its input changed.
+    fn mlp(&mut self, l: usize) -> Result<()> {
+        let task = self.cone.task;
+        let (g, model) = (&task.graph, task.model);
+        let (m, mr) = (g.mlp_sender(l), g.mlp_receiver(l));
+        if let Some(x) = self.new_input(mr, self.need[m])? {
+            if self.need[m] != Need::None {
+                let out = model.mlp_plain(l, &norm(&x, &model.weights.layers[l].ln2, &model.cfg)?)?;
+                self.set_output(m, out)?;
+            }
+            self.inputs.insert(mr, x);
+        }
+        Ok(())
+    }
+
+    /// Every copy's metric from the `logits` receiver's input at the last position, and the new values.
+    fn finish(mut self) -> Result<(Vec<f64>, Values)> {
+        let task = self.cone.task;
+        let lr = task.graph.logits_receiver();
+        let x = match self.new_input(lr, Need::Last)? {
             Some(x) => {
-                inputs.insert(lr, x.clone());
+                self.inputs.insert(lr, x.clone());
                 x
             }
-            None => fit_rows(&at(&self.inputs[lr], Need::Last)?, rows)?,
+            None => self.tiled(&self.cone.inputs[lr], Need::Last)?,
         };
-        let hidden = model.unembed(&x, Logits::Hidden)?; // [rows, D]
-        let scores = task.full.score(task.metric, model, &hidden)?;
-        Ok((scores, Values { outs: outs.into_iter().collect(), inputs: inputs.into_iter().collect() }))
+        let hidden = task.model.unembed(&x, Logits::Hidden)?; // [rows, D]
+        let scores = task.full.score(task.metric, task.model, &hidden)?;
+        Ok((scores, Values { outs: self.outs.into_iter().collect(), inputs: self.inputs.into_iter().collect() }))
     }
 }
 
