@@ -168,7 +168,8 @@ impl<'t> Cone<'t> {
             rows: copies.len() * self.task.n_examples(),
             inputs: BTreeMap::new(),
             outs: BTreeMap::new(),
-            deltas: BTreeMap::new(),
+            pending: vec![],
+            blocks: vec![],
         };
         pass.tested_input(r, copies)?;
         let first_layer = match g.receiver(r) {
@@ -204,8 +205,35 @@ struct Pass<'c, 't> {
     inputs: BTreeMap<usize, Tensor>,
     /// New sender outputs, `[rows, T', D]`.
     outs: BTreeMap<usize, Tensor>,
-    /// Changed senders' `new − current` outputs, `[rows, T', D]`.
-    deltas: BTreeMap<usize, Tensor>,
+    /// Changed senders' `new − current` outputs `[rows, T', D]` not yet in `blocks`.
+    pending: Vec<(usize, Tensor)>,
+    /// Every earlier changed sender's `new − current` output, stacked for the masked sums of receiver inputs.
+    blocks: Vec<DeltaBlock>,
+}
+
+/// A block's senders and changes at the positions of `need` (`None`: no sender of it is needed at every
+/// position when `need` asks for every position).
+fn b_class(b: &DeltaBlock, need: Need) -> Option<(&[usize], &Tensor)> {
+    match (need, &b.all) {
+        (Need::All, Some((senders, deltas))) => Some((senders, deltas)),
+        (Need::All, None) => None,
+        _ => Some((&b.senders, &b.last)),
+    }
+}
+
+/// Changed senders' `new − current` outputs, stacked so that a receiver's input change is one masked matmul
+/// per block (`mask [1, S] @ deltas [S, ·]`) instead of one add per sender.
+struct DeltaBlock {
+    /// The block's senders.
+    senders: Vec<usize>,
+    /// `[S, rows·D]`: every sender's change at the last position.
+    last: Tensor,
+    /// The senders needed at every position and `[S_all, rows·T·D]`: their change there.
+    all: Option<(Vec<usize>, Tensor)>,
+    /// `[1, rows·D]`: the sum of `last` over this block and every earlier one.
+    cum_last: Tensor,
+    /// `[1, rows·T·D]`: the sum of `all` over this block and every earlier one (`None` while there is none).
+    cum_all: Option<Tensor>,
 }
 
 impl Pass<'_, '_> {
@@ -244,31 +272,103 @@ impl Pass<'_, '_> {
 
     /// The new input `[rows, T', D]` of receiver `rcv` at the positions of `need` (the tested receiver's from
     /// [`Pass::tested_input`]), `None` when no kept edge into it comes from a changed sender.
-    fn new_input(&self, rcv: usize, need: Need) -> Result<Option<Tensor>> {
+    fn new_input(&mut self, rcv: usize, need: Need) -> Result<Option<Tensor>> {
         if let Some(x) = self.inputs.get(&rcv) {
             return Ok(Some(x.clone()));
         }
         if need == Need::None {
             return Ok(None);
         }
+        self.flush()?;
         let into = &self.cone.task.graph.edges_into[rcv];
-        let mut x: Option<Tensor> = None;
-        for (&s, d) in &self.deltas {
-            if s < into.len() && !self.current[into[s]] {
-                let base = match x {
-                    Some(x) => x,
-                    None => self.tiled(&self.cone.inputs[rcv], need)?,
-                };
-                x = Some((base + at(d, need)?)?);
+        let kept = |s: usize| !self.current[into[s]];
+        // Blocks run in forward order, each one node's outputs: those before the receiver are a prefix.
+        let before = &self.blocks[..self.blocks.iter().take_while(|b| b.senders[0] < into.len()).count()];
+        let class = |b| b_class(b, need);
+        let (mut n_kept, mut n_removed) = (0, 0);
+        for b in before {
+            if need == Need::All && b.senders.iter().any(|&s| kept(s) && self.need[s] != Need::All) {
+                return Err(crate::Error::bug("a receiver needed at every position reads a sender needed at the last only"));
+            }
+            if let Some((senders, _)) = class(b) {
+                let k = senders.iter().filter(|&&s| kept(s)).count();
+                n_kept += k;
+                n_removed += senders.len() - k;
             }
         }
-        Ok(x)
+        if n_kept == 0 {
+            return Ok(None);
+        }
+        // `Σ_kept Δ_s` directly, or as the running sum of every change less the removed edges' when fewer.
+        let complement = n_removed < n_kept;
+        let mut sum: Option<Tensor> = match complement {
+            true => {
+                let last = before.last().expect("a kept sender");
+                Some(match need {
+                    Need::All => last.cum_all.clone().ok_or_else(|| crate::Error::bug("no running sum"))?,
+                    _ => last.cum_last.clone(),
+                })
+            }
+            false => None,
+        };
+        for b in before {
+            let Some((senders, deltas)) = class(b) else { continue };
+            let mask: Vec<f32> = senders.iter().map(|&s| if kept(s) != complement { 1.0 } else { 0.0 }).collect();
+            if mask.iter().all(|&m| m == 0.0) {
+                continue;
+            }
+            let mask = Tensor::from_vec(mask, (1, senders.len()), deltas.device())?;
+            let y = mm(&mask, deltas)?; // [1, rows·T'·D]
+            sum = Some(match (sum, complement) {
+                (Some(x), true) => (x - y)?,
+                (Some(x), false) => (x + y)?,
+                (None, _) => y,
+            });
+        }
+        let Some(sum) = sum else { return Ok(None) };
+        let base = self.tiled(&self.cone.inputs[rcv], need)?; // [rows, T', D]
+        let sum = sum.reshape(base.shape())?;
+        Ok(Some((base + sum)?))
+    }
+
+    /// Stacks the pending sender changes into a [`DeltaBlock`].
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let senders: Vec<usize> = pending.iter().map(|p| p.0).collect();
+        let flat = |x: Tensor| -> Result<Tensor> { Ok(x.flatten_all()?) };
+        let last = Tensor::stack(&pending.iter().map(|(_, d)| flat(at(d, Need::Last)?)).collect::<Result<Vec<_>>>()?, 0)?;
+        let all: Vec<&(usize, Tensor)> = pending.iter().filter(|(s, _)| self.need[*s] == Need::All).collect();
+        let all = match all.is_empty() {
+            true => None,
+            false => Some((
+                all.iter().map(|p| p.0).collect(),
+                Tensor::stack(&all.iter().map(|(_, d)| flat(d.clone())).collect::<Result<Vec<_>>>()?, 0)?,
+            )),
+        };
+        let prev = self.blocks.last();
+        let add = |prev: Option<Tensor>, x: &Tensor| -> Result<Tensor> {
+            let x = x.sum_keepdim(0)?;
+            Ok(match prev {
+                Some(p) => (p + x)?,
+                None => x,
+            })
+        };
+        let cum_last = add(prev.map(|p| p.cum_last.clone()), &last)?;
+        let cum_all = match &all {
+            Some((_, d)) => Some(add(prev.and_then(|p| p.cum_all.clone()), d)?),
+            None => prev.and_then(|p| p.cum_all.clone()),
+        };
+        self.blocks.push(DeltaBlock { senders, last, all, cum_last, cum_all });
+        Ok(())
     }
 
     /// Records sender `s`'s new output `out [rows, T', D]` and its change.
     fn set_output(&mut self, s: usize, out: Tensor) -> Result<()> {
         let need = self.need[s];
-        self.deltas.insert(s, (&out - self.tiled(&self.cone.outs[s], need)?)?);
+        self.pending.push((s, (&out - self.tiled(&self.cone.outs[s], need)?)?));
         self.outs.insert(s, out);
         Ok(())
     }
