@@ -1,6 +1,6 @@
-//! Exact discovery throughput: edges tested per second by ACDC's fast path (cached prefix, speculative batches,
-//! kcirc's threads) against the naive path (one full forward pass with every receiver input rebuilt, per
-//! tested edge), measured in the same run. `cargo bench --bench acdc` (needs scripts/fetch-models.sh).
+//! Exact discovery throughput: edges tested per second by ACDC's fast path (forward-cone evaluator, speculative
+//! batches, kcirc's threads) against the naive path (one full forward pass with every receiver input rebuilt,
+//! per tested edge), measured in the same run. `cargo bench --bench acdc` (needs scripts/fetch-models.sh).
 use std::time::Instant;
 
 use candle_core::Device;

@@ -5,6 +5,7 @@ mod common;
 use candle_core::Tensor;
 use common::*;
 use kcirc::discover::acdc::Acdc;
+use kcirc::discover::cone::{needs, Cone, Need};
 use kcirc::discover::{Discovery, Task};
 use kcirc::intervene::{Ablation, EdgeInputs, PrefixDeltas, RecordHeads};
 use kcirc::metric::Metric;
@@ -209,4 +210,99 @@ fn batched_circuits_equal_naive_llama_gqa() {
     let model = tiny_llama(3);
     let prompts = llama_prompts();
     batched_circuits_equal_naive(&model, &prompts);
+}
+
+/// The cone evaluator from a sparse circuit (some nodes needed at every position, some at the last only, some
+/// nowhere) and from a dense one (receiver input changes from the running sum less the removed edges'),
+/// evaluated directly: candidates removing further edges into query, key and value ports, MLPs and
+/// `logits` (cumulatively, as ACDC's speculative copies do) score what the naive reference scores, and after a
+/// copy is accepted the next receiver's scores are still exact.
+fn cone_equals_naive(model: &Model, prompts: &[Vec<u32>]) {
+    let n_edges = kcirc::graph::Graph::new(&model.cfg).edges.len();
+    for (ablation, keep) in [Ablation::Zero, Ablation::Mean, Ablation::Resample].into_iter().flat_map(|a| [(a, 0.4), (a, 0.97)]) {
+        let t = task(model, prompts, ablation, Metric::Logit);
+        let g = &t.graph;
+        let mut rng = kcirc::data::SplitMix64(3);
+        let mut current: Vec<bool> = (0..n_edges).map(|_| (rng.next_u64() as f64 / u64::MAX as f64) >= keep).collect();
+        let need = needs(&t, &current);
+        let wanted: &[Need] = if keep < 0.5 { &[Need::None, Need::Last, Need::All] } else { &[Need::All] };
+        for want in wanted {
+            assert!(need.contains(want), "{ablation}: no sender needed {want:?}");
+        }
+        let mut cone = Cone::new(&t, &current).unwrap();
+        let (h, kv) = (g.n_heads, g.n_kv_heads);
+        let last = g.n_layers - 1;
+        // Receivers in ACDC's order (later ones first): logits, the last MLP, the last layer's ports, then layer 0's.
+        let mut receivers = vec![g.logits_receiver(), g.mlp_receiver(last)];
+        for l in [last, 0] {
+            receivers.extend([g.attn_receiver(l, h + kv), g.attn_receiver(l, h), g.attn_receiver(l, 1)]);
+        }
+        receivers.push(g.mlp_receiver(0));
+        let mut tested = 0;
+        for r in receivers {
+            let need = needs(&t, &current);
+            let kept: Vec<usize> = g.edges_into[r].iter().rev().copied().filter(|&e| !current[e]).take(5).collect();
+            if kept.is_empty() {
+                continue;
+            }
+            let mut copies = vec![];
+            let mut removed = current.clone();
+            for &e in &kept {
+                removed[e] = true;
+                copies.push(removed.clone());
+            }
+            let (scores, values) = cone.scores(r, &copies, &current, &need).unwrap();
+            for (c, copy) in copies.iter().enumerate() {
+                let naive = t.score_naive(copy).unwrap();
+                assert!((scores[c] - naive).abs() < 1e-4, "{ablation} {} copy {c}: cone {} naive {naive}", g.receiver_name(r), scores[c]);
+            }
+            // Accept the middle copy.
+            let j = copies.len() / 2;
+            cone.accept(&values, j).unwrap();
+            current = copies[j].clone();
+            tested += 1;
+        }
+        assert!(tested >= 5, "{ablation}: only {tested} receivers had kept edges");
+    }
+}
+
+#[test]
+fn cone_equals_naive_gpt2() {
+    let (model, tok) = tiny_gpt2();
+    cone_equals_naive(&model, &gpt2_prompts(&tok));
+}
+
+#[test]
+fn cone_equals_naive_llama_gqa() {
+    cone_equals_naive(&tiny_llama(2), &llama_prompts());
+}
+
+/// Hybrid's start: ACDC from a circuit with edges already removed (the fast path's initial activations are
+/// those of that circuit) finds what the naive path finds.
+fn initially_removed_equals_naive(model: &Model, prompts: &[Vec<u32>]) {
+    for ablation in [Ablation::Zero, Ablation::Mean] {
+        let t = task(model, prompts, ablation, Metric::Kl);
+        let mut rng = kcirc::data::SplitMix64(9);
+        let init: Vec<bool> = (0..t.graph.edges.len()).map(|_| (rng.next_u64() as f64 / u64::MAX as f64) < 0.5).collect();
+        let tau = median_threshold(&t) / 4.0;
+        let mut acdc = Acdc { initially_removed: Some(init.clone()), ..Acdc::new(tau, false).unwrap() };
+        let fast = acdc.discover(&t, &Silent).unwrap();
+        acdc.naive = true;
+        let naive = acdc.discover(&t, &Silent).unwrap();
+        assert_eq!(fast.removed, naive.removed, "{ablation}: edge sets differ");
+        assert!((fast.metric - naive.metric).abs() < 1e-4);
+        let kept_from_init = init.iter().filter(|r| !**r).count();
+        assert!(fast.n_kept() > 0 && fast.n_kept() < kept_from_init, "{ablation}: {} of {kept_from_init}", fast.n_kept());
+    }
+}
+
+#[test]
+fn initially_removed_equals_naive_gpt2() {
+    let (model, tok) = tiny_gpt2();
+    initially_removed_equals_naive(&model, &gpt2_prompts(&tok));
+}
+
+#[test]
+fn initially_removed_equals_naive_llama_gqa() {
+    initially_removed_equals_naive(&tiny_llama(1), &llama_prompts());
 }

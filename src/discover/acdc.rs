@@ -8,10 +8,14 @@
 //! `input` last (the reverse of forward order). A receiver whose node has no kept outgoing edge left has all its
 //! incoming edges removed without testing.
 //!
-//! Fast path, with the sequential result preserved exactly: the activations before a receiver's layer never
-//! change while that receiver is processed (every removal so far is into it or later), so they are computed once
-//! and only layers from the receiver on are re-run; consecutive candidate removals are speculated in one batch
-//! (copy j removes the next j edges cumulatively) and the first kept edge rolls the rest back.
+//! Fast path, with the sequential result preserved: candidates are scored by the forward-cone evaluator
+//! ([`super::cone`]), which holds the current circuit's activations and recomputes only the nodes a tested
+//! receiver's edges can reach through kept edges, at the last position wherever no key or value port depends on
+//! them; consecutive candidate removals are speculated in one batch (copy j removes the next j edges
+//! cumulatively), the first kept edge rolls the rest back, and the last accepted copy's values become the current
+//! ones. [`Evaluator`] (re-running every layer from the receiver's on, from a cached prefix) is the earlier fast
+//! path, kept for scoring unrelated circuits.
+use super::cone::{needs, Cone};
 use super::{Circuit, Discovery, Task};
 use crate::graph::{Node, Port};
 use crate::intervene::{EdgeInputs, PrefixDeltas};
@@ -73,15 +77,6 @@ pub fn receiver_order(task: &Task) -> Vec<usize> {
         }
     }
     order
-}
-
-/// The stage a receiver's input is read at.
-fn stage_of(task: &Task, r: usize) -> Stage {
-    match task.graph.receiver(r) {
-        Node::HeadInput { layer, .. } => Stage::Attn(layer),
-        Node::Mlp { layer } => Stage::Mlp(layer),
-        _ => Stage::Logits,
-    }
 }
 
 /// Senders whose output receiver `r` feeds (the head(s) behind a port, the MLP itself); empty for `logits`.
@@ -150,7 +145,7 @@ impl Discovery for Acdc {
             }
             circuit.removed = init.clone();
         }
-        let evaluator = if self.naive { None } else { Some(Evaluator::new(task, &circuit.removed)?) };
+        let mut cone = if self.naive { None } else { Some(Cone::new(task, &circuit.removed)?) };
         let mut current = if self.naive { task.score_naive(&circuit.removed)? } else { task.score(&circuit.removed)? };
         progress.start(g.edges.len() as u64);
         let mut speculation = self.max_speculation.clamp(1, 4);
@@ -167,7 +162,10 @@ impl Discovery for Acdc {
                 progress.advance(candidates.len() as u64);
                 continue;
             }
-            let stage = stage_of(task, r);
+            let need = match cone {
+                Some(_) => needs(task, &circuit.removed),
+                None => vec![],
+            };
             let mut i = 0;
             while i < candidates.len() {
                 let k = if self.naive { 1 } else { speculation.min(candidates.len() - i) };
@@ -178,10 +176,14 @@ impl Discovery for Acdc {
                     removed[e] = true;
                     copies.push(removed.clone());
                 }
-                let scores = match &evaluator {
-                    Some(ev) => ev.scores(stage, &copies)?,
-                    None => vec![task.score_naive(&copies[0])?],
+                let (scores, values) = match &cone {
+                    Some(c) => {
+                        let (s, v) = c.scores(r, &copies, &circuit.removed, &need)?;
+                        (s, Some(v))
+                    }
+                    None => (vec![task.score_naive(&copies[0])?], None),
                 };
+                let mut accepted = None;
                 let mut all_pruned = true;
                 for (j, &e) in candidates[i..i + k].iter().enumerate() {
                     let delta = scores[j] - current;
@@ -190,6 +192,7 @@ impl Discovery for Acdc {
                     if self.prunes(delta) {
                         circuit.removed[e] = true;
                         current = scores[j];
+                        accepted = Some(j);
                         i += 1;
                     } else {
                         // Kept: later copies assumed it removed, so they are discarded.
@@ -197,6 +200,9 @@ impl Discovery for Acdc {
                         all_pruned = false;
                         break;
                     }
+                }
+                if let (Some(j), Some(c), Some(v)) = (accepted, cone.as_mut(), &values) {
+                    c.accept(v, j)?;
                 }
                 speculation = if all_pruned { (speculation * 2).min(self.max_speculation.max(1)) } else { (speculation / 2).max(1) };
             }

@@ -2,6 +2,7 @@
 //! method (`acdc`, `eap`/`eap-ig`, `hybrid`) is one module behind the [`Discovery`] trait and returns a
 //! [`Circuit`].
 pub mod acdc;
+pub mod cone;
 pub mod eap;
 pub mod hybrid;
 

@@ -334,9 +334,9 @@ impl Model {
             Some(x) => {
                 // Every port reads its own input: batched per-head projections (same FLOPs as the fused one).
                 let x = norm_with(&x, &layer.ln1, cfg, diff)?.reshape((ports, b * t, d))?;
-                let q = linear(&x.narrow(0, 0, h)?, &a.w_q, diff)?.broadcast_add(&a.b_q)?;
-                let k = linear(&x.narrow(0, h, kv)?, &a.w_k, diff)?.broadcast_add(&a.b_k)?;
-                let v = linear(&x.narrow(0, h + kv, kv)?, &a.w_v, diff)?;
+                let q = project(&x.narrow(0, 0, h)?, &a.w_q, Some(&a.b_q), diff)?;
+                let k = project(&x.narrow(0, h, kv)?, &a.w_k, Some(&a.b_k), diff)?;
+                let v = project(&x.narrow(0, h + kv, kv)?, &a.w_v, None, diff)?;
                 (q, k, v)
             }
         };
@@ -356,14 +356,9 @@ impl Model {
             x.unsqueeze(1)?.broadcast_as((kv, group, b, t, dh))?.reshape((h, b, t, dh))
         };
         let (k, v) = (expand(k)?, expand(v)?);
-        let q = q.reshape((h * b, t, dh))?.contiguous()?;
-        let k = k.reshape((h * b, t, dh))?.contiguous()?;
-        let v = v.reshape((h * b, t, dh))?.contiguous()?;
-        let scores = (mm(&q, &k.t()?)? * (1.0 / (dh as f64).sqrt()))?;
-        let scores = scores.reshape((h, b, t, t))?.broadcast_add(&batch.mask.unsqueeze(0)?)?;
-        let pattern = if diff { candle_nn::ops::softmax(&scores, D::Minus1)? } else { candle_nn::ops::softmax_last_dim(&scores)? };
+        let pattern = attention_pattern(&q, &k, &batch.mask, diff)?;
         let pattern = hook(hooks, HookPoint::Pattern(l), pattern, acts)?; // [H, B, T, T]
-        let z = mm(&pattern.reshape((h * b, t, t))?, &v)?.reshape((h, b, t, dh))?;
+        let z = attention_mix(&pattern, &v)?;
         let z = hook(hooks, HookPoint::Z(l), z, acts)?.reshape((h, b * t, dh))?;
         let point = HookPoint::HeadOut(l);
         let mid = match hooks.reads(point) || hooks.writes(point) {
@@ -394,6 +389,13 @@ impl Model {
             }
         };
         hook(hooks, HookPoint::AttnOut(l), mid, acts)
+    }
+
+    /// MLP `l` on its normalised input `x [B, T, D]` with no hooks: `[B, T, D]`, output bias included. What the
+    /// cone evaluator of exact discovery recomputes (the same code as every forward pass).
+    pub(crate) fn mlp_plain(&self, l: usize, x: &Tensor) -> Result<Tensor> {
+        let mut scratch = Activations::senders(x.clone(), vec![], vec![]);
+        self.mlp(l, x, &super::hooks::Clean, &mut scratch, false)
     }
 
     /// MLP `l` on its normalised input `x [B, T, D]`, hooked at [`HookPoint::MlpHidden`] and `MlpOut`; returns
@@ -471,6 +473,37 @@ fn linear(x: &Tensor, w: &Tensor, diff: bool) -> Result<Tensor> {
     }
 }
 
+/// Per-head projection of normalised port inputs `x [N, M, d]` (N ports of one kind, M = B·T rows) by
+/// `w [N, D, dh]` plus `bias [N, 1, dh]` (none for values, whose bias is folded into `b_O`): `[N, M, dh]`.
+pub(crate) fn project(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, diff: bool) -> Result<Tensor> {
+    let y = linear(x, w, diff)?;
+    Ok(match bias {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    })
+}
+
+/// Attention weights `[N, B, Tq, T]` of (rotated) queries `q [N, B, Tq, dh]` over keys `k [N, B, T, dh]` with
+/// the additive mask `mask [B, Tq, T]`: softmax of the scaled scores over the keys. `Tq` may be the last
+/// position alone (`mask` narrowed to it).
+pub(crate) fn attention_pattern(q: &Tensor, k: &Tensor, mask: &Tensor, diff: bool) -> Result<Tensor> {
+    let (n, b, tq, dh) = q.dims4()?;
+    let t = k.dim(2)?;
+    let q = q.reshape((n * b, tq, dh))?.contiguous()?;
+    let k = k.reshape((n * b, t, dh))?.contiguous()?;
+    let scores = (mm(&q, &k.t()?)? * (1.0 / (dh as f64).sqrt()))?;
+    let scores = scores.reshape((n, b, tq, t))?.broadcast_add(&mask.unsqueeze(0)?)?;
+    Ok(if diff { candle_nn::ops::softmax(&scores, D::Minus1)? } else { candle_nn::ops::softmax_last_dim(&scores)? })
+}
+
+/// Pattern-weighted values `z [N, B, Tq, dh]` of `pattern [N, B, Tq, T]` and values `v [N, B, T, dh]`.
+pub(crate) fn attention_mix(pattern: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let (n, b, tq, t) = pattern.dims4()?;
+    let dh = v.dim(3)?;
+    let v = v.reshape((n * b, t, dh))?.contiguous()?;
+    Ok(mm(&pattern.reshape((n * b, tq, t))?, &v)?.reshape((n, b, tq, dh))?)
+}
+
 /// `t` (`[n, ...]`) tiled copy-major to `rows` rows (a multiple of n); `t` itself when it has them already.
 pub(crate) fn fit_rows(t: &Tensor, rows: usize) -> Result<Tensor> {
     let n = t.dim(0)?;
@@ -500,7 +533,7 @@ fn norm_with(x: &Tensor, n: &Norm, cfg: &Config, diff: bool) -> Result<Tensor> {
 }
 
 /// Rotary embedding, half-split convention: `x·cos + rotate_half(x)·sin`. `x [N, B, T, dh]`, tables `[B, T, dh]`.
-fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+pub(crate) fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let half = x.dim(D::Minus1)? / 2;
     let x1 = x.narrow(D::Minus1, 0, half)?;
     let x2 = x.narrow(D::Minus1, half, half)?;
