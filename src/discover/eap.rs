@@ -22,10 +22,24 @@ pub struct Eap {
     pub selection: Selection,
 }
 
+/// Where the differentiable run reads the attention ports' gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortProbes {
+    /// At the ports' projections ([`HookPoint::Qkv`], `[P, n, T, dh]`), turned into port-input gradients by
+    /// [`crate::model::Model::attn_in_gradient`]: what attribution runs.
+    Projections,
+    /// At the ports' inputs ([`HookPoint::AttnIn`], `[P, n, T, D]`): every port normalises its own copy of the
+    /// residual inside autograd. The naive reference the fast path is tested against; `P·n·T·D` floats several
+    /// times over per layer (14 GB for 20 prompts on a GPT-2-medium shape).
+    Inputs,
+}
+
 /// The differentiable run of attribution: the input embedding replaced by `embed` (a point on EAP-IG's path),
-/// and a zero-valued gradient probe (a `Var`) added to every receiver input.
+/// and a zero-valued gradient probe (a `Var`) added to every receiver input — for attention ports, at their
+/// projections or their inputs ([`PortProbes`]).
 pub struct Probes {
     embed: Tensor,
+    at: PortProbes,
     attn: Vec<Var>,
     mlp: Vec<Var>,
     logits: Var,
@@ -33,13 +47,17 @@ pub struct Probes {
 
 impl Hooks for Probes {
     fn writes(&self, point: HookPoint) -> bool {
-        matches!(point, HookPoint::Embed | HookPoint::AttnIn(_) | HookPoint::MlpIn(_) | HookPoint::LogitsIn)
+        match point {
+            HookPoint::Qkv(_) => self.at == PortProbes::Projections,
+            HookPoint::AttnIn(_) => self.at == PortProbes::Inputs,
+            _ => matches!(point, HookPoint::Embed | HookPoint::MlpIn(_) | HookPoint::LogitsIn),
+        }
     }
     fn write(&self, point: HookPoint, value: &Tensor, _: &Activations) -> Result<Option<Tensor>> {
         Ok(Some(match point {
             HookPoint::Embed => self.embed.clone(),
             // Probes read no sender output: gradients flow through the blocks' summed outputs.
-            HookPoint::AttnIn(l) => (self.attn[l].as_tensor() + value)?,
+            HookPoint::AttnIn(l) | HookPoint::Qkv(l) => (self.attn[l].as_tensor() + value)?,
             HookPoint::MlpIn(l) => (value + self.mlp[l].as_tensor())?,
             HookPoint::LogitsIn => (value + self.logits.as_tensor())?,
             _ => return Ok(None),
@@ -50,37 +68,53 @@ impl Hooks for Probes {
     }
 }
 
-/// The differentiable forward from `embed` (`[n, T, D]`): zero gradient probes on every receiver input and the
-/// metric as a scalar tensor whose backward reaches them.
-pub fn probed_forward(task: &Task, embed: &Tensor) -> Result<(Probes, Tensor)> {
+/// The differentiable forward from `embed` (`[n, T, D]`): zero gradient probes on every receiver input (attention
+/// ports probed `at`), the metric as a scalar tensor whose backward reaches them, and the run's activations.
+pub fn probed_forward(task: &Task, embed: &Tensor, at: PortProbes) -> Result<(Probes, Tensor, Activations)> {
     let cfg = &task.model.cfg;
     let (n, t, d) = embed.dims3()?;
     let p = cfg.n_heads + 2 * cfg.n_kv_heads;
     let dev = embed.device();
     let zeros = |shape: &[usize]| Var::zeros(shape, candle_core::DType::F32, dev);
+    let port = match at {
+        PortProbes::Projections => cfg.d_head,
+        PortProbes::Inputs => d,
+    };
     let probes = Probes {
         embed: embed.clone(),
-        attn: (0..cfg.n_layers).map(|_| zeros(&[p, n, t, d])).collect::<candle_core::Result<_>>()?,
+        at,
+        attn: (0..cfg.n_layers).map(|_| zeros(&[p, n, t, port])).collect::<candle_core::Result<_>>()?,
         mlp: (0..cfg.n_layers).map(|_| zeros(&[n, t, d])).collect::<candle_core::Result<_>>()?,
         logits: zeros(&[n, t, d])?,
     };
-    let hidden = task.model.run(&task.batch, &probes, None, Logits::Hidden)?.1;
+    let (acts, hidden) = task.model.run(&task.batch, &probes, None, Logits::Hidden)?;
     let m = task.full.loss(task.metric, task.model, &hidden)?;
-    Ok((probes, m))
+    Ok((probes, m, acts))
 }
 
 /// Gradients of the metric with respect to every receiver input, for a run starting from `embed` (`[n, T, D]`):
 /// per layer `[P, n, T, D]` (attention ports), per layer `[n, T, D]` (MLP), and `[n, T, D]` (logits). A
 /// receiver the metric does not depend on has no gradient (`None`), not a tensor of zeros.
 pub fn receiver_gradients(task: &Task, embed: &Tensor) -> Result<ReceiverGradients> {
-    let (probes, m) = probed_forward(task, embed)?;
+    receiver_gradients_at(task, embed, PortProbes::Projections)
+}
+
+/// [`receiver_gradients`] with the attention ports probed `at` (the same gradients up to rounding).
+pub fn receiver_gradients_at(task: &Task, embed: &Tensor, at: PortProbes) -> Result<ReceiverGradients> {
+    let (probes, m, acts) = probed_forward(task, embed, at)?;
+    // The residual each layer's ports read, cut from the graph: nothing holds the forward graph past the backward.
+    let resid: Vec<Tensor> = acts.resid_pre.iter().map(Tensor::detach).collect();
+    drop(acts);
     let grads = m.backward()?;
+    drop(m);
     let grad = |v: &Var| grads.get(v.as_tensor()).cloned();
-    Ok(ReceiverGradients {
-        attn: probes.attn.iter().map(grad).collect(),
-        mlp: probes.mlp.iter().map(grad).collect(),
-        logits: grad(&probes.logits),
-    })
+    let attn = match at {
+        PortProbes::Inputs => probes.attn.iter().map(grad).collect(),
+        PortProbes::Projections => (probes.attn.iter().enumerate())
+            .map(|(l, v)| grad(v).map(|g| task.model.attn_in_gradient(l, &resid[l], &g)).transpose())
+            .collect::<Result<_>>()?,
+    };
+    Ok(ReceiverGradients { attn, mlp: probes.mlp.iter().map(grad).collect(), logits: grad(&probes.logits) })
 }
 
 /// The metric's gradient with respect to every receiver input (see [`receiver_gradients`]).
@@ -113,8 +147,50 @@ impl ReceiverGradients {
     }
 }
 
-/// Attribution score of every edge (graph order): EAP, or EAP-IG with `ig_steps` interpolation points.
+/// Receiver-input floats one attribution pass may cover: examples × padded length × d_model × receivers (every
+/// attention port, MLP and `logits` input). A step holds a few tensors of that size (gradients, their sum
+/// over steps, the sender deltas it is scored against), so tasks above it run in chunks of examples. Fixed by
+/// the data, never by the machine or `--threads`: the scores do not depend on either. 20 SmolLM2 facts
+/// (≈55 M floats) are one chunk; 20 facts on a GPT-2-medium shape (≈200 M) are four.
+pub const CHUNK_INPUT_FLOATS: usize = 1 << 26;
+
+/// How many examples of `task` one attribution chunk takes under a budget of `budget` receiver-input floats
+/// (at least one).
+pub fn chunk_rows(task: &Task, budget: usize) -> usize {
+    let per_row = task.batch.seq_len * task.model.cfg.d_model * task.graph.n_receivers();
+    (budget / per_row.max(1)).max(1)
+}
+
+/// Attribution score of every edge (graph order): EAP, or EAP-IG with `ig_steps` interpolation points. Tasks
+/// above [`CHUNK_INPUT_FLOATS`] run in chunks of examples ([`edge_scores_chunked`]).
 pub fn edge_scores(task: &Task, ig_steps: Option<usize>, progress: &dyn Progress) -> Result<Vec<f64>> {
+    edge_scores_chunked(task, ig_steps, chunk_rows(task, CHUNK_INPUT_FLOATS), progress)
+}
+
+/// [`edge_scores`] over chunks of `rows` examples. Every score is a sum over examples and the metric a mean,
+/// so the whole task's score is each chunk's weighted by its share of the examples, added in chunk order:
+/// exact up to summation order. `rows ≥ n` is the single pass, unchanged.
+pub fn edge_scores_chunked(task: &Task, ig_steps: Option<usize>, rows: usize, progress: &dyn Progress) -> Result<Vec<f64>> {
+    let n = task.n_examples();
+    let steps = ig_steps.unwrap_or(1) as u64;
+    progress.start(steps * n.div_ceil(rows.max(1)) as u64);
+    if rows >= n {
+        return chunk_scores(task, ig_steps, progress);
+    }
+    let mut total = vec![0f64; task.graph.edges.len()];
+    for start in (0..n).step_by(rows) {
+        let len = rows.min(n - start);
+        let part = chunk_scores(&task.rows(start, len)?, ig_steps, progress)?;
+        let w = len as f64 / n as f64;
+        for (t, p) in total.iter_mut().zip(part) {
+            *t += w * p;
+        }
+    }
+    Ok(total)
+}
+
+/// [`edge_scores`] of `task` in one pass (its progress already started).
+fn chunk_scores(task: &Task, ig_steps: Option<usize>, progress: &dyn Progress) -> Result<Vec<f64>> {
     let g = &task.graph;
     let model = task.model;
     // Clean sender outputs and their ablated values.
@@ -141,7 +217,6 @@ pub fn edge_scores(task: &Task, ig_steps: Option<usize>, progress: &dyn Progress
         None => vec![1.0],
         Some(k) => (1..=k).map(|i| i as f64 / k as f64).collect(),
     };
-    progress.start(alphas.len() as u64);
     // The steps are independent: each round runs one per worker, and their gradients are added in step order
     // whatever the rounds were, so the sum (and every score) is the same bits for any thread count. Rounds of
     // `workers` steps keep at most that many steps' gradients alive.
@@ -188,9 +263,10 @@ pub fn edge_scores(task: &Task, ig_steps: Option<usize>, progress: &dyn Progress
 }
 
 /// Bytes one differentiable step holds at its peak per float of its receiver inputs (every attention port, MLP
-/// and `logits` input over the batch): about 30 on SmolLM2 (20 adj_antonym facts: a second concurrent step adds
-/// 1.35 GB of peak RSS). A GPT-2-medium-shaped model with 20 facts peaks at 14.3 GB with one step.
-const STEP_BYTES_PER_INPUT_FLOAT: usize = 32;
+/// and `logits` input over the chunk): about 19 measured on a GPT-2-medium shape (20 facts in one pass:
+/// 6.1 GB peak RSS against 1.9 GB after loading, 217 M receiver-input floats): its gradients, their sum over
+/// steps, the port gradients being rebuilt, the forward graph.
+const STEP_BYTES_PER_INPUT_FLOAT: usize = 20;
 
 /// How many integration steps run at once: one per worker, but only as many as fit in half the memory the
 /// system has available (`None`: unknown, no limit), at least one. Only speed depends on it, never a score.
