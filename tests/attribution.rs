@@ -273,6 +273,8 @@ fn attribution_chunks_are_fixed_by_the_data() {
     let t = Task::new(&smol, examples(&smol, &prompts), Ablation::Zero, None, Metric::Kl).unwrap();
     assert!(chunk_rows(&t, CHUNK_INPUT_FLOATS) >= 20, "20 SmolLM2 facts must fit one chunk ({} rows)", chunk_rows(&t, CHUNK_INPUT_FLOATS));
     let per_row = t.batch.seq_len * smol.cfg.d_model * t.graph.n_receivers();
-    assert_eq!(chunk_rows(&t, 3 * per_row + 1), 3);
+    assert_eq!(chunk_rows(&t, 3 * per_row + 1), 3, "20 rows at most 3 a chunk: 7 chunks, of 3 (and 2)");
+    assert_eq!(chunk_rows(&t, 19 * per_row), 10, "19 a chunk: 10 + 10, not 19 + 1");
+    assert_eq!(chunk_rows(&t, 6 * per_row), 5, "6 a chunk: 4 chunks of 5");
     assert_eq!(chunk_rows(&t, 1), 1, "at least one example per chunk");
 }

@@ -151,14 +151,17 @@ impl ReceiverGradients {
 /// attention port, MLP and `logits` input). A step holds a few tensors of that size (gradients, their sum
 /// over steps, the sender deltas it is scored against), so tasks above it run in chunks of examples. Fixed by
 /// the data, never by the machine or `--threads`: the scores do not depend on either. 20 SmolLM2 facts
-/// (≈55 M floats) are one chunk; 20 facts on a GPT-2-medium shape (≈200 M) are four.
+/// (≈55 M floats) are one chunk; 20 facts on a GPT-2-medium shape (≈220 M) are four of five.
 pub const CHUNK_INPUT_FLOATS: usize = 1 << 26;
 
-/// How many examples of `task` one attribution chunk takes under a budget of `budget` receiver-input floats
-/// (at least one).
+/// How many examples of `task` one attribution chunk takes under a budget of `budget` receiver-input floats:
+/// as few chunks as the budget allows, of sizes as even as possible (20 examples at 19 a chunk run as 10 + 10,
+/// not 19 + 1); at least one example.
 pub fn chunk_rows(task: &Task, budget: usize) -> usize {
     let per_row = task.batch.seq_len * task.model.cfg.d_model * task.graph.n_receivers();
-    (budget / per_row.max(1)).max(1)
+    let most = (budget / per_row.max(1)).max(1);
+    let n = task.n_examples();
+    n.div_ceil(n.div_ceil(most))
 }
 
 /// Attribution score of every edge (graph order): EAP, or EAP-IG with `ig_steps` interpolation points. Tasks
@@ -169,96 +172,129 @@ pub fn edge_scores(task: &Task, ig_steps: Option<usize>, progress: &dyn Progress
 
 /// [`edge_scores`] over chunks of `rows` examples. Every score is a sum over examples and the metric a mean,
 /// so the whole task's score is each chunk's weighted by its share of the examples, added in chunk order:
-/// exact up to summation order. `rows ≥ n` is the single pass, unchanged.
+/// exact up to summation order. `rows ≥ n` is the single pass.
+///
+/// Work units are (chunk, integration step) pairs, chunk-major, run in rounds of one per worker (as many as fit
+/// in memory, [`step_workers`]); each chunk's step gradients are added in step order and the chunk is scored
+/// once its last step is in, so every score is the same bits for any thread count, and a round can span two
+/// chunks (5 steps on 2 workers waste no half round per chunk).
 pub fn edge_scores_chunked(task: &Task, ig_steps: Option<usize>, rows: usize, progress: &dyn Progress) -> Result<Vec<f64>> {
     let n = task.n_examples();
-    let steps = ig_steps.unwrap_or(1) as u64;
-    progress.start(steps * n.div_ceil(rows.max(1)) as u64);
-    if rows >= n {
-        return chunk_scores(task, ig_steps, progress);
-    }
+    let alphas: Vec<f64> = match ig_steps {
+        None => vec![1.0],
+        Some(k) => (1..=k).map(|i| i as f64 / k as f64).collect(),
+    };
+    let rows = rows.clamp(1, n);
+    let owned: Vec<Task> = match rows >= n {
+        true => vec![],
+        false => (0..n).step_by(rows).map(|start| task.rows(start, rows.min(n - start))).collect::<Result<_>>()?,
+    };
+    let tasks: Vec<&Task> = if owned.is_empty() { vec![task] } else { owned.iter().collect() };
+    progress.start((alphas.len() * tasks.len()) as u64);
+    let paths = crate::parallel::map(&tasks, |t| IgPath::new(t));
+    let paths = paths.into_iter().collect::<Result<Vec<_>>>()?;
+    let items: Vec<(usize, f64)> = (0..tasks.len()).flat_map(|c| alphas.iter().map(move |&a| (c, a))).collect();
+    let workers = step_workers(tasks[0], crate::parallel::threads(), crate::parallel::memory_available());
+    let mut sums: Vec<Option<ReceiverGradients>> = (0..tasks.len()).map(|_| None).collect();
+    let mut added = vec![0usize; tasks.len()];
     let mut total = vec![0f64; task.graph.edges.len()];
-    for start in (0..n).step_by(rows) {
-        let len = rows.min(n - start);
-        let part = chunk_scores(&task.rows(start, len)?, ig_steps, progress)?;
-        let w = len as f64 / n as f64;
-        for (t, p) in total.iter_mut().zip(part) {
-            *t += w * p;
+    for round in items.chunks(workers) {
+        let grads = crate::parallel::map(round, |&(c, a)| receiver_gradients(tasks[c], &paths[c].point(a)?));
+        for (&(c, _), g) in round.iter().zip(grads) {
+            let g = g?;
+            match &mut sums[c] {
+                None => sums[c] = Some(g),
+                Some(s) => s.add(g)?,
+            }
+            added[c] += 1;
+            progress.advance(1);
+            if added[c] < alphas.len() {
+                continue;
+            }
+            let sum = sums[c].take().ok_or_else(|| crate::Error::bug("attribution with no integration step"))?;
+            let part = score_edges(tasks[c], &paths[c].deltas, &sum, 1.0 / alphas.len() as f64)?;
+            if tasks.len() == 1 {
+                return Ok(part);
+            }
+            let w = tasks[c].n_examples() as f64 / n as f64;
+            for (t, p) in total.iter_mut().zip(part) {
+                *t += w * p;
+            }
         }
     }
     Ok(total)
 }
 
-/// [`edge_scores`] of `task` in one pass (its progress already started).
-fn chunk_scores(task: &Task, ig_steps: Option<usize>, progress: &dyn Progress) -> Result<Vec<f64>> {
-    let g = &task.graph;
-    let model = task.model;
-    // Clean sender outputs and their ablated values.
-    let clean = model.run(&task.batch, &crate::intervene::RecordHeads, None, Logits::Hidden)?.0;
-    let deltas: Vec<Tensor> = (0..g.n_senders())
-        .map(|s| -> Result<Tensor> {
-            let out = g.sender_output(&clean, s)?;
-            Ok(match &task.ablated {
-                None => out.neg()?,
-                Some(abl) => (g.sender_output(abl, s)? - out)?,
-            }
-            .flatten_all()?)
-        })
-        .collect::<Result<_>>()?;
-    let deltas = Tensor::stack(&deltas, 0)?; // [S, n·T·D]
-                                             // Gradients at the clean input (EAP) or averaged along the ablated → clean embedding path (EAP-IG).
-    let clean_embed = clean.embed.clone();
-    drop(clean); // the deltas hold what is needed; free the activations before the backward passes
-    let abl_embed = match &task.ablated {
-        None => clean_embed.zeros_like()?,
-        Some(a) => a.embed.clone(),
-    };
-    let alphas: Vec<f64> = match ig_steps {
-        None => vec![1.0],
-        Some(k) => (1..=k).map(|i| i as f64 / k as f64).collect(),
-    };
-    // The steps are independent: each round runs one per worker, and their gradients are added in step order
-    // whatever the rounds were, so the sum (and every score) is the same bits for any thread count. Rounds of
-    // `workers` steps keep at most that many steps' gradients alive.
-    let mut sum: Option<ReceiverGradients> = None;
-    let workers = step_workers(task, crate::parallel::threads(), crate::parallel::memory_available());
-    for round in alphas.chunks(workers) {
-        let grads = crate::parallel::map(round, |&a| -> Result<ReceiverGradients> {
-            let embed = (&abl_embed + ((&clean_embed - &abl_embed)? * a)?)?;
-            receiver_gradients(task, &embed)
-        });
-        for g in grads {
-            let g = g?;
-            match &mut sum {
-                None => sum = Some(g),
-                Some(s) => s.add(g)?,
-            }
-            progress.advance(1);
-        }
+/// What the integration steps of one task share: every sender's ablated − clean output, and the two ends of
+/// the embedding path.
+struct IgPath {
+    /// `[S, n·T·D]`.
+    deltas: Tensor,
+    /// `[n, T, D]`.
+    clean_embed: Tensor,
+    /// `[n, T, D]`: the ablated input embedding (zeros for zero ablation).
+    abl_embed: Tensor,
+}
+
+impl IgPath {
+    fn new(task: &Task) -> Result<IgPath> {
+        let g = &task.graph;
+        // Clean sender outputs and their ablated values.
+        let clean = task.model.run(&task.batch, &crate::intervene::RecordHeads, None, Logits::Hidden)?.0;
+        let deltas: Vec<Tensor> = (0..g.n_senders())
+            .map(|s| -> Result<Tensor> {
+                let out = g.sender_output(&clean, s)?;
+                Ok(match &task.ablated {
+                    None => out.neg()?,
+                    Some(abl) => (g.sender_output(abl, s)? - out)?,
+                }
+                .flatten_all()?)
+            })
+            .collect::<Result<_>>()?;
+        let deltas = Tensor::stack(&deltas, 0)?;
+        // The deltas hold what the scores need: the activations are freed before the backward passes.
+        let clean_embed = clean.embed.clone();
+        let abl_embed = match &task.ablated {
+            None => clean_embed.zeros_like()?,
+            Some(a) => a.embed.clone(),
+        };
+        Ok(IgPath { deltas, clean_embed, abl_embed })
     }
-    let grads = sum.ok_or_else(|| crate::Error::bug("attribution with no integration step"))?;
-    let scale = 1.0 / alphas.len() as f64;
-    // score[r, s] = grad_r · delta_s for the senders before r; a receiver without a gradient scores 0.
-    let mut scores = vec![0f64; g.edges.len()];
-    let mut fill = |receivers: &[usize], grads: &Option<Tensor>| -> Result<()> {
-        let Some(grads) = grads else { return Ok(()) };
+
+    /// The point `alpha` of the way from the ablated to the clean embedding, `[n, T, D]`.
+    fn point(&self, alpha: f64) -> Result<Tensor> {
+        Ok((&self.abl_embed + ((&self.clean_embed - &self.abl_embed)? * alpha)?)?)
+    }
+}
+
+/// Every edge's score (graph order) from the summed receiver gradients of a task's steps times `scale`, and
+/// its sender deltas `[S, n·T·D]`: `score[r, s] = grad_r · delta_s` for the senders before `r`; a receiver
+/// without a gradient scores 0. One product per layer's ports, MLP and `logits`, spread over the workers (each
+/// the same bits on any of them).
+fn score_edges(task: &Task, deltas: &Tensor, grads: &ReceiverGradients, scale: f64) -> Result<Vec<f64>> {
+    let g = &task.graph;
+    let mut groups: Vec<(Vec<usize>, &Option<Tensor>)> = vec![];
+    for l in 0..g.n_layers {
+        groups.push(((0..g.ports_per_layer()).map(|p| g.attn_receiver(l, p)).collect(), &grads.attn[l]));
+        groups.push((vec![g.mlp_receiver(l)], &grads.mlp[l]));
+    }
+    groups.push((vec![g.logits_receiver()], &grads.logits));
+    let products = crate::parallel::map(&groups, |(receivers, grads)| -> Result<Option<Vec<Vec<f64>>>> {
+        let Some(grads) = grads else { return Ok(None) };
         let s_max = g.edges_into[receivers[0]].len();
         let gr = (grads.reshape((receivers.len(), ()))? * scale)?; // [R, n·T·D]
         let sc = mm(&gr, &deltas.narrow(0, 0, s_max)?.t()?)?; // [R, S]
-        let sc = sc.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?;
+        Ok(Some(sc.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?))
+    });
+    let mut scores = vec![0f64; g.edges.len()];
+    for ((receivers, _), sc) in groups.iter().zip(products) {
+        let Some(sc) = sc? else { continue };
         for (i, &r) in receivers.iter().enumerate() {
             for (s, &e) in g.edges_into[r].iter().enumerate() {
                 scores[e] = sc[i][s];
             }
         }
-        Ok(())
-    };
-    for l in 0..g.n_layers {
-        let ports: Vec<usize> = (0..g.ports_per_layer()).map(|p| g.attn_receiver(l, p)).collect();
-        fill(&ports, &grads.attn[l])?;
-        fill(&[g.mlp_receiver(l)], &grads.mlp[l])?;
     }
-    fill(&[g.logits_receiver()], &grads.logits)?;
     Ok(scores)
 }
 
