@@ -2,8 +2,10 @@
 //! ∂m/∂input_r` over examples and positions. EAP takes the gradient at the clean input; EAP-IG averages it over
 //! `steps` points on the straight path from the ablated to the clean input embedding.
 //!
-//! Gradients come from candle's autograd: a zero `Var` is added at every receiver-input hook point
-//! ([`Probes`]). The differentiable run swaps the fused softmax for a composition, and uses custom ops with
+//! Gradients come from candle's autograd: a zero `Var` is added at every MLP and `logits` input and at every
+//! attention port's `dh`-wide projection ([`Probes`]); the ports' `D`-wide input gradients are rebuilt from
+//! those by the chain rule ([`crate::model::Model::attn_in_gradient`]) instead of autograd through a copy of
+//! the residual per port. Large tasks run in chunks of examples ([`CHUNK_INPUT_FLOATS`]). The differentiable run swaps the fused softmax for a composition, and uses custom ops with
 //! hand-written backwards for the normalisation and the weight matmuls (input gradient only, no weight
 //! gradients): the backward costs ~2.1× a forward, not 3.5×.
 use candle_core::{Tensor, Var};
