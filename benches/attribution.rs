@@ -39,7 +39,7 @@ fn main() {
         model.run(&task.batch, &Clean, None, Logits::Hidden).unwrap();
     });
     let probed = median(5, || {
-        eap::probed_forward(&task, &embed).unwrap();
+        eap::probed_forward(&task, &embed, eap::PortProbes::Projections).unwrap();
     });
     let gradients = median(5, || {
         eap::receiver_gradients(&task, &embed).unwrap();

@@ -4,7 +4,7 @@ mod common;
 
 use candle_core::Tensor;
 use common::*;
-use kcirc::discover::eap::{edge_scores, receiver_gradients};
+use kcirc::discover::eap::{edge_scores, edge_scores_chunked, receiver_gradients, receiver_gradients_at, PortProbes};
 use kcirc::discover::Task;
 use kcirc::intervene::Ablation;
 use kcirc::metric::Metric;
@@ -189,5 +189,92 @@ fn eap_ig_runs_as_many_steps_at_once_as_memory_allows() {
     let prompts: Vec<Vec<u32>> = (0..20).map(|i| vec![1 + i; 8]).collect();
     let t = Task::new(&smol, examples(&smol, &prompts), Ablation::Zero, None, Metric::Kl).unwrap();
     assert_eq!(step_workers(&t, 2, Some(16 << 30)), 2, "20 SmolLM2 prompts fit twice in 8 GB");
-    assert_eq!(step_workers(&t, 2, Some(2 << 30)), 1, "but not in 1 GB");
+    assert_eq!(step_workers(&t, 2, Some(1 << 30)), 1, "but not in 512 MB");
+}
+
+/// The attention ports' gradients read at their `dh`-wide projections and carried back through `W_p` and the
+/// normalisation's Jacobian by hand (what attribution runs) equal autograd's at the `D`-wide port inputs (the
+/// naive reference), for every port of every layer, with the MLP and `logits` gradients unchanged: GPT-2
+/// (LayerNorm, learned positions), a grouped-query Llama (RMSNorm, rotary), Qwen2 (q/k biases).
+#[test]
+fn port_gradients_from_projections_equal_autograd_at_the_ports() {
+    let (gpt2, tok) = tiny_gpt2();
+    let gpt2_prompts: Vec<Vec<u32>> = ["The capital of France is", "Hi there"].iter().map(|p| tok.encode(p).unwrap()).collect();
+    let (qwen, qtok) = tiny_qwen2();
+    let qwen_prompts: Vec<Vec<u32>> = ["The capital of France is", "One two"].iter().map(|p| qtok.encode(p).unwrap()).collect();
+    let llama = tiny_llama(3);
+    let llama_prompts: Vec<Vec<u32>> = vec![vec![5, 17, 33, 2, 90], vec![8, 8, 41]];
+    for (name, model, prompts) in [("gpt2", &gpt2, &gpt2_prompts), ("llama", &llama, &llama_prompts), ("qwen2", &qwen, &qwen_prompts)] {
+        for metric in [Metric::Kl, Metric::Logit] {
+            let t = Task::new(model, examples(model, prompts), Ablation::Zero, None, metric).unwrap();
+            // A point on the path, not the clean input: the normalisation's Jacobian depends on it.
+            let embed = (model.embed(&t.batch).unwrap() * 0.6).unwrap();
+            let fast = receiver_gradients_at(&t, &embed, PortProbes::Projections).unwrap();
+            let naive = receiver_gradients_at(&t, &embed, PortProbes::Inputs).unwrap();
+            let close = |what: String, a: &Option<Tensor>, b: &Option<Tensor>| {
+                let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
+                assert_eq!(a.dims(), b.dims(), "{what}");
+                let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                let err = max_abs_diff(a, b);
+                assert!(scale > 0.0 && err <= 1e-5 * scale, "{name} {metric} {what}: max |Δ| {err} of {scale}");
+            };
+            for l in 0..model.cfg.n_layers {
+                close(format!("attn {l}"), &fast.attn[l], &naive.attn[l]);
+                close(format!("mlp {l}"), &fast.mlp[l], &naive.mlp[l]);
+            }
+            close("logits".into(), &fast.logits, &naive.logits);
+        }
+    }
+}
+
+/// Attribution over chunks of examples (each chunk's scores weighted by its share of the examples) equals the
+/// single pass up to summation order — uneven chunks included, for zero and mean ablation (whose mean stays
+/// the mean over every example) and resample ablation — and the chunked scores are the same bits whatever the
+/// threads.
+#[test]
+fn chunked_attribution_equals_one_pass() {
+    let (gpt2, tok) = tiny_gpt2();
+    let texts =
+        ["The capital of France is", "Water boils at a temperature of", "One, two, three, four", "Hi there", "The Eiffel Tower is in"];
+    let gpt2_prompts: Vec<Vec<u32>> = texts.iter().map(|p| tok.encode(p).unwrap()).collect();
+    let llama = tiny_llama(7);
+    let llama_prompts: Vec<Vec<u32>> = vec![vec![1, 5, 9, 13, 2], vec![4, 8, 15, 16, 23, 42], vec![3, 3, 7], vec![9, 2], vec![6, 6, 6, 6]];
+    for (model, prompts) in [(&gpt2, &gpt2_prompts), (&llama, &llama_prompts)] {
+        let corrupted: Vec<Vec<u32>> = prompts.iter().map(|p| p.iter().rev().copied().collect()).collect();
+        for ablation in [Ablation::Zero, Ablation::Mean, Ablation::Resample] {
+            let c = (ablation == Ablation::Resample).then(|| corrupted.clone());
+            let t = Task::new(model, examples(model, prompts), ablation, c, Metric::Kl).unwrap();
+            let one = edge_scores_chunked(&t, Some(3), prompts.len(), &Silent).unwrap();
+            for rows in [1, 2] {
+                let chunked = edge_scores_chunked(&t, Some(3), rows, &Silent).unwrap();
+                let scale = one.iter().fold(0f64, |m, x| m.max(x.abs()));
+                let err = one.iter().zip(&chunked).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+                assert!(scale > 0.0 && err <= 1e-5 * scale, "{ablation:?}, chunks of {rows}: max |Δ| {err} of {scale}");
+            }
+            let bits = |threads: usize| {
+                kcirc::parallel::configure(threads);
+                let s = edge_scores_chunked(&t, Some(3), 2, &Silent).unwrap();
+                kcirc::parallel::configure(1);
+                s.iter().map(|x| x.to_bits()).collect::<Vec<u64>>()
+            };
+            assert_eq!(bits(1), bits(2), "{ablation:?}: two workers changed the chunked scores");
+        }
+    }
+}
+
+/// The chunk size comes from the data (padded length × d_model × receivers) under a fixed budget: 20 SmolLM2
+/// facts are one chunk, so their scores are the single pass's; a larger task is split.
+#[test]
+fn attribution_chunks_are_fixed_by_the_data() {
+    use kcirc::discover::eap::{chunk_rows, CHUNK_INPUT_FLOATS};
+    let (smol, tok) = smollm2();
+    let rel = kcirc::data::read(&root().join("data/country_capital_city.jsonl")).unwrap();
+    let prompts: Vec<Vec<u32>> = rel.triples.iter().take(20).map(|t| tok.encode(&t.prompt_text().unwrap()).unwrap()).collect();
+    let t = Task::new(&smol, examples(&smol, &prompts), Ablation::Zero, None, Metric::Kl).unwrap();
+    assert!(chunk_rows(&t, CHUNK_INPUT_FLOATS) >= 20, "20 SmolLM2 facts must fit one chunk ({} rows)", chunk_rows(&t, CHUNK_INPUT_FLOATS));
+    let per_row = t.batch.seq_len * smol.cfg.d_model * t.graph.n_receivers();
+    assert_eq!(chunk_rows(&t, 3 * per_row + 1), 3, "20 rows at most 3 a chunk: 7 chunks, of 3 (and 2)");
+    assert_eq!(chunk_rows(&t, 19 * per_row), 10, "19 a chunk: 10 + 10, not 19 + 1");
+    assert_eq!(chunk_rows(&t, 6 * per_row), 5, "6 a chunk: 4 chunks of 5");
+    assert_eq!(chunk_rows(&t, 1), 1, "at least one example per chunk");
 }

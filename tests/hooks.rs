@@ -44,6 +44,7 @@ fn reading_changes_nothing(model: &Model, batch: &Batch) {
         let v = acts.get(point).unwrap_or_else(|| panic!("{} not recorded", point.name()));
         let want: Vec<usize> = match point {
             HookPoint::AttnIn(_) => vec![p, b, t, d],
+            HookPoint::Qkv(_) => vec![p, b, t, cfg.d_head],
             HookPoint::V(_) => vec![cfg.n_kv_heads, b, t, cfg.d_head],
             HookPoint::Pattern(_) => vec![h, b, t, t],
             HookPoint::Z(_) => vec![h, b, t, cfg.d_head],

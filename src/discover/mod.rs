@@ -65,6 +65,55 @@ impl<'a> Task<'a> {
         self.examples.len()
     }
 
+    /// The same task on examples `start..start + len` only: every per-example tensor (prompts, ablated sender
+    /// values, full-model reference) narrowed to those rows, the padded length kept. Rows never mix in a forward
+    /// pass, so each row computes exactly what it did in the whole batch; a mean ablation keeps the mean over
+    /// every example. Attribution splits large tasks with it. The ablated values keep the sender outputs only.
+    pub fn rows(&self, start: usize, len: usize) -> Result<Task<'a>> {
+        let n = self.n_examples();
+        if len == 0 || start + len > n {
+            return Err(Error::bug(format!("rows {start}..{} of a task with {n} examples", start + len)));
+        }
+        let b = &self.batch;
+        let t = b.seq_len;
+        let batch = Batch {
+            tokens: b.tokens.narrow(0, start, len)?,
+            positions: b.positions.narrow(0, start * t, len * t)?,
+            mask: b.mask.narrow(0, start, len)?,
+            rotary: match &b.rotary {
+                Some((c, s)) => Some((c.narrow(0, start, len)?, s.narrow(0, start, len)?)),
+                None => None,
+            },
+            lengths: b.lengths[start..start + len].to_vec(),
+            seq_len: t,
+        };
+        let ablated = match &self.ablated {
+            None => None,
+            Some(a) => Some(Activations::senders(
+                a.embed.narrow(0, start, len)?,
+                (0..a.n_head_layers()).map(|l| Ok(a.heads(l)?.narrow(1, start, len)?)).collect::<Result<_>>()?,
+                a.mlps.iter().map(|m| m.narrow(0, start, len)).collect::<candle_core::Result<_>>()?,
+            )),
+        };
+        let f = &self.full;
+        let full = FullReference {
+            targets: f.targets[start..start + len].to_vec(),
+            target_logit: f.target_logit[start..start + len].to_vec(),
+            target_logprob: f.target_logprob[start..start + len].to_vec(),
+            logprobs: f.logprobs.narrow(0, start, len)?,
+        };
+        Ok(Task {
+            model: self.model,
+            graph: self.graph.clone(),
+            examples: self.examples[start..start + len].to_vec(),
+            batch,
+            ablation: self.ablation,
+            ablated,
+            metric: self.metric,
+            full,
+        })
+    }
+
     /// Metric of a circuit (edges flagged in `removed`), from one full intervened forward pass.
     pub fn score(&self, removed: &[bool]) -> Result<f64> {
         let hook = EdgeInputs::new(&self.graph, vec![removed], self.ablated.as_ref(), self.n_examples());

@@ -340,6 +340,16 @@ impl Model {
                 (q, k, v)
             }
         };
+        // Every port's projection at one point (`[P, B, T, dh]`), when a client reads or writes it.
+        let point = HookPoint::Qkv(l);
+        let (q, k, v) = match hooks.reads(point) || hooks.writes(point) {
+            false => (q, k, v),
+            true => {
+                let qkv = Tensor::cat(&[&q, &k, &v], 0)?.reshape((ports, b, t, dh))?;
+                let qkv = hook(hooks, point, qkv, acts)?.reshape((ports, b * t, dh))?;
+                (qkv.narrow(0, 0, h)?, qkv.narrow(0, h, kv)?, qkv.narrow(0, h + kv, kv)?)
+            }
+        };
         let q = q.reshape((h, b, t, dh))?;
         let k = k.reshape((kv, b, t, dh))?;
         let v = hook(hooks, HookPoint::V(l), v.reshape((kv, b, t, dh))?, acts)?;
@@ -423,6 +433,31 @@ impl Model {
         };
         debug_assert!(matches!((mlp, self.cfg.mlp), (Mlp::GeluTanh { .. }, MlpKind::GeluTanh) | (Mlp::SwiGlu { .. }, MlpKind::SwiGlu)));
         hook(hooks, HookPoint::MlpOut(l), y.reshape((b, t, d))?, acts)
+    }
+
+    /// The gradient with respect to every attention input port of layer `l` (`[P, B, T, D]`, the
+    /// [`HookPoint::AttnIn`] layout), from the gradient `g [P, B, T, dh]` with respect to the ports' projections
+    /// ([`HookPoint::Qkv`]) of a run whose ports all read `resid [B, T, D]` (that layer's `ResidPre`): port `p`
+    /// reaches the model only through `norm(x_p) · W_p` (+ bias), so its gradient is `Jᵀ(γ ⊙ g_p W_pᵀ)` with `J`
+    /// the normalisation's Jacobian at `resid`. Exact: the chain rule written out instead of autograd through
+    /// `P` copies of the residual and their normalisations (`P·B·T·D` floats several times over per layer).
+    pub fn attn_in_gradient(&self, l: usize, resid: &Tensor, g: &Tensor) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let layer = &self.weights.layers[l];
+        let a = &layer.attn;
+        let (p, b, t, dh) = g.dims4()?;
+        let (h, kv, d) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_model);
+        if p != h + 2 * kv || resid.dims() != [b, t, d] {
+            return Err(crate::Error::bug(format!("attn_in_gradient: g {:?} and resid {:?} do not fit layer {l}", g.dims(), resid.dims())));
+        }
+        let g = g.reshape((p, b * t, dh))?;
+        let back = |from: usize, n: usize, w: &Tensor| mm(&g.narrow(0, from, n)?, &w.t()?); // [n, B·T, D]
+        let u = Tensor::cat(&[back(0, h, &a.w_q)?, back(h, kv, &a.w_k)?, back(h + kv, kv, &a.w_v)?], 0)?;
+        let u = u.broadcast_mul(&layer.ln1.weight)?.reshape((p, b, t, d))?;
+        let (eps, center) = norm_params(cfg);
+        let resid = resid.detach();
+        let y = super::ops::normalize(&resid, eps, center)?;
+        Ok(super::ops::normalize_backward(&resid, &y, &u, eps, center)?)
     }
 
     /// Layer `l`'s MLP output projection `[d_mlp, D]` (GPT-2 `mlp.c_proj`, Llama `down_proj`, canonical
@@ -521,15 +556,19 @@ pub fn norm(x: &Tensor, n: &Norm, cfg: &Config) -> Result<Tensor> {
 
 /// [`norm`], from basic (differentiable) ops when `diff`.
 fn norm_with(x: &Tensor, n: &Norm, cfg: &Config, diff: bool) -> Result<Tensor> {
-    let center = cfg.norm == NormKind::LayerNorm;
-    // The checkpoint's eps is an f32 (GGUF stores it so, PyTorch adds it in f32).
-    let eps = cfg.norm_eps as f32 as f64;
+    let (eps, center) = norm_params(cfg);
     let normed = if diff { super::ops::normalize_differentiable(x, eps, center)? } else { super::ops::normalize(x, eps, center)? };
     let y = normed.broadcast_mul(&n.weight)?;
     Ok(match &n.bias {
         Some(b) => y.broadcast_add(b)?,
         None => y,
     })
+}
+
+/// The normalisation's `eps` and whether it centres (LayerNorm) or not (RMSNorm). The checkpoint's eps is an
+/// f32 (GGUF stores it so, PyTorch adds it in f32).
+fn norm_params(cfg: &Config) -> (f64, bool) {
+    (cfg.norm_eps as f32 as f64, cfg.norm == NormKind::LayerNorm)
 }
 
 /// Rotary embedding, half-split convention: `x·cos + rotate_half(x)·sin`. `x [N, B, T, dh]`, tables `[B, T, dh]`.

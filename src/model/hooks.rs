@@ -49,6 +49,11 @@ pub enum HookPoint {
     /// the key and value inputs (K each) — `[P, B, T, D]`. Receiver input; by default every port reads
     /// `ResidPre(l)` (handed to a writer as a broadcast view).
     AttnIn(usize),
+    /// The per-port projections of layer `l` — every query head's query (bias included, before rotary), then
+    /// every key/value head's key (bias included, before rotary) and value (no bias: folded into `b_O`) —
+    /// `[P, B, T, dh]`, in port order. Port `p` of [`AttnIn`](HookPoint::AttnIn) reaches the model only through
+    /// row `p` here, so attribution reads its gradient at this `dh`-wide point instead of the `D`-wide port input.
+    Qkv(usize),
     /// `blocks.l.attn.hook_v`: the value vectors of every key/value head (value bias folded into `b_O`, so
     /// without it), `[K, B, T, dh]`. Query head `h` reads key/value head `h / (H / K)`.
     V(usize),
@@ -85,7 +90,7 @@ impl HookPoint {
         use HookPoint::*;
         match self {
             Embed => Stage::Attn(0),
-            ResidPre(l) | AttnIn(l) | V(l) | Pattern(l) | Z(l) | HeadOut(l) | AttnOut(l) | ResidMid(l) => Stage::Attn(l),
+            ResidPre(l) | AttnIn(l) | Qkv(l) | V(l) | Pattern(l) | Z(l) | HeadOut(l) | AttnOut(l) | ResidMid(l) => Stage::Attn(l),
             MlpIn(l) | MlpHidden(l) | MlpOut(l) => Stage::Mlp(l),
             ResidFinal | LogitsIn => Stage::Logits,
         }
@@ -98,6 +103,7 @@ impl HookPoint {
             Embed => "hook_embed".into(),
             ResidPre(l) => format!("blocks.{l}.hook_resid_pre"),
             AttnIn(l) => format!("blocks.{l}.hook_attn_in"),
+            Qkv(l) => format!("blocks.{l}.attn.hook_qkv"),
             V(l) => format!("blocks.{l}.attn.hook_v"),
             Pattern(l) => format!("blocks.{l}.attn.hook_pattern"),
             Z(l) => format!("blocks.{l}.attn.hook_z"),
@@ -120,6 +126,7 @@ impl HookPoint {
             v.extend([
                 ResidPre(l),
                 AttnIn(l),
+                Qkv(l),
                 V(l),
                 Pattern(l),
                 Z(l),

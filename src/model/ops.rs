@@ -158,14 +158,22 @@ impl candle_core::CustomOp1 for Normalize {
     /// output and `σ` the row's `sqrt(var + eps)`, recomputed from `x`: nothing beyond the output is kept
     /// from the forward pass.
     fn bwd(&self, x: &Tensor, y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let (_, sigma) = centered_and_scale(x, self.eps, self.center)?;
-        let gy = (g * y)?.mean_keepdim(D::Minus1)?;
-        let mut dx = g.broadcast_sub(&y.broadcast_mul(&gy)?)?;
-        if self.center {
-            dx = dx.broadcast_sub(&g.mean_keepdim(D::Minus1)?)?;
-        }
-        Ok(Some(dx.broadcast_div(&sigma)?))
+        normalize_backward(x, y, g, self.eps, self.center).map(Some)
     }
+}
+
+/// The vector-Jacobian product of [`normalize`] at `x [..., D]` (its output `y`, same shape) for the output
+/// gradient `g [L..., ..., D]`: `dx = (g − mean(g) − y·mean(g·y)) / σ` (LayerNorm, `center`) or
+/// `(g − y·mean(g·y)) / σ` (RMSNorm), `σ` the row's `sqrt(var + eps)` recomputed from `x`. `x` and `y` broadcast
+/// over `g`'s extra leading dimensions `L` (many gradients through one normalisation); returns `g`'s shape.
+pub fn normalize_backward(x: &Tensor, y: &Tensor, g: &Tensor, eps: f64, center: bool) -> candle_core::Result<Tensor> {
+    let (_, sigma) = centered_and_scale(x, eps, center)?;
+    let gy = g.broadcast_mul(y)?.mean_keepdim(D::Minus1)?;
+    let mut dx = g.broadcast_sub(&y.broadcast_mul(&gy)?)?;
+    if center {
+        dx = dx.broadcast_sub(&g.mean_keepdim(D::Minus1)?)?;
+    }
+    dx.broadcast_div(&sigma)
 }
 
 /// Rows of `x [..., D]` centred (LayerNorm) or as they are (RMSNorm), and their scale `sqrt(mean(c²) + eps)`
