@@ -135,7 +135,7 @@ impl From<MetricArg> for kcirc::metric::Metric {
 pub enum AblationArg {
     /// Removed edges carry nothing (the paper's setting).
     Zero,
-    /// The sender's mean output over the discovery prompts.
+    /// The sender's mean output over the reference prompts (the discovery facts and the facts outside the held-out split).
     Mean,
     /// The sender's output on another fact's prompt of the same length.
     Resample,
