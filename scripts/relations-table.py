@@ -27,7 +27,7 @@ def main():
             continue
         stem = f[:-5]
         e = c["eval"]
-        path = os.path.join(data, stem + ".jsonl")
+        path = (c.get("triples") or {}).get("path") or os.path.join(data, stem + ".jsonl")
         objects = len({json.loads(l)["object"] for l in open(path) if l.strip()}) if os.path.exists(path) else 0
         size = c["n_edges"] / c["n_edges_total"]
         full, circ, rnd = e["full"]["hit_at_k"], e["circuit"]["hit_at_k"], e["random"]["mean"]["hit_at_k"]
@@ -35,11 +35,14 @@ def main():
         stab = f"{st['edge_jaccard']:.2f} / {st['node_jaccard']:.2f}" if st else "–"
         cmd = "–"
         if curves:
-            for name in (stem + ".json", stem + ".eap-ig.json"):
+            data_stem = os.path.basename(path).rsplit(".", 1)[0]
+            for name in (stem + ".json", stem + ".eap-ig.json", data_stem + ".json", data_stem + ".eap-ig.json"):
                 p = os.path.join(curves, name)
-                if os.path.exists(p):
+                try:
                     cmd = f"{json.load(open(p))['areas']['kl']['cmd']:.3f}"
                     break
+                except (OSError, ValueError, KeyError):
+                    pass
         few = objects <= 10
         hit1 = f"{e['full']['hit_at_1']:.3f} / {e['circuit']['hit_at_1']:.3f}"
         rows.append(
