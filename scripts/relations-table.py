@@ -6,6 +6,8 @@ least 8 held-out facts): mean and minimum circuit/full Hit@10, median size, mean
   python3 scripts/relations-table.py DIR [--curves CURVES_DIR] [--data data/]
 
 CURVES_DIR (optional): `kcirc curve` outputs named <relation>.json or <relation>.eap-ig.json, for a CMD column.
+--same-means-curves DIR: curves made with the means over the discovery facts alone (session 4's docs/curves),
+used only for relations without reference facts, whose means are the same either way (marked †).
 """
 import json, os, statistics, sys
 
@@ -14,6 +16,7 @@ def main():
     args = sys.argv[1:]
     d = args[0]
     curves = args[args.index("--curves") + 1] if "--curves" in args else None
+    old = args[args.index("--same-means-curves") + 1] if "--same-means-curves" in args else None
     data = args[args.index("--data") + 1] if "--data" in args else "data"
     rows, eligible = [], []
     for f in sorted(os.listdir(d)):
@@ -34,12 +37,17 @@ def main():
         st = c.get("stability_report")
         stab = f"{st['edge_jaccard']:.2f} / {st['node_jaccard']:.2f}" if st else "–"
         cmd = "–"
-        if curves:
-            data_stem = os.path.basename(path).rsplit(".", 1)[0]
+        data_stem = os.path.basename(path).rsplit(".", 1)[0]
+        dirs = [(curves, "")] if curves else []
+        if old and c.get("n_reference") == c["n_examples"]:
+            dirs.append((old, " †"))
+        for folder, mark in dirs:
+            if cmd != "–":
+                break
             for name in (stem + ".json", stem + ".eap-ig.json", data_stem + ".json", data_stem + ".eap-ig.json"):
-                p = os.path.join(curves, name)
+                p = os.path.join(folder, name)
                 try:
-                    cmd = f"{json.load(open(p))['areas']['kl']['cmd']:.3f}"
+                    cmd = f"{json.load(open(p))['areas']['kl']['cmd']:.3f}{mark}"
                     break
                 except (OSError, ValueError, KeyError):
                     pass
@@ -59,6 +67,8 @@ def main():
     print("\n".join(rows))
     print()
     print("‡ ≤ 10 distinct answers: Hit@10 cannot separate a circuit from chance; read Hit@1 and faithfulness.")
+    if old:
+        print("† no reference facts (the model knows every fact): the curve made with the discovery facts' means is this run's.")
     if eligible:
         ratios = [r for _, r, _, _ in eligible]
         print(
