@@ -340,9 +340,12 @@ pub fn prior_circuit(
         Ok(f) => f,
         Err(e) => return again(e.to_string().lines().next().unwrap_or("").to_string()),
     };
-    let mut want = settings.run_info(model_name, model, relation, vec![]);
+    let mut want = settings.run_info(model_name, model, relation, vec![], vec![]);
     let mut got = file.run.clone();
     got.examples.clear();
+    // Which facts the split took (discovery and reference) is compared below, by splitting again.
+    let file_reference = std::mem::take(&mut got.reference);
+    got.n_reference = want.n_reference;
     got.kcirc_version.clone_from(&want.kcirc_version);
     let mut other_facts = false;
     want.n_examples = match settings.examples {
@@ -351,7 +354,8 @@ pub fn prior_circuit(
         // forward pass over the facts) and compare the discovery facts themselves.
         None => match crate::split::prepare(model, tok, relation, &settings.split_rule()) {
             Ok(p) => {
-                other_facts = !p.discovery.iter().map(|e| &e.triple).eq(file.run.examples.iter());
+                other_facts = !p.discovery.iter().map(|e| &e.triple).eq(file.run.examples.iter())
+                    || !p.reference.iter().map(|e| &e.triple).eq(file_reference.iter());
                 p.discovery.len()
             }
             // This run cannot split the relation: discovering again reports why in its summary line.
@@ -378,7 +382,10 @@ pub fn prior_circuit(
         return other_run(diff);
     }
     if other_facts {
-        return other_run("other discovery facts".into());
+        return other_run("other discovery or reference facts".into());
+    }
+    if !settings.reference && !file_reference.is_empty() {
+        return other_run("its means include reference facts, this run takes them over the discovery facts only".into());
     }
     match (eval, &file.eval) {
         (None, Some(_)) => return other_run("it has a held-out report, this run evaluates nothing".into()),

@@ -117,11 +117,33 @@ pub struct RunInfo {
     /// The knowledge edits applied to the model in memory before discovery (`--edits`), when there were any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edits: Option<crate::model::EditRecord>,
+    /// Mean ablation: how many prompts the means were taken over (the discovery prompts and `reference`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_reference: Option<usize>,
     /// The discovery triples.
     pub examples: Vec<Triple>,
+    /// Mean ablation's reference facts beyond the discovery ones (facts of the relation outside the held-out
+    /// split: ones the model does not know), whose prompts enter the means with the discovery prompts; empty
+    /// when the means are the discovery prompts' alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reference: Vec<Triple>,
 }
 
 impl RunInfo {
+    /// Mean ablation's reference facts beyond the discovery ones as the run saw them: tokenised, with the run's
+    /// demonstrations (from the discovery facts) prepended.
+    pub fn reference_examples(&self, tok: &crate::tokenizer::Tokenizer) -> Result<Vec<crate::data::Example>> {
+        let zero_shot = self.reference.iter().map(|t| crate::data::example(t, tok)).collect::<Result<Vec<_>>>()?;
+        crate::data::in_context(zero_shot, &self.examples, self.demonstrations.unwrap_or(0), self.seed, tok)
+    }
+
+    /// Every prompt mean ablation's means are taken over: the discovery examples, then the reference ones.
+    pub fn mean_examples(&self, tok: &crate::tokenizer::Tokenizer) -> Result<Vec<crate::data::Example>> {
+        let mut all = self.discovery_examples(tok)?;
+        all.extend(self.reference_examples(tok)?);
+        Ok(all)
+    }
+
     /// The discovery examples as the run saw them: tokenised, with the run's demonstrations (if any) prepended.
     pub fn discovery_examples(&self, tok: &crate::tokenizer::Tokenizer) -> Result<Vec<crate::data::Example>> {
         let zero_shot = self.examples.iter().map(|t| crate::data::example(t, tok)).collect::<Result<Vec<_>>>()?;

@@ -135,7 +135,7 @@ impl From<MetricArg> for kcirc::metric::Metric {
 pub enum AblationArg {
     /// Removed edges carry nothing (the paper's setting).
     Zero,
-    /// The sender's mean output over the discovery prompts.
+    /// The sender's mean output over the reference prompts (the discovery facts and the facts outside the held-out split).
     Mean,
     /// The sender's output on another fact's prompt of the same length.
     Resample,
@@ -226,8 +226,9 @@ pub fn graph(a: &GraphArgs) -> Result<()> {
 }
 
 /// Discovery flags that `--rerun` takes from the circuit file instead.
-const SETTING_FLAGS: [&str; 20] = [
+const SETTING_FLAGS: [&str; 21] = [
     "stability",
+    "no_reference",
     "config",
     "method",
     "top_n",
@@ -355,6 +356,10 @@ pub struct SettingFlags {
     /// learning; mean or zero ablation).
     #[arg(long)]
     pub demonstrations: Option<usize>,
+    /// Mean ablation: take the means over the discovery prompts only, not over the reference set (the discovery
+    /// facts and the relation's facts outside the held-out split, at most 128 prompts).
+    #[arg(long)]
+    pub no_reference: bool,
 }
 
 impl SettingFlags {
@@ -369,6 +374,9 @@ impl SettingFlags {
         }
         if let Some(k) = self.demonstrations {
             s.demonstrations = k;
+        }
+        if self.no_reference {
+            s.reference = false;
         }
         if let Some(m) = self.metric {
             s.metric = m.into();

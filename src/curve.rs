@@ -117,6 +117,9 @@ pub struct Curve {
     pub seed: u64,
     pub k: usize,
     pub n_examples: usize,
+    /// Mean ablation: prompts the means were taken over (discovery and reference facts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_reference: Option<usize>,
     pub n_held_out: usize,
     pub n_edges_total: usize,
     pub random_runs: usize,

@@ -1,6 +1,5 @@
 //! Held-out evaluation (brief §5): a circuit against the full model, the empty circuit and random circuits of
 //! the same size, on the facts it was not discovered from.
-use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Example;
@@ -12,8 +11,9 @@ use crate::Result;
 #[derive(Debug, Clone)]
 pub enum AblationSource {
     Zero,
-    /// Per-position-from-end means over the discovery prompts: `[T_d, D]`-shaped tensors per sender, taken from a
-    /// discovery run. Held-out positions farther from the end than any discovery prompt take the farthest mean.
+    /// Per-position-from-end means over the reference prompts, one row per sender (embed and MLPs `[1, T_r, D]`,
+    /// heads `[H, 1, T_r, D]`, from [`crate::intervene::reference_means`]). Held-out positions farther from the
+    /// end than any reference prompt take the farthest mean.
     Mean(crate::model::Activations),
     /// Same-length corrupted prompts, one per held-out example.
     Resample(Vec<Vec<u32>>),
@@ -25,7 +25,7 @@ impl AblationSource {
     pub fn values(&self, model: &Model, rows: &[usize], t: usize) -> Result<Option<crate::model::Activations>> {
         Ok(match self {
             AblationSource::Zero => None,
-            AblationSource::Mean(m) => Some(mean_for(m, rows.len(), t)?),
+            AblationSource::Mean(m) => Some(crate::intervene::broadcast_means(m, rows.len(), t)?),
             AblationSource::Resample(corrupt) => {
                 let cp: Vec<Vec<u32>> = rows.iter().map(|&i| corrupt[i].clone()).collect();
                 Some(model.run(&model.batch(&cp)?, &crate::intervene::RecordHeads, None, Logits::Hidden)?.0)
@@ -33,35 +33,12 @@ impl AblationSource {
         })
     }
 
-    /// The discovery prompts' per-position means (what mean ablation fills removed edges with).
-    pub fn mean_of(model: &Model, discovery: &[Example]) -> Result<AblationSource> {
-        let prompts: Vec<Vec<u32>> = discovery.iter().map(|e| e.tokens.clone()).collect();
-        let batch = model.batch(&prompts)?;
-        let acts = model.run(&batch, &crate::intervene::RecordHeads, None, Logits::Hidden)?.0;
-        Ok(AblationSource::Mean(crate::intervene::mean_values(&acts, &batch.lengths)?))
+    /// The per-position means of `reference`'s prompts (what mean ablation fills removed edges with; a circuit's
+    /// reference set is `RunInfo::mean_examples`).
+    pub fn mean_of(model: &Model, reference: &[Example]) -> Result<AblationSource> {
+        let prompts: Vec<Vec<u32>> = reference.iter().map(|e| e.tokens.clone()).collect();
+        Ok(AblationSource::Mean(crate::intervene::reference_means(model, &prompts)?))
     }
-}
-
-/// Sender values for a chunk of `n` prompts padded to `t` positions, from discovery means `[·, n_d, T_d, D]`
-/// (every row holds the same means).
-fn mean_for(means: &crate::model::Activations, n: usize, t: usize) -> Result<crate::model::Activations> {
-    let fit = |x: &Tensor, batch_dim: usize| -> Result<Tensor> {
-        // Take row 0 of the batch dimension: [.., T_d, D]
-        let x = x.narrow(batch_dim, 0, 1)?.contiguous()?;
-        let td = x.dim(batch_dim + 1)?;
-        // Position p from the end of the chunk reads position td-1-min(p, td-1) of the means.
-        let idx: Vec<u32> = (0..t).map(|q| (td - 1 - (t - 1 - q).min(td - 1)) as u32).collect();
-        let idx = Tensor::new(idx.as_slice(), x.device())?;
-        let x = x.index_select(&idx, batch_dim + 1)?;
-        let mut shape = x.dims().to_vec();
-        shape[batch_dim] = n;
-        Ok(x.broadcast_as(shape)?.contiguous()?)
-    };
-    Ok(crate::model::Activations::senders(
-        fit(&means.embed, 0)?,
-        (0..means.mlps.len()).map(|l| fit(&means.heads(l)?, 1)).collect::<Result<_>>()?,
-        means.mlps.iter().map(|m| fit(m, 0)).collect::<Result<_>>()?,
-    ))
 }
 
 /// Padded tokens per work unit of [`circuits_outcomes`]: a unit's memory (every sender's delta per copy, every
@@ -130,6 +107,10 @@ fn report_format() -> u32 {
     1
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// The held-out report of one circuit (`kcirc eval`, and `eval` inside a circuit file).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
@@ -141,6 +122,14 @@ pub struct Report {
     pub n_triples: usize,
     /// Triples skipped because the circuit was discovered on them.
     pub n_skipped_discovery: usize,
+    /// Triples skipped because mean ablation's means were taken over them (only when this evaluation's `k`
+    /// counts as known a reference fact the discovery run did not).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub n_skipped_reference: usize,
+    /// Mean ablation: prompts the means were taken over (the discovery prompts and the circuit's reference
+    /// facts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_reference: Option<usize>,
     /// Held-out triples dropped because the full model does not know them (rank ≥ k).
     pub n_dropped_unknown: usize,
     /// Held-out triples dropped under resample ablation because no other fact has a prompt of their token
@@ -210,6 +199,11 @@ pub struct HeldOut {
     pub ablation: AblationSource,
     /// Facts skipped because the circuit was discovered on them.
     pub n_skipped: usize,
+    /// Facts skipped because mean ablation's means were taken over them (reference facts the model knows under
+    /// this evaluation's `k`, though not under the discovery run's).
+    pub n_skipped_reference: usize,
+    /// Mean ablation: prompts the means were taken over (discovery and reference); 0 otherwise.
+    pub n_reference: usize,
     /// Facts the full model does not know (rank ≥ k), dropped.
     pub n_dropped_unknown: usize,
     /// Facts without a same-length partner under resample ablation, dropped.
@@ -219,14 +213,16 @@ pub struct HeldOut {
 }
 
 impl HeldOut {
-    /// Every fact of `relation` not among `discovery`, known to the full model (when `filter_known`, decided
-    /// without demonstrations), with `opts.demonstrations` demonstrations from the discovery facts, and its
-    /// ablated values: the discovery prompts' means, corrupted partners (seeded by `seed`), or zero.
+    /// Every fact of `relation` not among `discovery` nor `reference`, known to the full model (when
+    /// `filter_known`, decided without demonstrations), with `opts.demonstrations` demonstrations from the
+    /// discovery facts, and its ablated values: the means over the discovery and `reference` prompts (mean
+    /// ablation's reference set, never a held-out fact), corrupted partners (seeded by `seed`), or zero.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         model: &Model,
         tok: &crate::tokenizer::Tokenizer,
         discovery: &[Example],
+        reference: &[Example],
         relation: &crate::data::Relation,
         all: Vec<Example>,
         ablation: crate::intervene::Ablation,
@@ -243,16 +239,27 @@ impl HeldOut {
         } else {
             held
         };
-        let n_dropped_unknown = all.len() - n_skipped - test.len();
+        let in_reference = |e: &Example| reference.iter().any(|r| r.triple == e.triple);
+        let before = test.len();
+        let test: Vec<Example> = test.into_iter().filter(|e| !in_reference(e)).collect();
+        let n_skipped_reference = before - test.len();
+        let n_dropped_unknown = all.len() - n_skipped - before;
         if test.is_empty() {
             return Err(Error::input(format!("relation `{}`: no held-out triples to evaluate on", relation.name)));
         }
         let pool: Vec<crate::data::Triple> = discovery.iter().map(|e| e.triple.clone()).collect();
         let mut test = crate::data::in_context(test, &pool, opts.demonstrations, seed, tok)?;
         let mut n_dropped_no_partner = 0;
+        let n_reference = match ablation {
+            crate::intervene::Ablation::Mean => discovery.len() + reference.len(),
+            _ => 0,
+        };
         let ablation = match ablation {
             crate::intervene::Ablation::Zero => AblationSource::Zero,
-            crate::intervene::Ablation::Mean => AblationSource::mean_of(model, discovery)?,
+            crate::intervene::Ablation::Mean => {
+                let all: Vec<Example> = discovery.iter().chain(reference).cloned().collect();
+                AblationSource::mean_of(model, &all)?
+            }
             crate::intervene::Ablation::Resample => {
                 // A fact no other fact can corrupt (no same-length prompt) is dropped and counted.
                 let partners = crate::split::partners(&test, &all, seed);
@@ -271,7 +278,16 @@ impl HeldOut {
             }
         };
         let n_distinct_targets = all.iter().map(|e| e.target).collect::<std::collections::BTreeSet<_>>().len();
-        Ok(HeldOut { test, ablation, n_skipped, n_dropped_unknown, n_dropped_no_partner, n_distinct_targets })
+        Ok(HeldOut {
+            test,
+            ablation,
+            n_skipped,
+            n_skipped_reference,
+            n_reference,
+            n_dropped_unknown,
+            n_dropped_no_partner,
+            n_distinct_targets,
+        })
     }
 
     /// Keeps the first `n` held-out facts (they are in the relation's file order): a curve over hundreds of facts
@@ -332,10 +348,11 @@ pub fn evaluate(
     if opts.demonstrations > 0 && circuit.run.ablation == crate::intervene::Ablation::Resample {
         return Err(crate::Error::input("demonstrations with resample ablation are not supported (use mean or zero ablation)"));
     }
-    // Mean ablation's means come from the discovery prompts as discovery saw them: with their demonstrations.
+    // Mean ablation's means come from the reference prompts as discovery saw them: with their demonstrations.
     let discovery = circuit.run.discovery_examples(tok)?;
+    let reference = circuit.run.reference_examples(tok)?;
     let all = relation.examples(tok)?;
-    let held = HeldOut::new(model, tok, &discovery, relation, all, circuit.run.ablation, opts, circuit.run.seed)?;
+    let held = HeldOut::new(model, tok, &discovery, &reference, relation, all, circuit.run.ablation, opts, circuit.run.seed)?;
     let n_kept = removed.iter().filter(|r| !**r).count();
     let none = vec![false; removed.len()];
     let empty = vec![true; removed.len()];
@@ -352,6 +369,8 @@ pub fn evaluate(
         k: opts.k,
         n_triples: held.test.len(),
         n_skipped_discovery: held.n_skipped,
+        n_skipped_reference: held.n_skipped_reference,
+        n_reference: (circuit.run.ablation == crate::intervene::Ablation::Mean).then_some(held.n_reference),
         n_dropped_unknown: held.n_dropped_unknown,
         n_dropped_no_partner: held.n_dropped_no_partner,
         n_distinct_targets: held.n_distinct_targets,
@@ -377,12 +396,16 @@ impl Report {
             0 => String::new(),
             n => format!(", {n} without a same-length partner for resample ablation dropped"),
         };
+        let reference = match self.n_skipped_reference {
+            0 => String::new(),
+            n => format!(", {n} in mean ablation's reference set skipped"),
+        };
         let unknown = match self.n_dropped_unknown {
             0 => String::new(),
             n => format!(", {n} unknown to the model dropped"),
         };
         let mut s = format!(
-            "held-out: {} triples of {} ({} used for discovery{unknown}{no_partner})\n  {:<10} {:>7} {:>7} {:>7} {:>9} {:>8}\n",
+            "held-out: {} triples of {} ({} used for discovery{reference}{unknown}{no_partner})\n  {:<10} {:>7} {:>7} {:>7} {:>9} {:>8}\n",
             self.n_triples,
             self.relation,
             self.n_skipped_discovery,

@@ -21,7 +21,8 @@ use crate::Result;
 pub enum Ablation {
     /// Nothing (the paper's setting).
     Zero,
-    /// The sender's mean output over the discovery prompts, per position from the end of the prompt.
+    /// The sender's mean output over the reference prompts (the discovery prompts and the relation's other
+    /// facts outside the held-out split, see `split::Prepared::reference`), per position from the end of the prompt.
     Mean,
     /// The sender's output on a corrupted prompt (same template, another subject of the same token length).
     Resample,
@@ -85,29 +86,89 @@ impl Hooks for AblateHeads<'_> {
     }
 }
 
-/// Mean of every sender's output over the batch rows, per position, counting only real (unpadded) positions;
-/// broadcast back to every row. `acts` from a run with heads recorded; `lengths` the real prompt lengths.
-pub fn mean_values(acts: &Activations, lengths: &[usize]) -> Result<Activations> {
-    let (n, t, _) = acts.embed.dims3()?;
-    let dev = acts.embed.device();
-    // weights[b, t] = 1/count_t where row b is real at t (left padding), else 0.
-    let mut w = vec![0f32; n * t];
-    for pos in 0..t {
-        let real: Vec<usize> = (0..n).filter(|&b| t - lengths[b] <= pos).collect();
-        for &b in &real {
-            w[b * t + pos] = 1.0 / real.len() as f32;
-        }
+/// Reference prompts run together when [`reference_means`] accumulates its sums: bounds the memory of the
+/// recorded head outputs whatever the size of the reference set.
+const MEAN_CHUNK: usize = 16;
+
+/// Mean of every sender's output over `prompts` (the reference set of mean ablation), per position counted
+/// from the end of each prompt, over the prompts long enough to have that position. Returns one row: embed
+/// `[1, T, D]`, per layer heads `[H, 1, T, D]`, MLPs `[1, T, D]`, `T` the longest prompt; position `T − 1 − p`
+/// holds the mean over the prompts longer than `p`.
+///
+/// The prompts run in left-padded chunks of [`MEAN_CHUNK`] (spread over kcirc's threads); each chunk's sums over
+/// its real positions are added in chunk order and divided once at the end, so the result does not depend on
+/// the thread count.
+pub fn reference_means(model: &Model, prompts: &[Vec<u32>]) -> Result<Activations> {
+    if prompts.is_empty() || prompts.iter().any(|p| p.is_empty()) {
+        return Err(crate::Error::input("mean ablation needs at least one non-empty reference prompt"));
     }
-    let w = Tensor::from_vec(w, (n, t, 1), dev)?;
-    // x [.., n, T, D] -> mean over n with weights, broadcast back to n rows.
-    let mean = |x: &Tensor, batch_dim: usize| -> Result<Tensor> {
-        let m = x.broadcast_mul(&w)?.sum_keepdim(batch_dim)?;
-        Ok(m.broadcast_as(x.shape())?.contiguous()?)
+    let t = prompts.iter().map(|p| p.len()).max().unwrap_or(1);
+    let chunks: Vec<&[Vec<u32>]> = prompts.chunks(MEAN_CHUNK).collect();
+    // Per chunk: every sender's sum over the chunk's rows at real positions, left-padded with zeros to `t`.
+    let sums = crate::parallel::map(&chunks, |c| -> Result<Activations> {
+        let batch = model.batch(c)?;
+        let acts = model.run(&batch, &RecordHeads, None, crate::model::Logits::Hidden)?.0;
+        let tc = batch.seq_len;
+        let mut w = vec![0f32; c.len() * tc];
+        for (b, len) in batch.lengths.iter().enumerate() {
+            for pos in tc - len..tc {
+                w[b * tc + pos] = 1.0;
+            }
+        }
+        let w = Tensor::from_vec(w, (c.len(), tc, 1), acts.embed.device())?;
+        // x [.., n, Tc, D] -> Σ_rows w·x, [.., 1, t, D].
+        let sum = |x: &Tensor, batch_dim: usize| -> Result<Tensor> {
+            let s = x.broadcast_mul(&w)?.sum_keepdim(batch_dim)?;
+            Ok(s.pad_with_zeros(batch_dim + 1, t - tc, 0)?)
+        };
+        Ok(Activations::senders(
+            sum(&acts.embed, 0)?,
+            (0..acts.mlps.len()).map(|l| sum(&acts.heads(l)?, 1)).collect::<Result<_>>()?,
+            acts.mlps.iter().map(|m| sum(m, 0)).collect::<Result<_>>()?,
+        ))
+    });
+    let mut total: Option<Activations> = None;
+    for s in sums {
+        let s = s?;
+        total = Some(match total {
+            None => s,
+            Some(a) => Activations::senders(
+                (&a.embed + &s.embed)?,
+                (0..a.mlps.len()).map(|l| Ok((a.heads(l)? + s.heads(l)?)?)).collect::<Result<_>>()?,
+                a.mlps.iter().zip(&s.mlps).map(|(x, y)| Ok((x + y)?)).collect::<Result<_>>()?,
+            ),
+        });
+    }
+    let total = total.ok_or_else(|| crate::Error::bug("no reference chunk"))?;
+    // 1 / (prompts long enough to have position `pos`), [1, t, 1].
+    let inv: Vec<f32> = (0..t).map(|pos| 1.0 / prompts.iter().filter(|p| t - p.len() <= pos).count() as f32).collect();
+    let inv = Tensor::from_vec(inv, (1, t, 1), total.embed.device())?;
+    Ok(Activations::senders(
+        total.embed.broadcast_mul(&inv)?,
+        (0..total.mlps.len()).map(|l| Ok(total.heads(l)?.broadcast_mul(&inv)?)).collect::<Result<_>>()?,
+        total.mlps.iter().map(|m| Ok(m.broadcast_mul(&inv)?)).collect::<Result<_>>()?,
+    ))
+}
+
+/// Sender values for a batch of `n` prompts left-padded to `t` positions, from the one-row means of
+/// [`reference_means`] (embed `[1, T_r, D]`, heads `[H, 1, T_r, D]`, MLPs `[1, T_r, D]`): embed and MLPs
+/// `[n, t, D]`, heads `[H, n, t, D]`, every row the same. Position `p` from the end reads the mean of position
+/// `p` from the end; positions farther from the end than the longest reference prompt read the farthest mean.
+pub fn broadcast_means(means: &Activations, n: usize, t: usize) -> Result<Activations> {
+    let fit = |x: &Tensor, batch_dim: usize| -> Result<Tensor> {
+        let x = x.narrow(batch_dim, 0, 1)?.contiguous()?;
+        let tr = x.dim(batch_dim + 1)?;
+        let idx: Vec<u32> = (0..t).map(|q| (tr - 1 - (t - 1 - q).min(tr - 1)) as u32).collect();
+        let idx = Tensor::new(idx.as_slice(), x.device())?;
+        let x = x.index_select(&idx, batch_dim + 1)?;
+        let mut shape = x.dims().to_vec();
+        shape[batch_dim] = n;
+        Ok(x.broadcast_as(shape)?.contiguous()?)
     };
     Ok(Activations::senders(
-        mean(&acts.embed, 0)?,
-        (0..acts.mlps.len()).map(|l| mean(&acts.heads(l)?, 1)).collect::<Result<_>>()?,
-        acts.mlps.iter().map(|m| mean(m, 0)).collect::<Result<_>>()?,
+        fit(&means.embed, 0)?,
+        (0..means.mlps.len()).map(|l| fit(&means.heads(l)?, 1)).collect::<Result<_>>()?,
+        means.mlps.iter().map(|m| fit(m, 0)).collect::<Result<_>>()?,
     ))
 }
 

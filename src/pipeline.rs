@@ -57,6 +57,10 @@ pub struct Settings {
     /// Demonstrations prepended to every prompt (in-context learning): other facts of the discovery split with
     /// their answers, one per line.
     pub demonstrations: usize,
+    /// Mean ablation: take the means over the discovery prompts and the relation's other facts outside the
+    /// held-out split (at most `split::MAX_REFERENCE` prompts; `split::Prepared::reference`) instead of the
+    /// discovery prompts alone.
+    pub reference: bool,
 }
 
 /// The default size rule of attribution: the smallest circuit whose faithfulness on the discovery facts reaches
@@ -88,6 +92,7 @@ impl Default for Settings {
             candidates: 3000,
             stability: false,
             demonstrations: 0,
+            reference: true,
         }
     }
 }
@@ -162,12 +167,21 @@ impl Settings {
             k: self.k,
             ablation: self.ablation,
             demonstrations: self.demonstrations,
+            reference: self.reference,
         }
     }
 
     /// The run record of these settings: each method's own parameters only (`threshold`/`signed` for exact
-    /// ablation, `ig_steps` for EAP-IG, the selection for attribution, `candidates` for hybrid).
-    pub fn run_info(&self, model_name: &str, model: &Model, relation: &Relation, examples: Vec<crate::data::Triple>) -> RunInfo {
+    /// ablation, `ig_steps` for EAP-IG, the selection for attribution, `candidates` for hybrid), the discovery
+    /// facts `examples` and mean ablation's further reference facts `reference`.
+    pub fn run_info(
+        &self,
+        model_name: &str,
+        model: &Model,
+        relation: &Relation,
+        examples: Vec<crate::data::Triple>,
+        reference: Vec<crate::data::Triple>,
+    ) -> RunInfo {
         let m = self.method.as_str();
         let exact = matches!(m, "acdc" | "hybrid");
         RunInfo {
@@ -191,7 +205,9 @@ impl Settings {
             stability: self.stability.then_some(true),
             demonstrations: (self.demonstrations > 0).then_some(self.demonstrations),
             edits: model.edits.clone(),
+            n_reference: (self.ablation == Ablation::Mean).then_some(examples.len() + reference.len()),
             examples,
+            reference,
         }
     }
 
@@ -224,6 +240,7 @@ impl Settings {
             candidates: run.candidates.unwrap_or(d.candidates),
             stability: run.stability.unwrap_or(false),
             demonstrations: run.demonstrations.unwrap_or(0),
+            reference: !run.reference.is_empty(),
         };
         s.validate()?;
         Ok(s)
@@ -264,9 +281,10 @@ pub fn discover(
             relation.name, prepared.dropped_no_partner
         ));
     }
-    let task = Task::new(model, prepared.discovery.clone(), settings.ablation, prepared.corrupted_prompts(), settings.metric)?;
+    let task = task_of(model, &prepared, settings)?;
     let (circuit, scores) = method.discover_scored(&task, progress)?;
-    let run = settings.run_info(model_name, model, relation, prepared.discovery.iter().map(|e| e.triple.clone()).collect());
+    let triples = |es: &[crate::data::Example]| es.iter().map(|e| e.triple.clone()).collect();
+    let run = settings.run_info(model_name, model, relation, triples(&prepared.discovery), triples(&prepared.reference));
     let mut file = CircuitFile::measured(run.clone(), &task, &circuit)?;
     if let Some(c) = &file.chosen_size {
         progress.info(&size_line(c, task.n_examples()));
@@ -290,9 +308,22 @@ pub fn discover(
     Ok(Discovered { file, graph: task.graph, scores, prepared, report })
 }
 
+/// The discovery task of a split: its discovery facts, mean ablation's means over them and the split's
+/// reference facts.
+fn task_of<'m>(model: &'m Model, prepared: &Prepared, settings: &Settings) -> Result<Task<'m>> {
+    Task::with_reference(
+        model,
+        prepared.discovery.clone(),
+        &prepared.reference,
+        settings.ablation,
+        prepared.corrupted_prompts(),
+        settings.metric,
+    )
+}
+
 /// How much a circuit depends on its discovery facts: the same method on as many other facts of the relation
-/// (the first of the held-out split, so the two discovery sets are disjoint), compared edge by edge and node by
-/// node.
+/// (the first of the held-out split, so the two discovery sets are disjoint; mean ablation's further reference
+/// facts are the first split's), compared edge by edge and node by node.
 #[allow(clippy::too_many_arguments)]
 fn stability(
     model: &Model,
@@ -324,7 +355,7 @@ fn stability(
         _ => None,
     };
     progress.message("stability: a second split");
-    let task = Task::new(model, other, settings.ablation, corrupted, settings.metric)?;
+    let task = Task::with_reference(model, other, &prepared.reference, settings.ablation, corrupted, settings.metric)?;
     let second = method.discover(&task, progress)?;
     let jaccard = |a: &[String], b: &[String]| -> f64 {
         let (a, b): (std::collections::BTreeSet<&String>, std::collections::BTreeSet<&String>) = (a.iter().collect(), b.iter().collect());
@@ -472,12 +503,13 @@ pub fn curve(
 ) -> Result<crate::curve::Curve> {
     crate::curve::check_sizes(sizes)?;
     settings.validate()?;
-    let (task, edge_scores, method, seed, k, filter_known, demonstrations) = match scores {
+    let (task, edge_scores, reference, method, seed, k, filter_known, demonstrations) = match scores {
         Some(file) => {
             let h = &file.header;
             let task = h.task(model, tok)?;
             let s = file.scores(&task.graph, &model.cfg)?;
-            (task, s, h.run.method.clone(), h.run.seed, h.run.k, h.run.filter_known, h.run.demonstrations.unwrap_or(0))
+            let reference = h.run.reference_examples(tok)?;
+            (task, s, reference, h.run.method.clone(), h.run.seed, h.run.k, h.run.filter_known, h.run.demonstrations.unwrap_or(0))
         }
         None => {
             let ig_steps = match settings.method.as_str() {
@@ -487,17 +519,35 @@ pub fn curve(
             };
             let prepared = prepare(model, tok, relation, &settings.split_rule())?;
             progress.info(&prepared.summary(&relation.name));
-            let task = Task::new(model, prepared.discovery.clone(), settings.ablation, prepared.corrupted_prompts(), settings.metric)?;
+            let task = task_of(model, &prepared, settings)?;
             progress.message("attribution");
             let s = crate::discover::eap::edge_scores(&task, ig_steps, progress)?;
-            (task, s, settings.method.clone(), settings.seed, settings.k, settings.filter_known, settings.demonstrations)
+            (
+                task,
+                s,
+                prepared.reference,
+                settings.method.clone(),
+                settings.seed,
+                settings.k,
+                settings.filter_known,
+                settings.demonstrations,
+            )
         }
     };
     let held = match eval {
         Some((opts, max_held_out)) => {
             let opts = EvalOptions { k, seed, filter_known, demonstrations, ..opts.clone() };
-            let mut h =
-                crate::eval::HeldOut::new(model, tok, &task.examples, relation, relation.examples(tok)?, task.ablation, &opts, seed)?;
+            let mut h = crate::eval::HeldOut::new(
+                model,
+                tok,
+                &task.examples,
+                &reference,
+                relation,
+                relation.examples(tok)?,
+                task.ablation,
+                &opts,
+                seed,
+            )?;
             h.truncate(max_held_out);
             Some(h)
         }
@@ -515,6 +565,7 @@ pub fn curve(
         seed,
         k,
         n_examples: task.n_examples(),
+        n_reference: (task.ablation == Ablation::Mean).then_some(task.n_reference),
         n_held_out: held.as_ref().map_or(0, |h| h.test.len()),
         n_edges_total: task.graph.edges.len(),
         random_runs: random.max(1),
@@ -572,7 +623,8 @@ pub fn rediscover(
         }
         _ => None,
     };
-    let task = Task::new(edited, examples, settings.ablation, corrupted, settings.metric)?;
+    let reference = before.run.reference_examples(tok)?;
+    let task = Task::with_reference(edited, examples, &reference, settings.ablation, corrupted, settings.metric)?;
     progress.message("rediscovering the circuit on the edited model");
     let (circuit, _) = settings.method()?.discover_scored(&task, progress)?;
     let after = CircuitFile::measured(before.run.clone(), &task, &circuit)?;

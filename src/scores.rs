@@ -41,7 +41,8 @@ impl Header {
             Some(c) => Some(tokenize(c)?.into_iter().map(|e| e.tokens).collect()),
             None => None,
         };
-        Task::new(model, self.run.discovery_examples(tok)?, self.run.ablation, corrupted, self.run.metric)
+        let reference = self.run.reference_examples(tok)?;
+        Task::with_reference(model, self.run.discovery_examples(tok)?, &reference, self.run.ablation, corrupted, self.run.metric)
     }
 
     /// The header of `scores`, computed by the run `run`: its method becomes the attribution's, and settings

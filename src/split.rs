@@ -11,6 +11,10 @@ use crate::{Error, Result};
 /// relation has, while at least half of them stay held out.
 pub const AUTO_EXAMPLES: usize = 32;
 
+/// The most prompts mean ablation's reference set holds (discovery prompts included): enough for a stable
+/// per-position mean, bounded so that a relation with hundreds of facts costs one small extra forward pass.
+pub const MAX_REFERENCE: usize = 128;
+
 /// How a relation's facts are split (the fields of the discovery settings that decide it).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SplitRule {
@@ -23,6 +27,9 @@ pub struct SplitRule {
     pub ablation: Ablation,
     /// Demonstrations prepended to every prompt (in-context learning), taken from the discovery facts.
     pub demonstrations: usize,
+    /// Mean ablation: take the means over a reference set larger than the discovery prompts (see
+    /// [`Prepared::reference`]) instead of the discovery prompts alone.
+    pub reference: bool,
 }
 
 /// The prepared data of one relation.
@@ -31,6 +38,11 @@ pub struct Prepared {
     /// Held-out examples (every known fact not used for discovery; under resample ablation, every one with a
     /// corruption partner).
     pub test: Vec<Example>,
+    /// Mean ablation's reference facts beyond the discovery ones: every fact of the relation outside the held-out
+    /// split (the held-out split is every known fact not used for discovery, so these are facts the model does
+    /// not know: same templates, other subjects), in the seed's order, at most [`MAX_REFERENCE`] with the
+    /// discovery facts, with the run's demonstrations. Empty unless mean ablation with `rule.reference`.
+    pub reference: Vec<Example>,
     /// Per discovery example, its corruption partner: a fact with a same-length prompt (resample ablation only).
     pub corrupted: Option<Vec<Example>>,
     /// Facts dropped because the full model does not know them (rank ≥ k).
@@ -50,7 +62,16 @@ impl Prepared {
             true => format!("{} known (rank < {})", self.total - self.dropped_unknown, self.rule.k),
             false => "known-fact filter off".into(),
         };
-        format!("{relation} · {} facts, {known}, {} for discovery, {} held out", self.total, self.discovery.len(), self.test.len())
+        let reference = match self.rule.ablation {
+            Ablation::Mean => format!(", means over {} prompts", self.discovery.len() + self.reference.len()),
+            _ => String::new(),
+        };
+        format!(
+            "{relation} · {} facts, {known}, {} for discovery, {} held out{reference}",
+            self.total,
+            self.discovery.len(),
+            self.test.len()
+        )
     }
 
     /// The corrupted prompts of the discovery examples, as [`crate::discover::Task::new`] takes them.
@@ -109,9 +130,19 @@ pub fn prepare(model: &Model, tok: &Tokenizer, rel: &Relation, settings: &SplitR
     }
     let discovery = data::in_context(discovery, &pool, k, settings.seed, tok)?;
     let test = data::in_context(test, &pool, k, settings.seed, tok)?;
+    let reference: Vec<Example> = match (settings.ablation, settings.reference) {
+        (Ablation::Mean, true) => data::shuffled(all.len(), settings.seed)
+            .into_iter()
+            .filter(|&i| !known[i])
+            .take(MAX_REFERENCE.saturating_sub(n))
+            .map(|i| all[i].clone())
+            .collect(),
+        _ => vec![],
+    };
+    let reference = data::in_context(reference, &pool, k, settings.seed, tok)?;
     // Every fact left in `order` has a partner (the others were dropped above).
     let corrupted = partner.map(|p| order[..n].iter().filter_map(|&i| p[i].cloned()).collect());
-    Ok(Prepared { discovery, test, corrupted, dropped_unknown, dropped_no_partner, total: all.len(), rule: *settings })
+    Ok(Prepared { discovery, test, reference, corrupted, dropped_unknown, dropped_no_partner, total: all.len(), rule: *settings })
 }
 
 /// For each example, its corruption partner for resample ablation: another fact of `pool` with the same

@@ -293,6 +293,36 @@ fn discover_is_byte_identical_whatever_the_thread_count() {
     }
 }
 
+/// Mean ablation over the reference set (the tiny random GPT-2 "knows" about half the capitals at k = 25,000:
+/// the others are reference facts): the same seed gives the same bytes, whatever the thread count, and
+/// `--no-reference` takes the means over the discovery facts alone.
+#[test]
+fn reference_set_circuits_are_byte_identical_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("k.json");
+    std::fs::write(&config, r#"{"k": 25000, "method": "eap", "top_n": 20, "ablation": "mean"}"#).unwrap();
+    let (model, triples) = (fixture("gpt2-tiny"), root().join("data/country_capital_city.jsonl"));
+    let run = |out: &str, extra: &[&str]| {
+        let out = dir.path().join(out);
+        let mut args = vec!["discover", "--model", model.to_str().unwrap(), "--triples", triples.to_str().unwrap()];
+        args.extend_from_slice(&["--config", config.to_str().unwrap(), "--examples", "3", "--random", "2", "--out", out.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        let o = kcirc(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read(out).unwrap()
+    };
+    let a = run("a.json", &["--threads", "1"]);
+    assert_eq!(a, run("b.json", &["--threads", "2"]));
+    let file: serde_json::Value = serde_json::from_slice(&a).unwrap();
+    let n_ref = file["reference"].as_array().unwrap().len();
+    assert!(n_ref > 0);
+    assert_eq!(file["n_reference"], 3 + n_ref);
+    assert_eq!(file["eval"]["n_reference"], 3 + n_ref);
+    let off: serde_json::Value = serde_json::from_slice(&run("c.json", &["--no-reference"])).unwrap();
+    assert!(off.get("reference").is_none());
+    assert_eq!(off["n_reference"], 3);
+}
+
 #[test]
 fn bad_discovery_flags_fail_with_exit_2_and_no_output_file() {
     let dir = tempfile::tempdir().unwrap();

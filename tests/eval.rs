@@ -90,7 +90,9 @@ fn circuit_file(model: &kcirc::model::Model, removed: &[bool], examples: Vec<kci
         stability: None,
         demonstrations: None,
         edits: None,
+        n_reference: None,
         examples,
+        reference: vec![],
     };
     CircuitFile::new(run, &g, &c)
 }

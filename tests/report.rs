@@ -90,7 +90,9 @@ fn run_info(model: &str, shape: ModelShape, relation: &str) -> RunInfo {
         stability: None,
         demonstrations: None,
         edits: None,
+        n_reference: None,
         examples: vec![],
+        reference: vec![],
     }
 }
 

@@ -8,7 +8,7 @@ pub mod hybrid;
 
 use crate::data::Example;
 use crate::graph::Graph;
-use crate::intervene::{mean_values, Ablation, EdgeInputs, NaiveInputs, RecordHeads};
+use crate::intervene::{broadcast_means, reference_means, Ablation, EdgeInputs, NaiveInputs, RecordHeads};
 use crate::metric::{FullReference, Metric};
 use crate::model::{Activations, Batch, Logits, Model};
 use crate::progress::Progress;
@@ -24,16 +24,34 @@ pub struct Task<'a> {
     pub ablation: Ablation,
     /// Ablated sender values (`n` rows), `None` for zero ablation.
     pub ablated: Option<Activations>,
+    /// Prompts mean ablation's means were taken over (the discovery prompts and the reference facts); 0 for
+    /// zero and resample ablation.
+    pub n_reference: usize,
     pub metric: Metric,
     pub full: FullReference,
 }
 
 impl<'a> Task<'a> {
-    /// Sets up a task. `corrupted` (resample ablation only) holds, per example, a prompt of the same token
-    /// length whose activations replace removed edges.
+    /// Sets up a task whose mean ablation takes its means over the discovery prompts only. `corrupted`
+    /// (resample ablation only) holds, per example, a prompt of the same token length whose activations replace
+    /// removed edges.
     pub fn new(
         model: &'a Model,
         examples: Vec<Example>,
+        ablation: Ablation,
+        corrupted: Option<Vec<Vec<u32>>>,
+        metric: Metric,
+    ) -> Result<Self> {
+        Task::with_reference(model, examples, &[], ablation, corrupted, metric)
+    }
+
+    /// [`Task::new`] with mean ablation's means taken over the discovery prompts and `reference` (other facts of
+    /// the relation outside its held-out split): a larger set than the discovery prompts estimates each
+    /// sender's mean better. `reference` is ignored by zero and resample ablation.
+    pub fn with_reference(
+        model: &'a Model,
+        examples: Vec<Example>,
+        reference: &[Example],
         ablation: Ablation,
         corrupted: Option<Vec<Vec<u32>>>,
         metric: Metric,
@@ -43,12 +61,15 @@ impl<'a> Task<'a> {
         }
         let prompts: Vec<Vec<u32>> = examples.iter().map(|e| e.tokens.clone()).collect();
         let batch = model.batch(&prompts)?;
-        let (clean, hidden) = model.run(&batch, &RecordHeads, None, Logits::Hidden)?;
+        let hidden = model.run(&batch, &crate::model::Clean, None, Logits::Hidden)?.1;
         let targets: Vec<u32> = examples.iter().map(|e| e.target).collect();
         let full = FullReference::new(model, &hidden, &targets)?;
         let ablated = match ablation {
             Ablation::Zero => None,
-            Ablation::Mean => Some(mean_values(&clean, &batch.lengths)?),
+            Ablation::Mean => {
+                let all: Vec<Vec<u32>> = prompts.iter().cloned().chain(reference.iter().map(|e| e.tokens.clone())).collect();
+                Some(broadcast_means(&reference_means(model, &all)?, prompts.len(), batch.seq_len)?)
+            }
             Ablation::Resample => {
                 let c = corrupted.ok_or_else(|| Error::bug("resample ablation needs corrupted prompts"))?;
                 if c.len() != prompts.len() || c.iter().zip(&prompts).any(|(a, b)| a.len() != b.len()) {
@@ -58,7 +79,11 @@ impl<'a> Task<'a> {
                 Some(model.run(&cb, &RecordHeads, None, Logits::Hidden)?.0)
             }
         };
-        Ok(Task { model, graph: Graph::new(&model.cfg), examples, batch, ablation, ablated, metric, full })
+        let n_reference = match ablation {
+            Ablation::Mean => prompts.len() + reference.len(),
+            _ => 0,
+        };
+        Ok(Task { model, graph: Graph::new(&model.cfg), examples, batch, ablation, ablated, n_reference, metric, full })
     }
 
     pub fn n_examples(&self) -> usize {

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""The per-relation table of a batch run (`kcirc discover --relations data/ --out-dir DIR --stability`) and the
+issue-11 bar over the relations where Hit@10 can tell a circuit from chance (more than 10 distinct objects and at
+least 8 held-out facts): mean and minimum circuit/full Hit@10, median size, mean random Hit@10.
+
+  python3 scripts/relations-table.py DIR [--curves CURVES_DIR] [--data data/]
+
+CURVES_DIR (optional): `kcirc curve` outputs named <relation>.json or <relation>.eap-ig.json, for a CMD column.
+--same-means-curves DIR: curves made with the means over the discovery facts alone (session 4's docs/curves),
+used only for relations without reference facts, whose means are the same either way (marked †).
+"""
+import json, os, statistics, sys
+
+
+def main():
+    args = sys.argv[1:]
+    d = args[0]
+    curves = args[args.index("--curves") + 1] if "--curves" in args else None
+    old = args[args.index("--same-means-curves") + 1] if "--same-means-curves" in args else None
+    data = args[args.index("--data") + 1] if "--data" in args else "data"
+    rows, eligible = [], []
+    for f in sorted(os.listdir(d)):
+        if not f.endswith(".json") or f.endswith(".scores.json"):
+            continue
+        try:
+            c = json.load(open(os.path.join(d, f)))
+        except Exception:
+            continue
+        if "eval" not in c or "n_edges" not in c:
+            continue
+        stem = f[:-5]
+        e = c["eval"]
+        path = (c.get("triples") or {}).get("path") or os.path.join(data, stem + ".jsonl")
+        objects = len({json.loads(l)["object"] for l in open(path) if l.strip()}) if os.path.exists(path) else 0
+        size = c["n_edges"] / c["n_edges_total"]
+        full, circ, rnd = e["full"]["hit_at_k"], e["circuit"]["hit_at_k"], e["random"]["mean"]["hit_at_k"]
+        st = c.get("stability_report")
+        stab = f"{st['edge_jaccard']:.2f} / {st['node_jaccard']:.2f}" if st else "–"
+        cmd = "–"
+        data_stem = os.path.basename(path).rsplit(".", 1)[0]
+        dirs = [(curves, "")] if curves else []
+        if old and c.get("n_reference") == c["n_examples"]:
+            dirs.append((old, " †"))
+        for folder, mark in dirs:
+            if cmd != "–":
+                break
+            for name in (stem + ".json", stem + ".eap-ig.json", data_stem + ".json", data_stem + ".eap-ig.json"):
+                p = os.path.join(folder, name)
+                try:
+                    cmd = f"{json.load(open(p))['areas']['kl']['cmd']:.3f}{mark}"
+                    break
+                except (OSError, ValueError, KeyError):
+                    pass
+        few = objects <= 10
+        hit1 = f"{e['full']['hit_at_1']:.3f} / {e['circuit']['hit_at_1']:.3f}"
+        rows.append(
+            f"| {c['relation']} | {objects} | {c['n_examples']} | {c.get('n_reference', '–')} | {e['n_triples']} | "
+            f"{c['n_edges']:,} ({100 * size:.2f}%) | {full:.3f} | {circ:.3f} | {rnd:.3f} | "
+            f"{hit1}{' ‡' if few else ''} | {e['faithfulness']:.3f} | {cmd} | {stab} |"
+        )
+        if objects > 10 and e["n_triples"] >= 8:
+            eligible.append((c["relation"], circ / full if full else 0.0, size, rnd))
+    print("| relation | distinct objects | discovery facts | reference prompts | held-out facts | edges (size) | full Hit@10 | "
+          "circuit Hit@10 | random Hit@10 | Hit@1 full / circuit | faithfulness (held-out, logit) | CMD EAP-IG (KL) | "
+          "stability: edge / node Jaccard |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    print()
+    print("‡ ≤ 10 distinct answers: Hit@10 cannot separate a circuit from chance; read Hit@1 and faithfulness.")
+    if old:
+        print("† no reference facts (the model knows every fact): the curve made with the discovery facts' means is this run's.")
+    if eligible:
+        ratios = [r for _, r, _, _ in eligible]
+        print(
+            f"\n{len(eligible)} relations with > 10 distinct objects and ≥ 8 held-out facts ({', '.join(n for n, *_ in eligible)}): "
+            f"circuit/full Hit@10 mean {statistics.mean(ratios):.3f}, min {min(ratios):.3f} ({min(eligible, key=lambda x: x[1])[0]}); "
+            f"median size {100 * statistics.median(s for *_, s, _ in eligible):.2f}%; "
+            f"random Hit@10 mean {statistics.mean(r for *_, r in eligible):.3f}"
+        )
+
+
+main()
