@@ -93,7 +93,7 @@ impl<'a> Task<'a> {
     /// The same task on examples `start..start + len` only: every per-example tensor (prompts, ablated sender
     /// values, full-model reference) narrowed to those rows, the padded length kept. Rows never mix in a forward
     /// pass, so each row computes exactly what it did in the whole batch; a mean ablation keeps the mean over
-    /// every example. Attribution splits large tasks with it. The ablated values keep the sender outputs only.
+    /// the whole reference set. Attribution splits large tasks with it. The ablated values keep the sender outputs only.
     pub fn rows(&self, start: usize, len: usize) -> Result<Task<'a>> {
         let n = self.n_examples();
         if len == 0 || start + len > n {
@@ -134,6 +134,7 @@ impl<'a> Task<'a> {
             batch,
             ablation: self.ablation,
             ablated,
+            n_reference: self.n_reference,
             metric: self.metric,
             full,
         })
