@@ -36,7 +36,7 @@ fn main() {
     let task = Task::new(&model, ex, Ablation::Mean, None, Metric::Logit).unwrap();
     let embed = model.embed(&task.batch).unwrap();
     let forward = median(5, || {
-        model.run(&task.batch, &Clean, None, Logits::Hidden).unwrap();
+        model.run(&task.batch, &Clean, Logits::Hidden).unwrap();
     });
     let probed = median(5, || {
         eap::probed_forward(&task, &embed, eap::PortProbes::Projections).unwrap();

@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
     let example = &d.prepared.discovery[0];
     let batch = model.batch(std::slice::from_ref(&example.tokens))?;
     let last = model.cfg.n_layers - 1;
-    let (acts, _) = model.run(&batch, &Record(|p| p == HookPoint::Pattern(last)), None, Logits::Last)?;
+    let (acts, _) = model.run(&batch, &Record(|p| p == HookPoint::Pattern(last)), Logits::Last)?;
     let pattern = acts.expect(HookPoint::Pattern(last))?; // [H, 1, T, T]
     let t = batch.seq_len;
     let from_last = pattern.narrow(2, t - 1, 1)?.squeeze(2)?.squeeze(1)?; // [H, T]
@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
     let direction = model.weights.unembed.narrow(1, example.target as usize, 1)?.t()?; // [1, D]
     let delta = (direction.unsqueeze(0)? * 0.1)?; // broadcast over [B, T, D]
     let pushed = AddAt { point: HookPoint::ResidFinal, delta, differentiable: false };
-    let logits = model.run(&batch, &pushed, None, Logits::Last)?.1;
+    let logits = model.run(&batch, &pushed, Logits::Last)?.1;
     let plain = model.forward(&batch)?;
     let gain = (logits.get(0)?.get(example.target as usize)? - plain.get(0)?.get(example.target as usize)?)?;
     println!("target logit after the push: {:+.3}", gain.to_scalar::<f32>()?);

@@ -28,7 +28,7 @@ impl AblationSource {
             AblationSource::Mean(m) => Some(crate::intervene::broadcast_means(m, rows.len(), t)?),
             AblationSource::Resample(corrupt) => {
                 let cp: Vec<Vec<u32>> = rows.iter().map(|&i| corrupt[i].clone()).collect();
-                Some(model.run(&model.batch(&cp)?, &crate::intervene::RecordHeads, None, Logits::Hidden)?.0)
+                Some(model.run(&model.batch(&cp)?, &crate::intervene::RecordHeads, Logits::Hidden)?.0)
             }
         })
     }
@@ -85,7 +85,7 @@ pub fn circuits_outcomes(
         let ablated = ablation.values(model, c, batch.seq_len)?;
         let k = circuits.len();
         let hook = EdgeInputs::new(graph, circuits.to_vec(), ablated.as_ref(), prompts.len());
-        let logits = model.run(&batch.repeat(k)?, &hook, None, Logits::Last)?.1; // [k·n, V]
+        let logits = model.run(&batch.repeat(k)?, &hook, Logits::Last)?.1; // [k·n, V]
         (0..k).map(|j| outcomes(&logits.narrow(0, j * prompts.len(), prompts.len())?, &targets)).collect()
     });
     let per_chunk = per_chunk.into_iter().collect::<Result<Vec<_>>>()?;

@@ -21,7 +21,7 @@ pub fn delta_gradient(
 ) -> Result<(f64, Tensor)> {
     let var = Var::from_tensor(delta)?;
     let hooks = AddAt { point, delta: var.as_tensor().clone(), differentiable: true };
-    let out = model.run(batch, &hooks, None, which)?.1;
+    let out = model.run(batch, &hooks, which)?.1;
     backward(&loss(&out)?, &var)
 }
 
@@ -36,7 +36,7 @@ pub fn mlp_out_gradient(
 ) -> Result<(f64, Tensor)> {
     let var = Var::from_tensor(model.mlp_out_weight(layer))?;
     let tracked = model.with_mlp_out_weight(layer, var.as_tensor().clone())?;
-    let out = tracked.run(batch, &Differentiable, None, which)?.1;
+    let out = tracked.run(batch, &Differentiable, which)?.1;
     backward(&loss(&out)?, &var)
 }
 

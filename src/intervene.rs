@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::graph::{Block, Graph};
 use crate::model::ops::mm;
-use crate::model::{Activations, HookPoint, Hooks, Model, Stage};
+use crate::model::{Activations, HookPoint, Hooks, Model};
 use crate::Result;
 
 /// What a removed edge carries instead of the sender's live output.
@@ -107,7 +107,7 @@ pub fn reference_means(model: &Model, prompts: &[Vec<u32>]) -> Result<Activation
     // Per chunk: every sender's sum over the chunk's rows at real positions, left-padded with zeros to `t`.
     let sums = crate::parallel::map(&chunks, |c| -> Result<Activations> {
         let batch = model.batch(c)?;
-        let acts = model.run(&batch, &RecordHeads, None, crate::model::Logits::Hidden)?.0;
+        let acts = model.run(&batch, &RecordHeads, crate::model::Logits::Hidden)?.0;
         let tc = batch.seq_len;
         let mut w = vec![0f32; c.len() * tc];
         for (b, len) in batch.lengths.iter().enumerate() {
@@ -182,27 +182,6 @@ fn sum_senders(x: &Tensor) -> Result<Tensor> {
     Ok(sum)
 }
 
-/// Sender deltas `ablated − out` of one fixed set of activations, per sender block, with their running sums:
-/// what every candidate batch run from a cached prefix shares, computed once instead of once per batch.
-pub struct PrefixDeltas {
-    /// Per block (global block order), `[S_b, n, T, D]`.
-    deltas: Vec<Tensor>,
-    /// Per block `i`, `Σ_{blocks ≤ i} Σ_s δ_s`, `[n, T, D]`.
-    cumulative: Vec<Tensor>,
-}
-
-impl PrefixDeltas {
-    /// From `acts` (a complete run with heads recorded, `n` rows) and the ablated values (`None`: zero).
-    pub fn new(graph: &Graph, acts: &Activations, ablated: Option<&Activations>) -> Result<Self> {
-        let blocks = Block::before(graph.n_layers, false);
-        let hook = EdgeInputs::new(graph, vec![], ablated, acts.embed.dim(0)?);
-        // The running sum over every block fills each block's delta and sum on the way.
-        hook.cumulative(&blocks, acts)?;
-        let take = |v: RefCell<Vec<Option<Tensor>>>| -> Vec<Tensor> { v.into_inner().into_iter().take(blocks.len()).flatten().collect() };
-        Ok(PrefixDeltas { deltas: take(hook.deltas), cumulative: take(hook.cumulative) })
-    }
-}
-
 /// The fast edge intervention: `copies` circuits at once, batch rows copy-major (`rows` rows per copy).
 pub struct EdgeInputs<'a> {
     pub graph: &'a Graph,
@@ -212,17 +191,12 @@ pub struct EdgeInputs<'a> {
     pub ablated: Option<&'a Activations>,
     /// Rows per copy.
     pub rows: usize,
-    /// Deltas of the blocks before `live_from`, precomputed (see [`EdgeInputs::from_prefix`]).
-    prefix: Option<&'a PrefixDeltas>,
-    /// Id of the first block this run computes; earlier ones come from `prefix`.
-    live_from: usize,
     /// `ablated − out` per block, computed once per run (`None` until first needed).
     deltas: RefCell<Vec<Option<Tensor>>>,
-    /// Live blocks' deltas copied into one sender-major buffer `[S_live, copies·rows, T, D]` (senders from the
-    /// first live block's on, zeros where no block was copied) and which blocks it holds: when several blocks'
-    /// masks differ between copies (eval's unrelated circuits), they take one batched matmul over a contiguous
-    /// sender range instead of one matmul and one accumulator pass each. Allocated only when that happens.
-    stacked: RefCell<Option<(Tensor, Vec<bool>)>>,
+    /// With several copies, every block's deltas in one sender-major buffer `[S, copies·rows, T, D]` (zeros
+    /// for blocks not computed yet): the copies' masks differ (eval's unrelated circuits), and blocks in a
+    /// contiguous sender range take one batched matmul instead of one matmul and one accumulator pass each.
+    stacked: RefCell<Option<Tensor>>,
     /// Running sums of every delta over blocks `0..=i`, `[copies·rows, T, D]`.
     cumulative: RefCell<Vec<Option<Tensor>>>,
 }
@@ -235,32 +209,15 @@ impl<'a> EdgeInputs<'a> {
             removed,
             ablated,
             rows,
-            prefix: None,
-            live_from: 0,
             deltas: RefCell::new(vec![None; blocks]),
             stacked: RefCell::new(None),
             cumulative: RefCell::new(vec![None; blocks]),
         }
     }
 
-    /// For a run restarting at `stage` from the activations `prefix` was computed from: the deltas of every
-    /// block before `stage` are taken from it.
-    pub fn from_prefix(mut self, prefix: &'a PrefixDeltas, stage: Stage) -> Self {
-        self.live_from = match stage {
-            Stage::Attn(l) => Block::Heads(l).id(),
-            Stage::Mlp(l) => Block::Mlp(l).id(),
-            Stage::Logits => prefix.deltas.len(),
-        };
-        self.prefix = Some(prefix);
-        self
-    }
-
     /// `[S_b, R, T, D]` sender deltas of a block: `ablated − out` (for zero ablation just `out`, the sign
     /// going into the mask).
     fn delta(&self, b: Block, acts: &Activations) -> Result<Tensor> {
-        if let (Some(p), true) = (self.prefix, b.id() < self.live_from) {
-            return Ok(p.deltas[b.id()].clone());
-        }
         if let Some(d) = &self.deltas.borrow()[b.id()] {
             return Ok(d.clone());
         }
@@ -275,9 +232,9 @@ impl<'a> EdgeInputs<'a> {
                 a.broadcast_sub(&out.reshape((s, k, self.rows, t, d))?)?.reshape((s, r, t, d))?
             }
         };
-        // Several unrelated circuits (no cached prefix, more than one copy): every live block's mask will differ
-        // between copies, so its deltas live in `stacked` from the start (a view, no second copy).
-        let d = match self.prefix.is_none() && self.removed.len() > 1 {
+        // Several unrelated circuits: every block's mask will differ between copies, so its deltas live in
+        // `stacked` from the start (a view, no second copy).
+        let d = match self.removed.len() > 1 {
             true => self.stack(b, d.contiguous()?)?,
             false => d,
         };
@@ -285,60 +242,42 @@ impl<'a> EdgeInputs<'a> {
         Ok(d)
     }
 
-    /// Copies a live block's deltas `d [S_b, R, T, D]` (contiguous) into `stacked` (allocating it on first use)
-    /// and returns the view of them there.
+    /// Copies a block's deltas `d [S_b, R, T, D]` (contiguous) into `stacked` (allocating it on first use) and
+    /// returns the view of them there.
     fn stack(&self, b: Block, d: Tensor) -> Result<Tensor> {
-        let first = self.first_live_sender();
         let mut stacked = self.stacked.borrow_mut();
-        let (buf, held) = match stacked.as_mut() {
+        let buf = match stacked.as_mut() {
             Some(s) => s,
             None => {
                 let (_, r, t, dm) = d.dims4()?;
-                let buf = Tensor::zeros((self.graph.n_senders() - first, r, t, dm), d.dtype(), d.device())?;
-                stacked.insert((buf, vec![false; self.deltas.borrow().len()]))
+                stacked.insert(Tensor::zeros((self.graph.n_senders(), r, t, dm), d.dtype(), d.device())?)
             }
         };
         let senders = b.senders(self.graph);
-        buf.slice_set(&d, 0, senders.start - first)?;
-        held[b.id()] = true;
-        Ok(buf.narrow(0, senders.start - first, senders.len())?)
+        buf.slice_set(&d, 0, senders.start)?;
+        Ok(buf.narrow(0, senders.start, senders.len())?)
     }
 
-    /// First sender of the first live block (whose deltas `stacked` holds from row 0).
-    fn first_live_sender(&self) -> usize {
-        self.graph.block_start(self.live_from)
-    }
-
-    /// `[w, copies·rows, T, D]`: the deltas of live senders `lo..lo + w` from `stacked`, after copying in
-    /// those of `blocks` (live blocks in that range) it does not hold yet.
+    /// `[w, copies·rows, T, D]`: the deltas of senders `lo..lo + w` from `stacked`, once those of `blocks` (the
+    /// blocks in that range with edges to add) are computed.
     fn stacked_range(&self, blocks: &[Block], lo: usize, w: usize, acts: &Activations) -> Result<Tensor> {
         for &b in blocks {
-            let d = self.delta(b, acts)?; // [S_b, R, T, D]
-            if !self.stacked.borrow().as_ref().is_some_and(|(_, held)| held[b.id()]) {
-                self.stack(b, d.contiguous()?)?;
-            }
+            self.delta(b, acts)?;
         }
         let stacked = self.stacked.borrow();
-        let (buf, _) = stacked.as_ref().expect("filled above");
-        Ok(buf.narrow(0, lo - self.first_live_sender(), w)?)
+        let buf = stacked.as_ref().ok_or_else(|| crate::Error::bug("stacked deltas of a single copy"))?;
+        Ok(buf.narrow(0, lo, w)?)
     }
 
-    /// `[copies·rows, T, D]`: the sum of every sender delta of blocks `0..=last` (global block order), prefix
-    /// blocks tiled to every copy. Cached: blocks of a run only ever grow.
+    /// `[copies·rows, T, D]`: the sum of every sender delta of blocks `0..=last` (global block order). Cached:
+    /// blocks of a run only ever grow.
     fn cumulative(&self, blocks: &[Block], acts: &Activations) -> Result<Tensor> {
         let last = blocks.last().expect("at least the embedding").id();
         if let Some(c) = &self.cumulative.borrow()[last] {
             return Ok(c.clone());
         }
-        let k = self.removed.len();
-        if let (Some(p), true) = (self.prefix, last < self.live_from) {
-            let c = crate::model::engine::fit_rows(&p.cumulative[last], k.max(1) * self.rows)?;
-            self.cumulative.borrow_mut()[last] = Some(c.clone());
-            return Ok(c);
-        }
         let (&b, earlier) = blocks.split_last().expect("at least the embedding");
         let d = sum_senders(&self.delta(b, acts)?)?; // [R, T, D]
-        let d = crate::model::engine::fit_rows(&d, k.max(1) * self.rows)?;
         let sum = if earlier.is_empty() { d } else { (self.cumulative(earlier, acts)? + d)? };
         self.cumulative.borrow_mut()[last] = Some(sum.clone());
         Ok(sum)
@@ -379,10 +318,9 @@ impl<'a> EdgeInputs<'a> {
     /// `Σ value·δ_s` over the senders `s` whose edge into each receiver is removed (`removed = true`) or kept
     /// (`false`): `[P, copies·rows, T, D]`, `None` when no edge qualifies.
     ///
-    /// Per sender block, `mask [P, S_b] @ delta [S_b, ·]`. Blocks whose mask is the same in every copy (all but
-    /// the receiver under test, in ACDC) need one matmul: over the block's own rows when it comes from the
-    /// cached prefix (`rows` rows, broadcast to every copy at the end), or over all rows when it is live.
-    /// Only blocks whose masks differ between copies are done copy by copy.
+    /// Per sender block, `mask [P, S_b] @ delta [S_b, ·]`. Blocks whose mask is the same in every copy need one
+    /// matmul over all rows; only blocks whose masks differ between copies are done copy by copy (in one
+    /// batched matmul over their sender range).
     fn masked_sum(
         &self,
         receivers: &[usize],
@@ -395,9 +333,8 @@ impl<'a> EdgeInputs<'a> {
         let k = self.removed.len();
         let p = receivers.len();
         let n = self.rows;
-        // Sums over blocks, by shape: shared by every copy `[P, n·T·D]`, all rows `[P, k·n·T·D]`,
-        // copy by copy `[k, P, n·T·D]`.
-        let (mut shared, mut full, mut per_copy): (Option<Tensor>, Option<Tensor>, Option<Tensor>) = (None, None, None);
+        // Sums over blocks, by shape: all rows `[P, k·n·T·D]`, copy by copy `[k, P, n·T·D]`.
+        let (mut full, mut per_copy): (Option<Tensor>, Option<Tensor>) = (None, None);
         let add = |acc: &mut Option<Tensor>, x: Tensor| -> Result<()> {
             *acc = Some(match acc.take() {
                 None => x,
@@ -406,8 +343,8 @@ impl<'a> EdgeInputs<'a> {
             Ok(())
         };
         let mut dims = None;
-        // Live blocks whose masks differ between copies: (block, mask [k, P, S_b]).
-        let mut live_masks: Vec<(Block, Vec<f32>)> = vec![];
+        // Blocks whose masks differ between copies: (block, mask [k, P, S_b]).
+        let mut varied: Vec<(Block, Vec<f32>)> = vec![];
         for &b in blocks {
             let senders = b.senders(g);
             let sb = senders.len();
@@ -438,38 +375,30 @@ impl<'a> EdgeInputs<'a> {
             if uniform {
                 mask.truncate(p * sb);
                 let m = Tensor::from_vec(mask, (p, sb), dev)?;
-                let o = mm(&m, &flat)?;
-                if r == n {
-                    add(&mut shared, o)?
-                } else {
-                    add(&mut full, o)?
-                }
-            } else if r == n {
-                let m = Tensor::from_vec(mask, (k * p, sb), dev)?;
-                add(&mut per_copy, mm(&m, &flat)?.reshape((k, p, n * t * d))?)?;
+                add(&mut full, mm(&m, &flat)?)?;
             } else {
-                // Live and copy-specific: gathered, done in one matmul below.
-                live_masks.push((b, mask));
+                // Copy-specific: gathered, done in one matmul below.
+                varied.push((b, mask));
             }
         }
         let Some((t, d)) = dims else { return Ok(None) };
         let ntd = n * t * d;
-        if let (Some(&(b_lo, _)), Some(&(b_hi, _))) = (live_masks.first(), live_masks.last()) {
+        if let (Some(&(b_lo, _)), Some(&(b_hi, _))) = (varied.first(), varied.last()) {
             // mask [k, P, w] over the senders of the first to the last such block, zero for the senders between
             // them handled above.
             let (lo, hi) = (b_lo.senders(g).start, b_hi.senders(g).end);
             let w = hi - lo;
             let mut mask = vec![0f32; k * p * w];
-            for (b, m) in &live_masks {
+            for (b, m) in &varied {
                 let range = b.senders(g);
                 let sb = range.len();
                 for ci in 0..k * p {
                     mask[ci * w + range.start - lo..][..sb].copy_from_slice(&m[ci * sb..(ci + 1) * sb]);
                 }
             }
-            let deltas = match live_masks.len() {
+            let deltas = match varied.len() {
                 1 => self.delta(b_lo, acts)?,
-                _ => self.stacked_range(&live_masks.iter().map(|m| m.0).collect::<Vec<_>>(), lo, w, acts)?,
+                _ => self.stacked_range(&varied.iter().map(|m| m.0).collect::<Vec<_>>(), lo, w, acts)?,
             };
             // [w, k·n, T, D] -> [k, w, n·T·D], a strided view (batch stride n·T·D, row stride k·n·T·D)
             let dl = deltas.reshape((w, k, ntd))?.transpose(0, 1)?;
@@ -479,13 +408,6 @@ impl<'a> EdgeInputs<'a> {
         let mut total = full.map(|f| f.reshape((p, k, ntd))).transpose()?;
         if let Some(pc) = per_copy {
             add(&mut total, pc.transpose(0, 1)?)?;
-        }
-        if let Some(sh) = shared {
-            let sh = sh.reshape((p, 1, ntd))?;
-            total = Some(match total {
-                None => sh.broadcast_as((p, k, ntd))?.contiguous()?,
-                Some(x) => x.broadcast_add(&sh)?,
-            });
         }
         let total = total.expect("some block contributed");
         Ok(Some(total.contiguous()?.reshape((p, k * n, t, d))?))

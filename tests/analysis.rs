@@ -63,7 +63,7 @@ fn exactness(model: &Model, tok: &Tokenizer, n: usize) {
                 Some(c) if with_circuit => {
                     let abl = c.values.values(model, &[i], batch.seq_len).unwrap();
                     let hook = EdgeInputs::new(&c.graph, vec![c.removed.as_slice()], abl.as_ref(), 1);
-                    model.run(&batch, &hook, None, Logits::Last).unwrap().1
+                    model.run(&batch, &hook, Logits::Last).unwrap().1
                 }
                 _ => model.forward(&batch).unwrap(),
             };
@@ -202,9 +202,9 @@ fn head_ablation_is_removing_the_heads_edges() {
     for source in [AblationSource::Zero, AblationSource::mean_of(&model, &ctx.facts).unwrap()] {
         let rows: Vec<usize> = (0..prompts.len()).collect();
         let abl = source.values(&model, &rows, batch.seq_len).unwrap();
-        let by_heads = model.run(&batch, &AblateHeads { heads: &set, ablated: abl.as_ref() }, None, Logits::Last).unwrap().1;
+        let by_heads = model.run(&batch, &AblateHeads { heads: &set, ablated: abl.as_ref() }, Logits::Last).unwrap().1;
         let by_edges =
-            model.run(&batch, &EdgeInputs::new(&graph, vec![removed.as_slice()], abl.as_ref(), rows.len()), None, Logits::Last).unwrap().1;
+            model.run(&batch, &EdgeInputs::new(&graph, vec![removed.as_slice()], abl.as_ref(), rows.len()), Logits::Last).unwrap().1;
         let d = max_diff(&vals(&by_heads), &vals(&by_edges));
         assert!(d < 1e-4, "head ablation vs edge removal: {d}");
         let clean = model.forward(&batch).unwrap();

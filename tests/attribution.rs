@@ -4,6 +4,7 @@ mod common;
 
 use candle_core::Tensor;
 use common::*;
+use kcirc::discover::cone::{needs, Cone};
 use kcirc::discover::eap::{edge_scores, edge_scores_chunked, receiver_gradients, receiver_gradients_at, PortProbes};
 use kcirc::discover::Task;
 use kcirc::intervene::Ablation;
@@ -54,7 +55,7 @@ fn gradients_match_finite_differences(model: &Model, prompts: &[Vec<u32>]) {
             let eps = 1e-2;
             let m = |sign: f64| {
                 let hook = Perturb { layer, port, delta: (&u * (sign * eps)).unwrap(), ports };
-                let hidden = model.run(&t.batch, &hook, None, Logits::Hidden).unwrap().1;
+                let hidden = model.run(&t.batch, &hook, Logits::Hidden).unwrap().1;
                 t.full.score(metric, model, &hidden).unwrap()[0]
             };
             let numeric = (m(1.0) - m(-1.0)) / (2.0 * eps);
@@ -108,9 +109,11 @@ fn attribution_agrees_with_exact_effects(model: &Model, prompts: &[Vec<u32>]) ->
             removed
         })
         .collect();
-    let ev = kcirc::discover::acdc::Evaluator::new(&t, &none).unwrap();
-    let exact = ev.scores(kcirc::model::Stage::Logits, &circuits).unwrap();
-    // The cached-prefix scores are the full-forward scores.
+    // Each circuit's metric from the forward-cone evaluator (every circuit differs from the full one only in
+    // edges into `logits`, so only its input is recomputed).
+    let (cone, _) = Cone::new(&t, &none).unwrap();
+    let exact = cone.scores(g.logits_receiver(), &circuits, &none, &needs(&t, &none)).unwrap().0;
+    // The cone's scores are the full-forward scores.
     assert!((exact[0] - t.score(&circuits[0]).unwrap()).abs() < 1e-4);
     let eap = edge_scores(&t, None, &Silent).unwrap();
     let ig = edge_scores(&t, Some(5), &Silent).unwrap();

@@ -36,7 +36,7 @@ fn load(name: &str, dev: &Device) -> (Model, Tokenizer) {
 /// `[T, V]` logits of one prompt, on CPU whatever device ran it.
 fn logits(model: &Model, ids: &[u32]) -> Tensor {
     let batch = model.batch(&[ids.to_vec()]).unwrap();
-    let (_, all) = model.run(&batch, &Clean, None, Logits::All).unwrap(); // [1, T, V]
+    let (_, all) = model.run(&batch, &Clean, Logits::All).unwrap(); // [1, T, V]
     all.squeeze(0).unwrap().to_device(&Device::Cpu).unwrap()
 }
 

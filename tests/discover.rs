@@ -7,9 +7,9 @@ use common::*;
 use kcirc::discover::acdc::Acdc;
 use kcirc::discover::cone::{needs, Cone, Need};
 use kcirc::discover::{Discovery, Task};
-use kcirc::intervene::{Ablation, EdgeInputs, PrefixDeltas, RecordHeads};
+use kcirc::intervene::{Ablation, EdgeInputs};
 use kcirc::metric::Metric;
-use kcirc::model::{Clean, Logits, Model, Stage};
+use kcirc::model::{Clean, Logits, Model};
 use kcirc::progress::Silent;
 
 /// Same-length corrupted prompts: every token id shifted.
@@ -101,10 +101,10 @@ fn acdc_fast_path_equals_naive_llama_gqa() {
 fn intervened_forward_limits(model: &Model, prompts: &[Vec<u32>]) {
     let t = task(model, prompts, Ablation::Zero, Metric::Logit);
     let g = &t.graph;
-    let plain = model.run(&t.batch, &Clean, None, Logits::All).unwrap().1;
+    let plain = model.run(&t.batch, &Clean, Logits::All).unwrap().1;
     let none = vec![false; g.edges.len()];
     let hook = EdgeInputs::new(g, vec![&none], None, t.n_examples());
-    let hooked = model.run(&t.batch, &hook, None, Logits::All).unwrap().1;
+    let hooked = model.run(&t.batch, &hook, Logits::All).unwrap().1;
     assert_eq!(max_abs_diff(&plain, &hooked), 0.0);
 
     let mut removed = none.clone();
@@ -112,7 +112,7 @@ fn intervened_forward_limits(model: &Model, prompts: &[Vec<u32>]) {
         removed[e] = true;
     }
     let hook = EdgeInputs::new(g, vec![&removed], None, t.n_examples());
-    let cut = model.run(&t.batch, &hook, None, Logits::All).unwrap().1;
+    let cut = model.run(&t.batch, &hook, Logits::All).unwrap().1;
     let mut constants = model.weights.layers[0].attn.b_o.zeros_like().unwrap();
     for l in &model.weights.layers {
         constants = (constants + &l.attn.b_o).unwrap();
@@ -165,34 +165,11 @@ fn batched_circuits_equal_naive(model: &Model, prompts: &[Vec<u32>]) {
         let refs: Vec<&[bool]> = circuits.iter().map(|c| c.as_slice()).collect();
         let batch = t.batch.repeat(circuits.len()).unwrap();
         let hook = EdgeInputs::new(&t.graph, refs.clone(), t.ablated.as_ref(), t.n_examples());
-        let hidden = model.run(&batch, &hook, None, Logits::Hidden).unwrap().1;
+        let hidden = model.run(&batch, &hook, Logits::Hidden).unwrap().1;
         let batched = t.full.score(t.metric, model, &hidden).unwrap();
         for (c, removed) in circuits.iter().enumerate() {
             let naive = t.score_naive(removed).unwrap();
             assert!((batched[c] - naive).abs() < 1e-4, "{ablation} circuit {c}: batched {} naive {naive}", batched[c]);
-        }
-        // The same from a cached clean prefix (embedding and layer 0's heads, so every edge into layer 0's heads
-        // kept): the copy-specific live blocks after it take the lazily stacked path.
-        let g = &t.graph;
-        let layer0: Vec<usize> = (0..g.ports_per_layer()).flat_map(|p| g.edges_into[g.attn_receiver(0, p)].clone()).collect();
-        let later: Vec<Vec<bool>> = circuits
-            .iter()
-            .map(|c| {
-                let mut c = c.clone();
-                layer0.iter().for_each(|&e| c[e] = false);
-                c
-            })
-            .collect();
-        let clean = model.run(&t.batch, &RecordHeads, None, Logits::Hidden).unwrap().0;
-        let deltas = PrefixDeltas::new(g, &clean, t.ablated.as_ref()).unwrap();
-        let stage = Stage::Mlp(0);
-        let refs: Vec<&[bool]> = later.iter().map(|c| c.as_slice()).collect();
-        let hook = EdgeInputs::new(g, refs, t.ablated.as_ref(), t.n_examples()).from_prefix(&deltas, stage);
-        let hidden = model.run(&batch, &hook, Some((stage, clean.prefix(stage))), Logits::Hidden).unwrap().1;
-        let from_prefix = t.full.score(t.metric, model, &hidden).unwrap();
-        for (c, removed) in later.iter().enumerate() {
-            let naive = t.score_naive(removed).unwrap();
-            assert!((from_prefix[c] - naive).abs() < 1e-4, "{ablation} circuit {c}: from prefix {} naive {naive}", from_prefix[c]);
         }
         // The circuits differ, so a mix-up between copies would show.
         assert!((batched[0] - batched[2]).abs() > 1e-3);
@@ -229,7 +206,10 @@ fn cone_equals_naive(model: &Model, prompts: &[Vec<u32>]) {
         for want in wanted {
             assert!(need.contains(want), "{ablation}: no sender needed {want:?}");
         }
-        let mut cone = Cone::new(&t, &current).unwrap();
+        let (mut cone, metric) = Cone::new(&t, &current).unwrap();
+        // The initial metric comes from the cone's own forward pass: the bits `Task::score` gives (what ACDC
+        // started from before).
+        assert_eq!(metric.to_bits(), t.score(&current).unwrap().to_bits(), "{ablation}: initial metric");
         let (h, kv) = (g.n_heads, g.n_kv_heads);
         let last = g.n_layers - 1;
         // Receivers in ACDC's order (later ones first): logits, the last MLP, the last layer's ports, then layer 0's.

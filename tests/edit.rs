@@ -326,7 +326,7 @@ fn rome_with_a_covariance_from_text() {
     let key: Vec<f64> = vals(&k).iter().map(|&x| x as f64).collect();
     // C from the text's keys, recorded here.
     let record = Record(|p| matches!(p, HookPoint::MlpHidden(_)));
-    let acts = model.run(&model.batch(std::slice::from_ref(&ids)).unwrap(), &record, None, Logits::Hidden).unwrap().0;
+    let acts = model.run(&model.batch(std::slice::from_ref(&ids)).unwrap(), &record, Logits::Hidden).unwrap().0;
     let f = model.cfg.d_mlp;
     let keys = acts.expect(HookPoint::MlpHidden(layer)).unwrap().reshape((ids.len(), f)).unwrap().to_dtype(DType::F64).unwrap();
     let mut c = (keys.t().unwrap().matmul(&keys).unwrap() / ids.len() as f64).unwrap().to_vec2::<f64>().unwrap();

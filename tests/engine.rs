@@ -18,7 +18,7 @@ fn check_against_reference(model: &Model, tok: &Tokenizer, dir: &str) -> f32 {
     for (i, (text, ids)) in r.prompts.iter().enumerate() {
         assert_eq!(&tok.encode(text).unwrap(), ids, "token ids of {text:?}");
         let batch = model.batch(std::slice::from_ref(ids)).unwrap();
-        let (_, all) = model.run(&batch, &Clean, None, Logits::All).unwrap(); // [1, T, V]
+        let (_, all) = model.run(&batch, &Clean, Logits::All).unwrap(); // [1, T, V]
         let all = all.squeeze(0).unwrap();
         let t = ids.len();
         let last = all.get(t - 1).unwrap();
@@ -77,7 +77,7 @@ fn qwen2_query_and_key_biases_are_exercised() {
         a.b_qkv = Tensor::cat(&[&Tensor::zeros((h + kv) * dh, candle_core::DType::F32, &Device::Cpu).unwrap(), &v], 0).unwrap();
     }
     let ids = &r.prompts[0].1;
-    let (_, all) = model.run(&model.batch(std::slice::from_ref(ids)).unwrap(), &Clean, None, Logits::All).unwrap();
+    let (_, all) = model.run(&model.batch(std::slice::from_ref(ids)).unwrap(), &Clean, Logits::All).unwrap();
     let last = all.squeeze(0).unwrap().get(ids.len() - 1).unwrap();
     let d = max_abs_diff(&last, &r.tensors["last.0"]);
     assert!(d > 1e-2, "without q/k biases the logits still match to {d}");

@@ -33,9 +33,9 @@ fn noise(shape: &[usize], seed: u64, scale: f32) -> Tensor {
 /// Reading every point records every point and leaves the logits bit for bit; the recorded values have the
 /// documented shapes; the heads' outputs plus the bias are the block's output (the decomposition DLA uses).
 fn reading_changes_nothing(model: &Model, batch: &Batch) {
-    let plain = model.run(batch, &Clean, None, Logits::All).unwrap().1;
+    let plain = model.run(batch, &Clean, Logits::All).unwrap().1;
     let all = Record(|_| true);
-    let (acts, read) = model.run(batch, &all, None, Logits::All).unwrap();
+    let (acts, read) = model.run(batch, &all, Logits::All).unwrap();
     assert_eq!(values(&plain), values(&read), "reading hook points changed the logits");
     let cfg = &model.cfg;
     let (b, t) = (batch.size(), batch.seq_len);
@@ -110,39 +110,39 @@ impl Hooks for AddToMlpOut {
 }
 
 fn writes_do_what_they_say(model: &Model, batch: &Batch) {
-    let plain = model.run(batch, &Clean, None, Logits::All).unwrap().1;
+    let plain = model.run(batch, &Clean, Logits::All).unwrap().1;
     let (b, t, d) = (batch.size(), batch.seq_len, model.cfg.d_model);
     // A zero delta at an MLP output, and every value written back as it is: bit-identical.
     let zero =
         AddAt { point: HookPoint::MlpOut(0), delta: Tensor::zeros((b, t, d), DType::F32, &Device::Cpu).unwrap(), differentiable: false };
-    assert_eq!(values(&plain), values(&model.run(batch, &zero, None, Logits::All).unwrap().1));
+    assert_eq!(values(&plain), values(&model.run(batch, &zero, Logits::All).unwrap().1));
     // Writing head outputs back makes the block output their sum plus the bias: equal up to summation order.
-    let back = model.run(batch, &WriteBack, None, Logits::All).unwrap().1;
+    let back = model.run(batch, &WriteBack, Logits::All).unwrap().1;
     assert!(max_abs_diff(&plain, &back) < 1e-4, "{}", max_abs_diff(&plain, &back));
     // A delta at the final residual is the unembedding of (residual + delta), computed by hand: bit-identical.
     let delta = noise(&[b, t, d], 7, 0.5);
     let record = Record(|p| p == HookPoint::ResidFinal);
-    let clean = model.run(batch, &record, None, Logits::All).unwrap().0;
+    let clean = model.run(batch, &record, Logits::All).unwrap().0;
     let by_hand = model.unembed(&(clean.resid_final.clone().unwrap() + &delta).unwrap(), Logits::All).unwrap();
     let final_add = AddAt { point: HookPoint::ResidFinal, delta: delta.clone(), differentiable: false };
-    let hooked = model.run(batch, &final_add, None, Logits::All).unwrap().1;
+    let hooked = model.run(batch, &final_add, Logits::All).unwrap().1;
     assert_eq!(values(&by_hand), values(&hooked));
     assert!(max_abs_diff(&by_hand, &plain) > 1e-2, "the delta must matter");
     // A delta at the residual before layer 1's attention: the stream there is the clean one plus the delta
     // (exactly), and the logits are those of adding it to MLP 0's output (the stream's last term) by hand.
     let pre = AddAt { point: HookPoint::ResidPre(1), delta: delta.clone(), differentiable: false };
     let stack = Stack(vec![&pre, &record]);
-    let (acts, hooked) = model.run(batch, &stack, None, Logits::All).unwrap();
-    let clean_pre = model.run(batch, &Clean, None, Logits::All).unwrap().0.resid_pre[1].clone();
+    let (acts, hooked) = model.run(batch, &stack, Logits::All).unwrap();
+    let clean_pre = model.run(batch, &Clean, Logits::All).unwrap().0.resid_pre[1].clone();
     assert_eq!(values(&acts.resid_pre[1]), values(&(clean_pre + &delta).unwrap()));
-    let hand = model.run(batch, &AddToMlpOut { layer: 0, delta: delta.clone() }, None, Logits::All).unwrap().1;
+    let hand = model.run(batch, &AddToMlpOut { layer: 0, delta: delta.clone() }, Logits::All).unwrap().1;
     assert!(max_abs_diff(&hooked, &hand) < 1e-4, "{}", max_abs_diff(&hooked, &hand));
     assert!(max_abs_diff(&hooked, &plain) > 1e-2, "the delta must matter");
     // A receiver-input write changes what that receiver reads, not the stream.
     let mlp_in = AddAt { point: HookPoint::MlpIn(0), delta: delta.clone(), differentiable: false };
     let stack = Stack(vec![&mlp_in, &record]);
-    let acts = model.run(batch, &stack, None, Logits::All).unwrap().0;
-    let clean = model.run(batch, &Clean, None, Logits::All).unwrap().0;
+    let acts = model.run(batch, &stack, Logits::All).unwrap().0;
+    let clean = model.run(batch, &Clean, Logits::All).unwrap().0;
     assert_eq!(values(&acts.resid_mid[0]), values(&clean.resid_mid[0]));
     assert!(max_abs_diff(&acts.mlps[0], &clean.mlps[0]) > 1e-3);
 }
@@ -182,7 +182,7 @@ fn gradients_match_finite_differences(model: &Model, batch: &Batch) {
     let targets: Vec<u32> = (0..batch.size() as u32).map(|i| 3 + 5 * i).collect();
     let loss = nll(targets);
     let run_loss = |m: &Model, hooks: &dyn Hooks| -> f64 {
-        let out = m.run(batch, hooks, None, Logits::Last).unwrap().1;
+        let out = m.run(batch, hooks, Logits::Last).unwrap().1;
         loss(&out).unwrap().to_scalar::<f32>().unwrap() as f64
     };
     let eps = 1e-2;

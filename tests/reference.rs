@@ -22,7 +22,7 @@ fn capitals() -> Relation {
 type Alone = (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<Vec<f32>>>);
 
 fn alone(model: &Model, prompt: &[u32], layer: usize) -> Alone {
-    let acts = model.run(&model.batch(&[prompt.to_vec()]).unwrap(), &RecordHeads, None, Logits::Hidden).unwrap().0;
+    let acts = model.run(&model.batch(&[prompt.to_vec()]).unwrap(), &RecordHeads, Logits::Hidden).unwrap().0;
     let heads = acts.heads(layer).unwrap().squeeze(1).unwrap().to_vec3::<f32>().unwrap();
     (acts.embed.get(0).unwrap().to_vec2().unwrap(), acts.mlps[layer].get(0).unwrap().to_vec2().unwrap(), heads)
 }

@@ -275,7 +275,7 @@ fn ablated_logits(ctx: &Context, heads: &[(usize, usize)]) -> Result<Vec<Vec<f32
             false => view.values.values(model, chunk, batch.seq_len)?,
         };
         let hook = AblateHeads { heads, ablated: ablated.as_ref() };
-        let logits = model.run(&batch, &hook, None, Logits::Last)?.1;
+        let logits = model.run(&batch, &hook, Logits::Last)?.1;
         out.extend(logits.to_vec2::<f32>()?);
     }
     Ok(out)

@@ -220,7 +220,7 @@ pub fn trace(ctx: &Context, i: usize, circuit: bool) -> Result<Trace> {
     if let Some(e) = &edges {
         clients.push(e);
     }
-    let (acts, logits) = model.run(&batch, &Stack(clients), None, Logits::Last)?;
+    let (acts, logits) = model.run(&batch, &Stack(clients), Logits::Last)?;
     let logits = logits.get(0)?.to_vec1::<f32>()?;
     let row = |t: &Tensor| -> Result<Tensor> { Ok(t.get(0)?) };
     let n_layers = model.cfg.n_layers;

@@ -13,18 +13,12 @@
 //! receiver's edges can reach through kept edges, at the last position wherever no key or value port depends on
 //! them; consecutive candidate removals are speculated in one batch (copy j removes the next j edges
 //! cumulatively), the first kept edge rolls the rest back, and the last accepted copy's values become the current
-//! ones. [`Evaluator`] (re-running every layer from the receiver's on, from a cached prefix) is the earlier fast
-//! path, kept for scoring unrelated circuits.
+//! ones.
 use super::cone::{needs, Cone};
 use super::{Circuit, Discovery, Task};
 use crate::graph::{Node, Port};
-use crate::intervene::{EdgeInputs, PrefixDeltas};
-use crate::model::{Activations, Logits, Stage};
 use crate::progress::Progress;
 use crate::{Error, Result};
-
-/// Tokens one candidate group runs with: groups of copies are the units spread over threads.
-const GROUP_TOKENS: usize = 256;
 
 /// ACDC settings.
 #[derive(Debug, Clone)]
@@ -93,44 +87,6 @@ fn fed_senders(task: &Task, r: usize) -> Vec<usize> {
     }
 }
 
-/// Scores candidate circuits from a cached prefix: every circuit must differ from `initial` only in edges into
-/// receivers read at or after the stage it is scored from.
-pub struct Evaluator<'t> {
-    task: &'t Task<'t>,
-    /// Activations under the initial circuit, valid as a prefix for every stage (see the module doc).
-    cached: Activations,
-    /// Sender deltas of `cached`, shared by every batch.
-    deltas: PrefixDeltas,
-    group: usize,
-}
-
-impl<'t> Evaluator<'t> {
-    pub fn new(task: &'t Task<'t>, initial: &[bool]) -> Result<Self> {
-        let n = task.n_examples();
-        let hook = EdgeInputs::new(&task.graph, vec![initial], task.ablated.as_ref(), n);
-        let (cached, _) = task.model.run(&task.batch, &hook, None, Logits::Hidden)?;
-        let group = (GROUP_TOKENS / (n * task.batch.seq_len)).max(1);
-        let deltas = PrefixDeltas::new(&task.graph, &cached, task.ablated.as_ref())?;
-        Ok(Evaluator { task, cached, deltas, group })
-    }
-
-    /// Metric of every circuit in `circuits`, each re-run from `stage` only.
-    pub fn scores(&self, stage: Stage, circuits: &[Vec<bool>]) -> Result<Vec<f64>> {
-        let task = self.task;
-        let n = task.n_examples();
-        let prefix = self.cached.prefix(stage);
-        let groups: Vec<&[Vec<bool>]> = circuits.chunks(self.group).collect();
-        let out = crate::parallel::map(&groups, |g| -> Result<Vec<f64>> {
-            let batch = task.batch.repeat(g.len())?;
-            let removed: Vec<&[bool]> = g.iter().map(|c| c.as_slice()).collect();
-            let hook = EdgeInputs::new(&task.graph, removed, task.ablated.as_ref(), n).from_prefix(&self.deltas, stage);
-            let hidden = task.model.run(&batch, &hook, Some((stage, prefix.clone())), Logits::Hidden)?.1;
-            task.full.score(task.metric, task.model, &hidden)
-        });
-        Ok(out.into_iter().collect::<Result<Vec<_>>>()?.concat())
-    }
-}
-
 impl Discovery for Acdc {
     fn name(&self) -> &'static str {
         "acdc"
@@ -145,8 +101,14 @@ impl Discovery for Acdc {
             }
             circuit.removed = init.clone();
         }
-        let mut cone = if self.naive { None } else { Some(Cone::new(task, &circuit.removed)?) };
-        let mut current = if self.naive { task.score_naive(&circuit.removed)? } else { task.score(&circuit.removed)? };
+        // The cone's forward pass is the intervened one `Task::score` runs: its metric is the starting point.
+        let (mut cone, mut current) = match self.naive {
+            true => (None, task.score_naive(&circuit.removed)?),
+            false => {
+                let (cone, metric) = Cone::new(task, &circuit.removed)?;
+                (Some(cone), metric)
+            }
+        };
         progress.start(g.edges.len() as u64);
         let mut speculation = self.max_speculation.clamp(1, 4);
         for r in receiver_order(task) {

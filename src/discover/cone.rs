@@ -110,12 +110,14 @@ pub struct Cone<'t> {
 }
 
 impl<'t> Cone<'t> {
-    /// The activations of the circuit `initial`, from one intervened forward pass.
-    pub fn new(task: &'t Task<'t>, initial: &[bool]) -> Result<Self> {
+    /// The activations of the circuit `initial`, from one intervened forward pass, and that circuit's metric from
+    /// the same pass: the run [`Task::score`] makes (recording changes no value), so the same bits.
+    pub fn new(task: &'t Task<'t>, initial: &[bool]) -> Result<(Self, f64)> {
         let g = &task.graph;
         let n = task.n_examples();
         let hook = RecordInputs(EdgeInputs::new(g, vec![initial], task.ablated.as_ref(), n));
-        let acts = task.model.run(&task.batch, &hook, None, Logits::Hidden)?.0;
+        let (acts, hidden) = task.model.run(&task.batch, &hook, Logits::Hidden)?;
+        let metric = task.full.score(task.metric, task.model, &hidden)?[0];
         let outs = (0..g.n_senders()).map(|s| g.sender_output(&acts, s)).collect::<Result<Vec<_>>>()?;
         let mut inputs = Vec::with_capacity(g.n_receivers());
         for l in 0..g.n_layers {
@@ -126,7 +128,7 @@ impl<'t> Cone<'t> {
             inputs.push(acts.expect(HookPoint::MlpIn(l))?);
         }
         inputs.push(acts.expect(HookPoint::LogitsIn)?);
-        Ok(Cone { task, outs, inputs })
+        Ok((Cone { task, outs, inputs }, metric))
     }
 
     /// Metric of every circuit in `copies` (each differing from `current` only in edges into `r`), with the

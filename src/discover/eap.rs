@@ -89,7 +89,7 @@ pub fn probed_forward(task: &Task, embed: &Tensor, at: PortProbes) -> Result<(Pr
         mlp: (0..cfg.n_layers).map(|_| zeros(&[n, t, d])).collect::<candle_core::Result<_>>()?,
         logits: zeros(&[n, t, d])?,
     };
-    let (acts, hidden) = task.model.run(&task.batch, &probes, None, Logits::Hidden)?;
+    let (acts, hidden) = task.model.run(&task.batch, &probes, Logits::Hidden)?;
     let m = task.full.loss(task.metric, task.model, &hidden)?;
     Ok((probes, m, acts))
 }
@@ -242,7 +242,7 @@ impl IgPath {
     fn new(task: &Task) -> Result<IgPath> {
         let g = &task.graph;
         // Clean sender outputs and their ablated values.
-        let clean = task.model.run(&task.batch, &crate::intervene::RecordHeads, None, Logits::Hidden)?.0;
+        let clean = task.model.run(&task.batch, &crate::intervene::RecordHeads, Logits::Hidden)?.0;
         let deltas: Vec<Tensor> = (0..g.n_senders())
             .map(|s| -> Result<Tensor> {
                 let out = g.sender_output(&clean, s)?;

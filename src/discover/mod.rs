@@ -61,7 +61,7 @@ impl<'a> Task<'a> {
         }
         let prompts: Vec<Vec<u32>> = examples.iter().map(|e| e.tokens.clone()).collect();
         let batch = model.batch(&prompts)?;
-        let hidden = model.run(&batch, &crate::model::Clean, None, Logits::Hidden)?.1;
+        let hidden = model.run(&batch, &crate::model::Clean, Logits::Hidden)?.1;
         let targets: Vec<u32> = examples.iter().map(|e| e.target).collect();
         let full = FullReference::new(model, &hidden, &targets)?;
         let ablated = match ablation {
@@ -76,7 +76,7 @@ impl<'a> Task<'a> {
                     return Err(Error::bug("every corrupted prompt must have its clean prompt's token length"));
                 }
                 let cb = model.batch(&c)?;
-                Some(model.run(&cb, &RecordHeads, None, Logits::Hidden)?.0)
+                Some(model.run(&cb, &RecordHeads, Logits::Hidden)?.0)
             }
         };
         let n_reference = match ablation {
@@ -143,7 +143,7 @@ impl<'a> Task<'a> {
     /// Metric of a circuit (edges flagged in `removed`), from one full intervened forward pass.
     pub fn score(&self, removed: &[bool]) -> Result<f64> {
         let hook = EdgeInputs::new(&self.graph, vec![removed], self.ablated.as_ref(), self.n_examples());
-        let hidden = self.model.run(&self.batch, &hook, None, Logits::Hidden)?.1;
+        let hidden = self.model.run(&self.batch, &hook, Logits::Hidden)?.1;
         Ok(self.full.score(self.metric, self.model, &hidden)?[0])
     }
 
@@ -152,7 +152,7 @@ impl<'a> Task<'a> {
     pub fn scores_of(&self, circuits: &[Vec<bool>], metrics: &[Metric]) -> Result<Vec<Vec<f64>>> {
         let out = crate::parallel::map(circuits, |removed| -> Result<Vec<f64>> {
             let hook = EdgeInputs::new(&self.graph, vec![removed.as_slice()], self.ablated.as_ref(), self.n_examples());
-            let hidden = self.model.run(&self.batch, &hook, None, Logits::Hidden)?.1;
+            let hidden = self.model.run(&self.batch, &hook, Logits::Hidden)?.1;
             metrics.iter().map(|&m| Ok(self.full.score(m, self.model, &hidden)?[0])).collect()
         });
         out.into_iter().collect()
@@ -161,7 +161,7 @@ impl<'a> Task<'a> {
     /// The same metric through the naive reference intervention (every receiver input rebuilt from scratch).
     pub fn score_naive(&self, removed: &[bool]) -> Result<f64> {
         let hook = NaiveInputs { model: self.model, graph: &self.graph, removed, ablated: self.ablated.as_ref() };
-        let hidden = self.model.run(&self.batch, &hook, None, Logits::Hidden)?.1;
+        let hidden = self.model.run(&self.batch, &hook, Logits::Hidden)?.1;
         Ok(self.full.score(self.metric, self.model, &hidden)?[0])
     }
 }

@@ -65,7 +65,7 @@ impl Rome {
         let mut n = 0usize;
         for chunk in ids.chunks(64) {
             let batch = model.batch(&[chunk.to_vec()])?;
-            let acts = model.run(&batch, &record, None, Logits::Hidden)?.0;
+            let acts = model.run(&batch, &record, Logits::Hidden)?.0;
             let k = acts.expect(HookPoint::MlpHidden(self.layer))?.reshape((chunk.len(), f))?.to_dtype(DType::F64)?;
             c = (c + mm(&k.t()?, &k)?)?;
             n += chunk.len();
@@ -91,7 +91,7 @@ impl Rome {
         let prompts: Vec<Vec<u32>> = examples.iter().map(|e| e.tokens.clone()).collect();
         let batch = model.batch(&prompts)?;
         let record = Record(|p| matches!(p, HookPoint::MlpHidden(_)));
-        let acts = model.run(&batch, &record, None, Logits::Hidden)?.0;
+        let acts = model.run(&batch, &record, Logits::Hidden)?.0;
         let hidden = acts.expect(HookPoint::MlpHidden(self.layer))?; // [B, T, d_mlp]
         let t = batch.seq_len;
         let mut keys = vec![];
@@ -137,7 +137,7 @@ impl Rome {
         }
         let mask = Tensor::from_vec(mask, (b, t, 1), &model.device)?;
         // The "is a" prompt's original next-token distribution (at its last prompt position).
-        let clean = model.run(&forced.batch, &crate::model::Clean, None, Logits::All)?.1;
+        let clean = model.run(&forced.batch, &crate::model::Clean, Logits::All)?.1;
         let last_kl = forced.last[n_ctx];
         let p0 = candle_nn::ops::log_softmax(&clean.get(n_ctx)?.get(last_kl)?, D::Minus1)?;
         // The NLL is over the context rows only.

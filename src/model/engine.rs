@@ -8,7 +8,7 @@
 //! - the attention ports of a layer are ordered: H query inputs, K key inputs, K value inputs.
 use candle_core::{DType, Device, Tensor, D};
 
-use super::hooks::{Activations, Clean, HookPoint, Hooks, Stage};
+use super::hooks::{Activations, Clean, HookPoint, Hooks};
 use super::ops::{matmul, matmul_input_grad, mm};
 use super::weights::{Mlp, Norm, Weights};
 use super::{Config, MlpKind, NormKind, Positional};
@@ -135,7 +135,7 @@ impl Model {
 
     /// Plain forward pass: logits `[B, V]` at the last position.
     pub fn forward(&self, batch: &Batch) -> Result<Tensor> {
-        Ok(self.run(batch, &Clean, None, Logits::Last)?.1)
+        Ok(self.run(batch, &Clean, Logits::Last)?.1)
     }
 
     /// Plain forward pass over many prompts: `[B, V]` (or `[B, T, V]` for [`Logits::All`], T the longest
@@ -147,7 +147,7 @@ impl Model {
         let chunks: Vec<&[Vec<u32>]> = prompts.chunks(rows).collect();
         let outs = crate::parallel::map(&chunks, |c| -> Result<Tensor> {
             let b = self.batch(c)?;
-            let out = self.run(&b, &Clean, None, which)?.1;
+            let out = self.run(&b, &Clean, which)?.1;
             // Chunks are padded to their own longest prompt: pad every chunk's positions to T on the left.
             match which {
                 Logits::Last | Logits::Hidden => Ok(out),
@@ -177,74 +177,34 @@ impl Model {
         Ok(x.reshape((b, t, self.cfg.d_model))?)
     }
 
-    /// Runs the model with `hooks` reading and writing at the [`HookPoint`]s they declare.
-    ///
-    /// `from = Some((stage, prefix))` restarts at `stage`, reusing `prefix` (activations of the stages before it,
-    /// as [`Activations::prefix`] gives; points before `stage` are not hooked again). A prefix with fewer rows than
-    /// the batch (one copy of a candidate batch) is tiled where the run starts. Returns the activations and the
-    /// logits (`[B, V]` or `[B, T, V]`, see [`Logits`]).
-    pub fn run(
-        &self,
-        batch: &Batch,
-        hooks: &dyn Hooks,
-        from: Option<(Stage, Activations)>,
-        logits: Logits,
-    ) -> Result<(Activations, Tensor)> {
-        let rows = batch.size();
-        let (start, mut acts) = match from {
-            Some((stage, mut prefix)) => {
-                // Earlier tensors stay as they are: hooks see them with the prefix's rows.
-                match stage {
-                    Stage::Attn(0) => prefix.embed = fit_rows(&prefix.embed, rows)?,
-                    Stage::Attn(l) => prefix.mlps[l - 1] = fit_rows(&prefix.mlps[l - 1], rows)?,
-                    Stage::Mlp(l) => prefix.resid_mid[l] = fit_rows(&prefix.resid_mid[l], rows)?,
-                    Stage::Logits => prefix.resid_final = prefix.resid_final.as_ref().map(|t| fit_rows(t, rows)).transpose()?,
-                }
-                if let Stage::Attn(l) = stage {
-                    if l > 0 {
-                        prefix.resid_mid[l - 1] = fit_rows(&prefix.resid_mid[l - 1], rows)?;
-                    }
-                }
-                (stage, prefix)
-            }
-            None => {
-                let mut acts = Activations::senders(self.embed(batch)?, vec![], vec![]);
-                acts.embed = hook(hooks, HookPoint::Embed, acts.embed.clone(), &mut acts)?;
-                (Stage::Attn(0), acts)
-            }
-        };
+    /// Runs the model with `hooks` reading and writing at the [`HookPoint`]s they declare. Returns the
+    /// activations and the logits (`[B, V]`, `[B, T, V]` or `[B, D]`, see [`Logits`]).
+    pub fn run(&self, batch: &Batch, hooks: &dyn Hooks, logits: Logits) -> Result<(Activations, Tensor)> {
+        let mut acts = Activations::senders(self.embed(batch)?, vec![], vec![]);
+        acts.embed = hook(hooks, HookPoint::Embed, acts.embed.clone(), &mut acts)?;
         let n_layers = self.cfg.n_layers;
         let diff = hooks.differentiable();
-        let first_layer = match start {
-            Stage::Attn(l) | Stage::Mlp(l) => l,
-            Stage::Logits => n_layers,
-        };
-        for l in first_layer..n_layers {
+        for l in 0..n_layers {
             let layer = &self.weights.layers[l];
-            if start != Stage::Mlp(l) {
-                let resid = match l {
-                    0 => acts.embed.clone(),
-                    _ => (&acts.resid_mid[l - 1] + &acts.mlps[l - 1])?,
-                };
-                let resid = hook(hooks, HookPoint::ResidPre(l), resid, &mut acts)?;
-                let mid = self.attention(l, &resid, hooks, &mut acts, batch, diff)?;
-                let resid_mid = hook(hooks, HookPoint::ResidMid(l), (&resid + mid)?, &mut acts)?;
-                acts.resid_mid.push(resid_mid);
-                acts.resid_pre.push(resid);
-            }
+            let resid = match l {
+                0 => acts.embed.clone(),
+                _ => (&acts.resid_mid[l - 1] + &acts.mlps[l - 1])?,
+            };
+            let resid = hook(hooks, HookPoint::ResidPre(l), resid, &mut acts)?;
+            let mid = self.attention(l, &resid, hooks, &mut acts, batch, diff)?;
+            let resid_mid = hook(hooks, HookPoint::ResidMid(l), (&resid + mid)?, &mut acts)?;
+            acts.resid_mid.push(resid_mid);
+            acts.resid_pre.push(resid);
             let x = hook(hooks, HookPoint::MlpIn(l), acts.resid_mid[l].clone(), &mut acts)?;
             let x = norm_with(&x, &layer.ln2, &self.cfg, diff)?;
             let out = self.mlp(l, &x, hooks, &mut acts, diff)?;
             acts.mlps.push(out);
         }
-        if start != Stage::Logits {
-            let last = n_layers - 1;
-            let resid = (&acts.resid_mid[last] + &acts.mlps[last])?;
-            acts.resid_final = Some(hook(hooks, HookPoint::ResidFinal, resid, &mut acts)?);
-        }
-        let x =
-            acts.resid_final.clone().ok_or_else(|| crate::Error::bug("a run from the logits stage needs the prefix's final residual"))?;
-        let x = hook(hooks, HookPoint::LogitsIn, x, &mut acts)?;
+        let last = n_layers - 1;
+        let resid = (&acts.resid_mid[last] + &acts.mlps[last])?;
+        let resid = hook(hooks, HookPoint::ResidFinal, resid, &mut acts)?;
+        acts.resid_final = Some(resid.clone());
+        let x = hook(hooks, HookPoint::LogitsIn, resid, &mut acts)?;
         let out = self.unembed_with(&x, logits, diff)?;
         Ok((acts, out))
     }

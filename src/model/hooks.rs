@@ -13,30 +13,6 @@ use candle_core::Tensor;
 
 use crate::Result;
 
-/// Where a forward pass (re)starts: stages run in this order, attention then MLP in each layer, then logits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Stage {
-    Attn(usize),
-    Mlp(usize),
-    Logits,
-}
-
-impl Stage {
-    /// Position in forward order.
-    fn order(self) -> usize {
-        match self {
-            Stage::Attn(l) => 2 * l,
-            Stage::Mlp(l) => 2 * l + 1,
-            Stage::Logits => usize::MAX,
-        }
-    }
-
-    /// Whether this stage runs before `other`.
-    pub fn before(self, other: Stage) -> bool {
-        self.order() < other.order()
-    }
-}
-
 /// A named place in the forward pass. Shapes use B = batch rows, T = padded sequence length, D = d_model,
 /// H = query heads, P = H + 2K attention input ports (K = key/value heads), dh = d_head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -84,18 +60,6 @@ pub enum HookPoint {
 }
 
 impl HookPoint {
-    /// The stage of the forward pass that computes this point ([`Stage::Attn`] holds the residual before the
-    /// MLP too): a run restarting at a later stage takes the point from its prefix.
-    pub fn stage(self) -> Stage {
-        use HookPoint::*;
-        match self {
-            Embed => Stage::Attn(0),
-            ResidPre(l) | AttnIn(l) | Qkv(l) | V(l) | Pattern(l) | Z(l) | HeadOut(l) | AttnOut(l) | ResidMid(l) => Stage::Attn(l),
-            MlpIn(l) | MlpHidden(l) | MlpOut(l) => Stage::Mlp(l),
-            ResidFinal | LogitsIn => Stage::Logits,
-        }
-    }
-
     /// The point's TransformerLens-style name (`blocks.3.attn.hook_pattern`), for messages and files.
     pub fn name(self) -> String {
         use HookPoint::*;
@@ -240,8 +204,8 @@ impl Hooks for Stack<'_> {
     }
 }
 
-/// What one forward pass computed: the residual stream and every MLP's output (always kept: runs restart from
-/// them), and the value of every other point a client read (the cache, keyed by point).
+/// What one forward pass computed: the residual stream and every MLP's output (always kept: later layers and
+/// edge interventions read them), and the value of every other point a client read (the cache, keyed by point).
 #[derive(Debug, Clone)]
 pub struct Activations {
     /// The `input` sender, `[B, T, D]`.
@@ -260,7 +224,7 @@ pub struct Activations {
 
 impl Activations {
     /// Sender outputs only: the embedding `[B, T, D]`, per layer every head's output `[H, B, T, D]` (may be
-    /// empty) and the MLP outputs `[B, T, D]` — what ablated values and run starts need.
+    /// empty) and the MLP outputs `[B, T, D]` — what ablated values need.
     pub fn senders(embed: Tensor, heads: Vec<Tensor>, mlps: Vec<Tensor>) -> Activations {
         let cache = heads.into_iter().enumerate().map(|(l, h)| (HookPoint::HeadOut(l), h)).collect();
         Activations { embed, resid_pre: vec![], resid_mid: vec![], mlps, resid_final: None, cache }
@@ -292,22 +256,5 @@ impl Activations {
     /// Layers whose head outputs were recorded.
     pub fn n_head_layers(&self) -> usize {
         self.cache.keys().filter(|p| matches!(p, HookPoint::HeadOut(_))).count()
-    }
-
-    /// The activations a run starting at `stage` can reuse: everything computed before it.
-    pub fn prefix(&self, stage: Stage) -> Activations {
-        let (n_attn, n_mlp) = match stage {
-            Stage::Attn(l) => (l, l),
-            Stage::Mlp(l) => (l + 1, l),
-            Stage::Logits => (self.resid_pre.len(), self.mlps.len()),
-        };
-        Activations {
-            embed: self.embed.clone(),
-            resid_pre: self.resid_pre[..n_attn].to_vec(),
-            resid_mid: self.resid_mid[..n_attn].to_vec(),
-            mlps: self.mlps[..n_mlp].to_vec(),
-            resid_final: if stage == Stage::Logits { self.resid_final.clone() } else { None },
-            cache: self.cache.iter().filter(|(p, _)| p.stage().before(stage)).map(|(p, t)| (*p, t.clone())).collect(),
-        }
     }
 }

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 pub use config::{Config, MlpKind, NormKind, Positional};
 pub use engine::{Batch, Logits, Model};
-pub use hooks::{Activations, Clean, HookPoint, Hooks, Stage};
+pub use hooks::{Activations, Clean, HookPoint, Hooks};
 use hub::ModelFiles;
 use source::{Gguf, Safetensors};
 
