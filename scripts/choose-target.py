@@ -4,7 +4,10 @@ for each candidate target the size it would choose (the first curve size whose d
 it) and the held-out Hit@10 there, over the relations with more than 10 distinct answers and at least 8
 held-out facts (the others cannot separate a circuit from chance with Hit@10).
 
-  python3 scripts/choose-target.py DIR [--form kl|logit] [--data data/]
+  python3 scripts/choose-target.py DIR [--form kl|logit] [--data data/] [--detail TARGET]
+
+--detail TARGET: also one line per relation at that target (size, circuit/full Hit@10, random and empty-circuit
+Hit@10 there).
 """
 import json, os, statistics, sys
 
@@ -25,6 +28,10 @@ def main():
         return len({json.loads(l)["object"] for l in open(path) if l.strip()}) if os.path.exists(path) else 0
     eligible = {r: c for r, c in curves.items() if c["n_held_out"] >= 8 and distinct(r) > 10}
     print(f"{len(curves)} curves, {len(eligible)} eligible: {', '.join(eligible)}")
+    detail = float(args[args.index("--detail") + 1]) if "--detail" in args else None
+    empties = [c["points"][0]["held_out"]["hit_at_k"] for c in eligible.values()]
+    if empties:
+        print(f"empty circuit Hit@10, mean over the eligible relations: {statistics.mean(empties):.3f}")
     for target in [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98]:
         ratios, sizes, rnd = [], [], []
         for r, c in eligible.items():
@@ -34,6 +41,9 @@ def main():
             ratios.append(p["held_out"]["hit_at_k"] / full if full else 0)
             sizes.append(p["size"])
             rnd.append(p["random"]["held_out_mean"]["hit_at_k"])
+            if detail is not None and abs(target - detail) < 1e-9:
+                print(f"  {r}: size {p['size']}, circuit/full Hit@10 {ratios[-1]:.3f}, random {rnd[-1]:.3f}, "
+                      f"empty {pts[0]['held_out']['hit_at_k']:.3f}")
         print(f"target {target:.2f}: mean ratio {statistics.mean(ratios):.3f}, min {min(ratios):.3f}, median size {statistics.median(sizes):.3f}, mean random {statistics.mean(rnd):.3f}")
 
 main()
