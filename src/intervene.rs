@@ -333,8 +333,8 @@ impl<'a> EdgeInputs<'a> {
         let k = self.removed.len();
         let p = receivers.len();
         let n = self.rows;
-        // Sums over blocks, by shape: all rows `[P, k·n·T·D]`, copy by copy `[k, P, n·T·D]`.
-        let (mut full, mut per_copy): (Option<Tensor>, Option<Tensor>) = (None, None);
+        // Sum over the blocks whose mask every copy shares, all rows: `[P, k·n·T·D]`.
+        let mut full: Option<Tensor> = None;
         let add = |acc: &mut Option<Tensor>, x: Tensor| -> Result<()> {
             *acc = Some(match acc.take() {
                 None => x,
@@ -383,7 +383,8 @@ impl<'a> EdgeInputs<'a> {
         }
         let Some((t, d)) = dims else { return Ok(None) };
         let ntd = n * t * d;
-        if let (Some(&(b_lo, _)), Some(&(b_hi, _))) = (varied.first(), varied.last()) {
+        // The blocks whose masks differ, copy by copy in one batched matmul: `[k, P, n·T·D]`.
+        let per_copy = if let (Some(&(b_lo, _)), Some(&(b_hi, _))) = (varied.first(), varied.last()) {
             // mask [k, P, w] over the senders of the first to the last such block, zero for the senders between
             // them handled above.
             let (lo, hi) = (b_lo.senders(g).start, b_hi.senders(g).end);
@@ -403,8 +404,10 @@ impl<'a> EdgeInputs<'a> {
             // [w, k·n, T, D] -> [k, w, n·T·D], a strided view (batch stride n·T·D, row stride k·n·T·D)
             let dl = deltas.reshape((w, k, ntd))?.transpose(0, 1)?;
             let m = Tensor::from_vec(mask, (k, p, w), deltas.device())?;
-            add(&mut per_copy, mm(&m, &dl)?)?;
-        }
+            Some(mm(&m, &dl)?)
+        } else {
+            None
+        };
         let mut total = full.map(|f| f.reshape((p, k, ntd))).transpose()?;
         if let Some(pc) = per_copy {
             add(&mut total, pc.transpose(0, 1)?)?;
