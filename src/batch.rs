@@ -11,10 +11,12 @@ use serde_json::Value;
 use crate::circuit::{to_dot, write_atomic, CircuitFile};
 use crate::data::Relation;
 use crate::eval::EvalOptions;
+use crate::intervene::Ablation;
 use crate::model::Model;
 use crate::pipeline::{discover, kept_line, write, Outputs, Settings};
 use crate::progress::Progress;
 use crate::scores::ScoresFile;
+use crate::split::MeanOver;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
@@ -346,6 +348,14 @@ pub fn prior_circuit(
     // Which facts the split took (discovery and reference) is compared below, by splitting again.
     let file_reference = std::mem::take(&mut got.reference);
     got.n_reference = want.n_reference;
+    if got.ablation == Ablation::Mean && got.mean_over.is_none() {
+        // A file from before the choice took its means over the relation's prompts (the discovery prompts
+        // alone when it lists no reference facts).
+        got.mean_over = Some(match want.mean_over {
+            Some(MeanOver::Discovery) if file_reference.is_empty() => MeanOver::Discovery,
+            _ => MeanOver::Relation,
+        });
+    }
     got.kcirc_version.clone_from(&want.kcirc_version);
     let mut other_facts = false;
     want.n_examples = match settings.examples {
@@ -383,9 +393,6 @@ pub fn prior_circuit(
     }
     if other_facts {
         return other_run("other discovery or reference facts".into());
-    }
-    if !settings.reference && !file_reference.is_empty() {
-        return other_run("its means include reference facts, this run takes them over the discovery facts only".into());
     }
     match (eval, &file.eval) {
         (None, Some(_)) => return other_run("it has a held-out report, this run evaluates nothing".into()),

@@ -11,6 +11,7 @@ use crate::graph::{Graph, Node, Selection};
 use crate::intervene::Ablation;
 use crate::metric::Metric;
 use crate::model::Config;
+use crate::split::MeanOver;
 use crate::{Error, Result};
 
 /// Version of the circuit file layout. 2 added the run's every parameter (`triples`, `ig_steps`, `selection`,
@@ -117,31 +118,42 @@ pub struct RunInfo {
     /// The knowledge edits applied to the model in memory before discovery (`--edits`), when there were any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edits: Option<crate::model::EditRecord>,
-    /// Mean ablation: how many prompts the means were taken over (the discovery prompts and `reference`).
+    /// Mean ablation: which prompts the means were taken over (absent in files from before kcirc had a
+    /// choice: the discovery prompts and `reference`, [`MeanOver::Relation`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_over: Option<MeanOver>,
+    /// Mean ablation: how many prompts the means were taken over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n_reference: Option<usize>,
     /// The discovery triples.
     pub examples: Vec<Triple>,
-    /// Mean ablation's reference facts beyond the discovery ones (facts of the relation outside the held-out
-    /// split: ones the model does not know), whose prompts enter the means with the discovery prompts; empty
-    /// when the means are the discovery prompts' alone.
+    /// Mean ablation's reference facts: with `mean_over` relation, facts of the relation outside the held-out
+    /// split (ones the model does not know), whose prompts enter the means with the discovery prompts; with
+    /// corpus, the corpus facts, the whole set the means were taken over; empty when the means are the
+    /// discovery prompts' alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reference: Vec<Triple>,
 }
 
 impl RunInfo {
-    /// Mean ablation's reference facts beyond the discovery ones as the run saw them: tokenised, with the run's
-    /// demonstrations (from the discovery facts) prepended.
-    pub fn reference_examples(&self, tok: &crate::tokenizer::Tokenizer) -> Result<Vec<crate::data::Example>> {
-        let zero_shot = self.reference.iter().map(|t| crate::data::example(t, tok)).collect::<Result<Vec<_>>>()?;
-        crate::data::in_context(zero_shot, &self.examples, self.demonstrations.unwrap_or(0), self.seed, tok)
+    /// Which prompts mean ablation averaged over ([`MeanOver::Relation`] for files that do not say).
+    pub fn mean_over(&self) -> MeanOver {
+        self.mean_over.unwrap_or(MeanOver::Relation)
     }
 
-    /// Every prompt mean ablation's means are taken over: the discovery examples, then the reference ones.
-    pub fn mean_examples(&self, tok: &crate::tokenizer::Tokenizer) -> Result<Vec<crate::data::Example>> {
-        let mut all = self.discovery_examples(tok)?;
-        all.extend(self.reference_examples(tok)?);
-        Ok(all)
+    /// Mean ablation's reference facts as the run saw them: tokenised, with the run's demonstrations (from the
+    /// discovery facts) prepended to the relation's own facts (corpus prompts stay bare).
+    pub fn reference_examples(&self, tok: &crate::tokenizer::Tokenizer) -> Result<Vec<crate::data::Example>> {
+        let zero_shot = self.reference.iter().map(|t| crate::data::example(t, tok)).collect::<Result<Vec<_>>>()?;
+        match self.mean_over() {
+            MeanOver::Corpus => Ok(zero_shot),
+            _ => crate::data::in_context(zero_shot, &self.examples, self.demonstrations.unwrap_or(0), self.seed, tok),
+        }
+    }
+
+    /// Every prompt mean ablation's means are taken over (`discover::mean_prompts` decides which).
+    pub fn mean_prompts(&self, tok: &crate::tokenizer::Tokenizer) -> Result<Vec<Vec<u32>>> {
+        Ok(crate::discover::mean_prompts(&self.discovery_examples(tok)?, &self.reference_examples(tok)?, self.mean_over()))
     }
 
     /// The discovery examples as the run saw them: tokenised, with the run's demonstrations (if any) prepended.
@@ -346,11 +358,16 @@ pub fn read_text(path: &Path) -> Result<String> {
 }
 
 /// Writes `text` to `path` atomically: a temporary file beside it, renamed into place, so a failed run
-/// leaves no partial output.
+/// leaves no partial output (and, when the write or the rename fails, no temporary file either).
 pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("out"), std::process::id()));
     let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let written = f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| Error::io(&tmp, e));
+    drop(f);
+    let done = written.and_then(|_| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done
 }

@@ -135,7 +135,7 @@ impl From<MetricArg> for kcirc::metric::Metric {
 pub enum AblationArg {
     /// Removed edges carry nothing (the paper's setting).
     Zero,
-    /// The sender's mean output over the reference prompts (the discovery facts and the facts outside the held-out split).
+    /// The sender's mean output over a set of prompts (`--mean-over`: by default the relation's own).
     Mean,
     /// The sender's output on another fact's prompt of the same length.
     Resample,
@@ -226,7 +226,8 @@ pub fn graph(a: &GraphArgs) -> Result<()> {
 }
 
 /// Discovery flags that `--rerun` takes from the circuit file instead.
-const SETTING_FLAGS: [&str; 21] = [
+const SETTING_FLAGS: [&str; 22] = [
+    "mean_over",
     "stability",
     "no_reference",
     "config",
@@ -356,10 +357,34 @@ pub struct SettingFlags {
     /// learning; mean or zero ablation).
     #[arg(long)]
     pub demonstrations: Option<usize>,
-    /// Mean ablation: take the means over the discovery prompts only, not over the reference set (the discovery
-    /// facts and the relation's facts outside the held-out split, at most 128 prompts).
-    #[arg(long)]
+    /// Mean ablation: which prompts the means are taken over (what a removed edge carries).
+    #[arg(long, value_enum)]
+    pub mean_over: Option<MeanOverArg>,
+    /// Mean ablation over the discovery prompts only (the same as `--mean-over discovery`).
+    #[arg(long, conflicts_with = "mean_over")]
     pub no_reference: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum MeanOverArg {
+    /// The discovery prompts and the relation's facts outside the held-out split (at most 128 prompts): the
+    /// empty circuit is the relation's average prompt (the default).
+    Relation,
+    /// Fact prompts of the other relations kcirc ships (5 each, never this relation's): the empty circuit
+    /// knows neither subject nor relation.
+    Corpus,
+    /// The discovery prompts alone.
+    Discovery,
+}
+
+impl From<MeanOverArg> for kcirc::split::MeanOver {
+    fn from(a: MeanOverArg) -> Self {
+        match a {
+            MeanOverArg::Corpus => Self::Corpus,
+            MeanOverArg::Relation => Self::Relation,
+            MeanOverArg::Discovery => Self::Discovery,
+        }
+    }
 }
 
 impl SettingFlags {
@@ -376,7 +401,10 @@ impl SettingFlags {
             s.demonstrations = k;
         }
         if self.no_reference {
-            s.reference = false;
+            s.mean_over = kcirc::split::MeanOver::Discovery;
+        }
+        if let Some(m) = self.mean_over {
+            s.mean_over = m.into();
         }
         if let Some(m) = self.metric {
             s.metric = m.into();
@@ -1148,6 +1176,12 @@ pub enum DataCommand {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// The mean-ablation corpus on stdout: 5 facts of every relation file in DIR (sorted by name), the first
+    /// in seed 0's shuffle. kcirc ships `kcirc data corpus data/` as data/corpus/mean-ablation.jsonl.
+    Corpus {
+        /// Folder of relation files (*.json, *.jsonl).
+        dir: PathBuf,
+    },
 }
 
 pub fn data(cli: &Cli, a: &DataArgs) -> Result<()> {
@@ -1159,6 +1193,14 @@ pub fn data(cli: &Cli, a: &DataArgs) -> Result<()> {
             let mut out = std::io::stdout().lock();
             for r in &reqs {
                 writeln!(out, "{}", serde_json::to_string(r)?)?;
+            }
+        }
+        DataCommand::Corpus { dir } => {
+            let files = kcirc::batch::relation_files(&[], Some(dir))?;
+            let rels = files.iter().map(|p| read_relation(p)).collect::<Result<Vec<_>>>()?;
+            let mut out = std::io::stdout().lock();
+            for t in kcirc::data::corpus_of(&rels, 0) {
+                writeln!(out, "{}", serde_json::to_string(&t)?)?;
             }
         }
         DataCommand::Convert { file } => {
@@ -1181,7 +1223,7 @@ pub struct CurveArgs {
     #[arg(long)]
     pub triples: PathBuf,
     /// Rank the edges by the scores of `kcirc discover --scores` (its header fixes the discovery facts).
-    #[arg(long, conflicts_with_all = ["method", "config", "ablation", "metric", "examples", "seed", "no_filter", "ig_steps"])]
+    #[arg(long, conflicts_with_all = ["method", "config", "ablation", "mean_over", "no_reference", "metric", "examples", "seed", "no_filter", "ig_steps"])]
     pub scores: Option<PathBuf>,
     #[command(flatten)]
     pub common: SettingFlags,

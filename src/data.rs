@@ -353,3 +353,37 @@ pub fn shuffled(n: usize, seed: u64) -> Vec<usize> {
     SplitMix64(seed).shuffle(&mut idx);
     idx
 }
+
+/// Facts per relation in the mean-ablation corpus ([`corpus_of`]).
+pub const CORPUS_PER_RELATION: usize = 5;
+
+/// The mean-ablation corpus kcirc ships: [`corpus_of`] the 24 relations of `data/` (file-name order, seed 0),
+/// written by `kcirc data corpus data/ > data/corpus/mean-ablation.jsonl` and compiled in, so a run on any relation file
+/// finds it.
+const SHIPPED_CORPUS: &str = include_str!("../data/corpus/mean-ablation.jsonl");
+
+/// A relation-agnostic set of fact prompts: the first [`CORPUS_PER_RELATION`] facts of each relation in
+/// `seed`'s shuffle, relations in the order given. Mean ablation over it (`MeanOver::Corpus`) replaces a removed
+/// edge by what the sender carries on an average fact-completion prompt, not on the relation's own average
+/// prompt: the empty circuit then no longer knows which relation is asked, so a circuit has to carry the
+/// relation as well as the subject, and random circuits fall to chance.
+pub fn corpus_of(relations: &[Relation], seed: u64) -> Vec<Triple> {
+    relations
+        .iter()
+        .flat_map(|r| shuffled(r.triples.len(), seed).into_iter().take(CORPUS_PER_RELATION).map(|i| r.triples[i].clone()))
+        .collect()
+}
+
+/// The shipped corpus ([`SHIPPED_CORPUS`]) without the facts of `relation`: neither those named like it nor
+/// any whose prompt is one of its prompts (so no held-out prompt ever enters the means), in corpus order.
+pub fn corpus_for(relation: &Relation) -> Result<Vec<Triple>> {
+    let corpus = from_jsonl(SHIPPED_CORPUS, "corpus").map_err(|e| Error::bug(format!("the shipped corpus: {e}")))?;
+    let prompts: std::collections::HashSet<String> = relation.triples.iter().filter_map(|t| t.prompt_text().ok()).collect();
+    let mut kept = vec![];
+    for t in corpus.triples {
+        if t.relation != relation.name && !prompts.contains(&t.prompt_text()?) {
+            kept.push(t);
+        }
+    }
+    Ok(kept)
+}

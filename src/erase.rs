@@ -215,21 +215,10 @@ pub fn erase(
         filter_known: circuit.run.filter_known,
         demonstrations: circuit.run.demonstrations.unwrap_or(0),
     };
-    let reference = circuit.run.reference_examples(tok)?;
-    let held = HeldOut::new(
-        model,
-        tok,
-        &discovery,
-        &reference,
-        relation,
-        relation.examples(tok)?,
-        circuit.run.ablation,
-        &eval_opts,
-        circuit.run.seed,
-    )?;
+    let held = HeldOut::of_circuit(model, tok, circuit, relation, &eval_opts)?;
     let source = match circuit.run.ablation {
         Ablation::Zero => AblationSource::Zero,
-        _ => AblationSource::mean_of(model, &circuit.run.mean_examples(tok)?)?,
+        _ => AblationSource::mean_of_prompts(model, &circuit.run.mean_prompts(tok)?)?,
     };
     let removing = |m: usize| -> Vec<bool> {
         let mut r = vec![false; graph.edges.len()];

@@ -33,11 +33,15 @@ impl AblationSource {
         })
     }
 
-    /// The per-position means of `reference`'s prompts (what mean ablation fills removed edges with; a circuit's
-    /// reference set is `RunInfo::mean_examples`).
+    /// The per-position means of `reference`'s prompts (what mean ablation fills removed edges with).
     pub fn mean_of(model: &Model, reference: &[Example]) -> Result<AblationSource> {
         let prompts: Vec<Vec<u32>> = reference.iter().map(|e| e.tokens.clone()).collect();
-        Ok(AblationSource::Mean(crate::intervene::reference_means(model, &prompts)?))
+        AblationSource::mean_of_prompts(model, &prompts)
+    }
+
+    /// [`AblationSource::mean_of`] token prompts (a circuit's are `RunInfo::mean_prompts`).
+    pub fn mean_of_prompts(model: &Model, prompts: &[Vec<u32>]) -> Result<AblationSource> {
+        Ok(AblationSource::Mean(crate::intervene::reference_means(model, prompts)?))
     }
 }
 
@@ -215,8 +219,9 @@ pub struct HeldOut {
 impl HeldOut {
     /// Every fact of `relation` not among `discovery` nor `reference`, known to the full model (when
     /// `filter_known`, decided without demonstrations), with `opts.demonstrations` demonstrations from the
-    /// discovery facts, and its ablated values: the means over the discovery and `reference` prompts (mean
-    /// ablation's reference set, never a held-out fact), corrupted partners (seeded by `seed`), or zero.
+    /// discovery facts, and its ablated values: the means over the discovery and `reference` prompts as
+    /// `mean_over` says (mean ablation's reference set, never a held-out fact), corrupted partners (seeded by
+    /// `seed`), or zero.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         model: &Model,
@@ -226,6 +231,7 @@ impl HeldOut {
         relation: &crate::data::Relation,
         all: Vec<Example>,
         ablation: crate::intervene::Ablation,
+        mean_over: crate::split::MeanOver,
         opts: &EvalOptions,
         seed: u64,
     ) -> Result<HeldOut> {
@@ -250,16 +256,14 @@ impl HeldOut {
         let pool: Vec<crate::data::Triple> = discovery.iter().map(|e| e.triple.clone()).collect();
         let mut test = crate::data::in_context(test, &pool, opts.demonstrations, seed, tok)?;
         let mut n_dropped_no_partner = 0;
+        let mean_prompts = crate::discover::mean_prompts(discovery, reference, mean_over);
         let n_reference = match ablation {
-            crate::intervene::Ablation::Mean => discovery.len() + reference.len(),
+            crate::intervene::Ablation::Mean => mean_prompts.len(),
             _ => 0,
         };
         let ablation = match ablation {
             crate::intervene::Ablation::Zero => AblationSource::Zero,
-            crate::intervene::Ablation::Mean => {
-                let all: Vec<Example> = discovery.iter().chain(reference).cloned().collect();
-                AblationSource::mean_of(model, &all)?
-            }
+            crate::intervene::Ablation::Mean => AblationSource::mean_of_prompts(model, &mean_prompts)?,
             crate::intervene::Ablation::Resample => {
                 // A fact no other fact can corrupt (no same-length prompt) is dropped and counted.
                 let partners = crate::split::partners(&test, &all, seed);
@@ -288,6 +292,21 @@ impl HeldOut {
             n_dropped_no_partner,
             n_distinct_targets,
         })
+    }
+
+    /// The held-out facts of the run that made `circuit`: its discovery facts left out, its means (the
+    /// reference prompts as discovery saw them, with their demonstrations), its seed.
+    pub fn of_circuit(
+        model: &Model,
+        tok: &crate::tokenizer::Tokenizer,
+        circuit: &crate::circuit::CircuitFile,
+        relation: &crate::data::Relation,
+        opts: &EvalOptions,
+    ) -> Result<HeldOut> {
+        let run = &circuit.run;
+        let (discovery, reference) = (run.discovery_examples(tok)?, run.reference_examples(tok)?);
+        let all = relation.examples(tok)?;
+        HeldOut::new(model, tok, &discovery, &reference, relation, all, run.ablation, run.mean_over(), opts, run.seed)
     }
 
     /// Keeps the first `n` held-out facts (they are in the relation's file order): a curve over hundreds of facts
@@ -348,11 +367,7 @@ pub fn evaluate(
     if opts.demonstrations > 0 && circuit.run.ablation == crate::intervene::Ablation::Resample {
         return Err(crate::Error::input("demonstrations with resample ablation are not supported (use mean or zero ablation)"));
     }
-    // Mean ablation's means come from the reference prompts as discovery saw them: with their demonstrations.
-    let discovery = circuit.run.discovery_examples(tok)?;
-    let reference = circuit.run.reference_examples(tok)?;
-    let all = relation.examples(tok)?;
-    let held = HeldOut::new(model, tok, &discovery, &reference, relation, all, circuit.run.ablation, opts, circuit.run.seed)?;
+    let held = HeldOut::of_circuit(model, tok, circuit, relation, opts)?;
     let n_kept = removed.iter().filter(|r| !**r).count();
     let none = vec![false; removed.len()];
     let empty = vec![true; removed.len()];

@@ -20,7 +20,7 @@ use crate::metric::Metric;
 use crate::model::Model;
 use crate::progress::Progress;
 use crate::scores::{self, Header, ScoresFile};
-use crate::split::{prepare, Prepared, SplitRule};
+use crate::split::{prepare, MeanOver, Prepared, SplitRule};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
@@ -57,10 +57,9 @@ pub struct Settings {
     /// Demonstrations prepended to every prompt (in-context learning): other facts of the discovery split with
     /// their answers, one per line.
     pub demonstrations: usize,
-    /// Mean ablation: take the means over the discovery prompts and the relation's other facts outside the
-    /// held-out split (at most `split::MAX_REFERENCE` prompts; `split::Prepared::reference`) instead of the
-    /// discovery prompts alone.
-    pub reference: bool,
+    /// Mean ablation: which prompts the means are taken over (`split::MeanOver`; default the relation's own
+    /// prompts: docs/results.md, session 9, measures the corpus against them).
+    pub mean_over: MeanOver,
 }
 
 /// The default size rule of attribution: the smallest circuit whose faithfulness on the discovery facts reaches
@@ -92,7 +91,7 @@ impl Default for Settings {
             candidates: 3000,
             stability: false,
             demonstrations: 0,
-            reference: true,
+            mean_over: MeanOver::default(),
         }
     }
 }
@@ -167,7 +166,7 @@ impl Settings {
             k: self.k,
             ablation: self.ablation,
             demonstrations: self.demonstrations,
-            reference: self.reference,
+            mean_over: self.mean_over,
         }
     }
 
@@ -205,7 +204,12 @@ impl Settings {
             stability: self.stability.then_some(true),
             demonstrations: (self.demonstrations > 0).then_some(self.demonstrations),
             edits: model.edits.clone(),
-            n_reference: (self.ablation == Ablation::Mean).then_some(examples.len() + reference.len()),
+            mean_over: (self.ablation == Ablation::Mean).then_some(self.mean_over),
+            n_reference: (self.ablation == Ablation::Mean).then_some(match self.mean_over {
+                MeanOver::Discovery => examples.len(),
+                MeanOver::Relation => examples.len() + reference.len(),
+                MeanOver::Corpus => reference.len(),
+            }),
             examples,
             reference,
         }
@@ -240,7 +244,11 @@ impl Settings {
             candidates: run.candidates.unwrap_or(d.candidates),
             stability: run.stability.unwrap_or(false),
             demonstrations: run.demonstrations.unwrap_or(0),
-            reference: !run.reference.is_empty(),
+            mean_over: match run.mean_over() {
+                // Files from before the choice: an empty reference set meant the discovery prompts alone.
+                MeanOver::Relation if run.mean_over.is_none() && run.reference.is_empty() => MeanOver::Discovery,
+                m => m,
+            },
         };
         s.validate()?;
         Ok(s)
@@ -315,6 +323,7 @@ fn task_of<'m>(model: &'m Model, prepared: &Prepared, settings: &Settings) -> Re
         model,
         prepared.discovery.clone(),
         &prepared.reference,
+        settings.mean_over,
         settings.ablation,
         prepared.corrupted_prompts(),
         settings.metric,
@@ -355,7 +364,7 @@ fn stability(
         _ => None,
     };
     progress.message("stability: a second split");
-    let task = Task::with_reference(model, other, &prepared.reference, settings.ablation, corrupted, settings.metric)?;
+    let task = Task::with_reference(model, other, &prepared.reference, settings.mean_over, settings.ablation, corrupted, settings.metric)?;
     let second = method.discover(&task, progress)?;
     let jaccard = |a: &[String], b: &[String]| -> f64 {
         let (a, b): (std::collections::BTreeSet<&String>, std::collections::BTreeSet<&String>) = (a.iter().collect(), b.iter().collect());
@@ -503,12 +512,12 @@ pub fn curve(
 ) -> Result<crate::curve::Curve> {
     crate::curve::check_sizes(sizes)?;
     settings.validate()?;
-    let (task, edge_scores, reference, method, seed, k, filter_known, demonstrations) = match scores {
+    let (task, edge_scores, (reference, mean_over), method, seed, k, filter_known, demonstrations) = match scores {
         Some(file) => {
             let h = &file.header;
             let task = h.task(model, tok)?;
             let s = file.scores(&task.graph, &model.cfg)?;
-            let reference = h.run.reference_examples(tok)?;
+            let reference = (h.run.reference_examples(tok)?, h.run.mean_over());
             (task, s, reference, h.run.method.clone(), h.run.seed, h.run.k, h.run.filter_known, h.run.demonstrations.unwrap_or(0))
         }
         None => {
@@ -525,7 +534,7 @@ pub fn curve(
             (
                 task,
                 s,
-                prepared.reference,
+                (prepared.reference, settings.mean_over),
                 settings.method.clone(),
                 settings.seed,
                 settings.k,
@@ -545,6 +554,7 @@ pub fn curve(
                 relation,
                 relation.examples(tok)?,
                 task.ablation,
+                mean_over,
                 &opts,
                 seed,
             )?;
@@ -624,7 +634,7 @@ pub fn rediscover(
         _ => None,
     };
     let reference = before.run.reference_examples(tok)?;
-    let task = Task::with_reference(edited, examples, &reference, settings.ablation, corrupted, settings.metric)?;
+    let task = Task::with_reference(edited, examples, &reference, settings.mean_over, settings.ablation, corrupted, settings.metric)?;
     progress.message("rediscovering the circuit on the edited model");
     let (circuit, _) = settings.method()?.discover_scored(&task, progress)?;
     let after = CircuitFile::measured(before.run.clone(), &task, &circuit)?;

@@ -42,7 +42,8 @@ impl Header {
             None => None,
         };
         let reference = self.run.reference_examples(tok)?;
-        Task::with_reference(model, self.run.discovery_examples(tok)?, &reference, self.run.ablation, corrupted, self.run.metric)
+        let examples = self.run.discovery_examples(tok)?;
+        Task::with_reference(model, examples, &reference, self.run.mean_over(), self.run.ablation, corrupted, self.run.metric)
     }
 
     /// The header of `scores`, computed by the run `run`: its method becomes the attribution's, and settings

@@ -6,6 +6,7 @@ use crate::model::Model;
 use crate::rank::full_model_outcomes;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
 
 /// The most discovery examples the automatic split takes: attribution costs seconds, so use the facts a
 /// relation has, while at least half of them stay held out.
@@ -27,9 +28,36 @@ pub struct SplitRule {
     pub ablation: Ablation,
     /// Demonstrations prepended to every prompt (in-context learning), taken from the discovery facts.
     pub demonstrations: usize,
-    /// Mean ablation: take the means over a reference set larger than the discovery prompts (see
-    /// [`Prepared::reference`]) instead of the discovery prompts alone.
-    pub reference: bool,
+    /// Mean ablation: which prompts the means are taken over.
+    pub mean_over: MeanOver,
+}
+
+/// Which prompts mean ablation averages a sender's output over: what a removed edge carries, and so what the
+/// empty circuit still knows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MeanOver {
+    /// The discovery prompts alone.
+    Discovery,
+    /// The discovery prompts and the relation's facts outside the held-out split (the ones the model does not
+    /// know), at most [`MAX_REFERENCE`]: the empty circuit is the relation's average prompt, which already
+    /// ranks the relation's common answers high.
+    #[default]
+    Relation,
+    /// Fact prompts of other relations (the shipped corpus, `data::corpus_for`), never this relation's: the
+    /// empty circuit is an average fact-completion prompt, so the circuit must carry the relation too, and
+    /// random circuits fall to chance.
+    Corpus,
+}
+
+impl std::fmt::Display for MeanOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MeanOver::Discovery => "discovery",
+            MeanOver::Relation => "relation",
+            MeanOver::Corpus => "corpus",
+        })
+    }
 }
 
 /// The prepared data of one relation.
@@ -38,10 +66,12 @@ pub struct Prepared {
     /// Held-out examples (every known fact not used for discovery; under resample ablation, every one with a
     /// corruption partner).
     pub test: Vec<Example>,
-    /// Mean ablation's reference facts beyond the discovery ones: every fact of the relation outside the held-out
-    /// split (the held-out split is every known fact not used for discovery, so these are facts the model does
-    /// not know: same templates, other subjects), in the seed's order, at most [`MAX_REFERENCE`] with the
-    /// discovery facts, with the run's demonstrations. Empty unless mean ablation with `rule.reference`.
+    /// Mean ablation's reference facts: with [`MeanOver::Relation`], the facts beyond the discovery ones, every
+    /// fact of the relation outside the held-out split (the held-out split is every known fact not used for
+    /// discovery, so these are facts the model does not know: same templates, other subjects), in the seed's
+    /// order, at most [`MAX_REFERENCE`] with the discovery facts, with the run's demonstrations; with
+    /// [`MeanOver::Corpus`], the corpus facts (no demonstrations), the whole set the means are taken over.
+    /// Empty otherwise.
     pub reference: Vec<Example>,
     /// Per discovery example, its corruption partner: a fact with a same-length prompt (resample ablation only).
     pub corrupted: Option<Vec<Example>>,
@@ -62,8 +92,9 @@ impl Prepared {
             true => format!("{} known (rank < {})", self.total - self.dropped_unknown, self.rule.k),
             false => "known-fact filter off".into(),
         };
-        let reference = match self.rule.ablation {
-            Ablation::Mean => format!(", means over {} prompts", self.discovery.len() + self.reference.len()),
+        let reference = match (self.rule.ablation, self.rule.mean_over) {
+            (Ablation::Mean, MeanOver::Corpus) => format!(", means over {} corpus prompts", self.reference.len()),
+            (Ablation::Mean, _) => format!(", means over {} prompts", self.discovery.len() + self.reference.len()),
             _ => String::new(),
         };
         format!(
@@ -130,19 +161,32 @@ pub fn prepare(model: &Model, tok: &Tokenizer, rel: &Relation, settings: &SplitR
     }
     let discovery = data::in_context(discovery, &pool, k, settings.seed, tok)?;
     let test = data::in_context(test, &pool, k, settings.seed, tok)?;
-    let reference: Vec<Example> = match (settings.ablation, settings.reference) {
-        (Ablation::Mean, true) => data::shuffled(all.len(), settings.seed)
-            .into_iter()
-            .filter(|&i| !known[i])
-            .take(MAX_REFERENCE.saturating_sub(n))
-            .map(|i| all[i].clone())
-            .collect(),
+    let reference: Vec<Example> = match (settings.ablation, settings.mean_over) {
+        (Ablation::Mean, MeanOver::Relation) => {
+            let unknown = data::shuffled(all.len(), settings.seed)
+                .into_iter()
+                .filter(|&i| !known[i])
+                .take(MAX_REFERENCE.saturating_sub(n))
+                .map(|i| all[i].clone())
+                .collect();
+            data::in_context(unknown, &pool, k, settings.seed, tok)?
+        }
+        (Ablation::Mean, MeanOver::Corpus) => corpus_examples(rel, tok)?,
         _ => vec![],
     };
-    let reference = data::in_context(reference, &pool, k, settings.seed, tok)?;
     // Every fact left in `order` has a partner (the others were dropped above).
     let corrupted = partner.map(|p| order[..n].iter().filter_map(|&i| p[i].cloned()).collect());
     Ok(Prepared { discovery, test, reference, corrupted, dropped_unknown, dropped_no_partner, total: all.len(), rule: *settings })
+}
+
+/// The corpus prompts mean ablation averages over for `rel` ([`MeanOver::Corpus`]): the shipped corpus
+/// without `rel`'s facts, tokenised, at most [`MAX_REFERENCE`].
+pub fn corpus_examples(rel: &Relation, tok: &Tokenizer) -> Result<Vec<Example>> {
+    let corpus = data::corpus_for(rel)?;
+    if corpus.is_empty() {
+        return Err(Error::input(format!("relation `{}`: no corpus prompt left for mean ablation", rel.name)));
+    }
+    corpus.iter().take(MAX_REFERENCE).map(|t| data::example(t, tok)).collect()
 }
 
 /// For each example, its corruption partner for resample ablation: another fact of `pool` with the same

@@ -267,8 +267,15 @@ fn demonstrations_come_from_the_discovery_split() {
     use kcirc::split::{prepare, SplitRule};
     let (model, tok) = tiny_gpt2();
     let rel = capitals();
-    let rule =
-        SplitRule { examples: Some(6), seed: 3, filter_known: false, k: 10, ablation: Ablation::Mean, demonstrations: 2, reference: true };
+    let rule = SplitRule {
+        examples: Some(6),
+        seed: 3,
+        filter_known: false,
+        k: 10,
+        ablation: Ablation::Mean,
+        demonstrations: 2,
+        mean_over: kcirc::split::MeanOver::Relation,
+    };
     let p = prepare(&model, &tok, &rel, &rule).unwrap();
     let discovery: Vec<String> = p.discovery.iter().map(|e| e.triple.subject.clone()).collect();
     let demo_subjects = |e: &kcirc::data::Example| -> Vec<String> {

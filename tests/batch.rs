@@ -247,14 +247,14 @@ fn bad_shard_specs_and_flags_exit_2() {
 
 /// `--resume` over circuits whose mean ablation took reference facts (the tiny random GPT-2 "knows" about half
 /// the facts at k = 25,000; the others are reference facts): the same run resumes, one that takes its means over
-/// the discovery facts alone (`--no-reference`) is refused, automatic split or not.
+/// the discovery facts alone (`--no-reference`) or over the corpus is refused, automatic split or not.
 #[test]
 fn resume_refuses_a_run_with_other_reference_facts() {
     let dir = tempfile::tempdir().unwrap();
     let rel = relations(dir.path(), &[]);
     let out_dir = dir.path().join("circuits");
     let config = dir.path().join("k.json");
-    std::fs::write(&config, r#"{"k": 25000, "method": "eap", "top_n": 10, "ablation": "mean"}"#).unwrap();
+    std::fs::write(&config, r#"{"k": 25000, "method": "eap", "top_n": 10, "ablation": "mean", "mean_over": "relation"}"#).unwrap();
     let model = fixture("gpt2-tiny");
     let run = |extra: &[&str]| {
         let mut args = vec!["discover", "--model", model.to_str().unwrap(), "--relations", rel.to_str().unwrap()];
@@ -267,6 +267,8 @@ fn resume_refuses_a_run_with_other_reference_facts() {
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("country_capital_city.json")).unwrap()).unwrap();
     assert!(!file["reference"].as_array().unwrap().is_empty());
     assert_eq!(ok(&run(&["--resume"])), one);
-    refused(&run(&["--resume", "--no-reference"]), "other discovery or reference facts");
-    refused(&run(&["--resume", "--no-reference", "--examples", &file["n_examples"].to_string()]), "its means include reference facts");
+    let other_means = r#"mean_over "relation" there, "discovery" here"#;
+    refused(&run(&["--resume", "--no-reference"]), other_means);
+    refused(&run(&["--resume", "--no-reference", "--examples", &file["n_examples"].to_string()]), other_means);
+    refused(&run(&["--resume", "--mean-over", "corpus"]), r#"mean_over "relation" there, "corpus" here"#);
 }

@@ -300,7 +300,7 @@ fn discover_is_byte_identical_whatever_the_thread_count() {
 fn reference_set_circuits_are_byte_identical_and_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("k.json");
-    std::fs::write(&config, r#"{"k": 25000, "method": "eap", "top_n": 20, "ablation": "mean"}"#).unwrap();
+    std::fs::write(&config, r#"{"k": 25000, "method": "eap", "top_n": 20, "ablation": "mean", "mean_over": "relation"}"#).unwrap();
     let (model, triples) = (fixture("gpt2-tiny"), root().join("data/country_capital_city.jsonl"));
     let run = |out: &str, extra: &[&str]| {
         let out = dir.path().join(out);
@@ -318,9 +318,22 @@ fn reference_set_circuits_are_byte_identical_and_recorded() {
     assert!(n_ref > 0);
     assert_eq!(file["n_reference"], 3 + n_ref);
     assert_eq!(file["eval"]["n_reference"], 3 + n_ref);
-    let off: serde_json::Value = serde_json::from_slice(&run("c.json", &["--no-reference"])).unwrap();
+    let off_bytes = run("c.json", &["--no-reference"]);
+    let off: serde_json::Value = serde_json::from_slice(&off_bytes).unwrap();
     assert!(off.get("reference").is_none());
     assert_eq!(off["n_reference"], 3);
+    assert_eq!(off["mean_over"], "discovery");
+    // `--mean-over` overrides the preset: `discovery` is `--no-reference`, `corpus` the shipped corpus without
+    // the capitals (115 prompts), the means over nothing else.
+    let discovery = run("d.json", &["--mean-over", "discovery"]);
+    assert_eq!(String::from_utf8_lossy(&discovery).replace("d.json", "c.json"), String::from_utf8_lossy(&off_bytes));
+    let corpus: serde_json::Value = serde_json::from_slice(&run("e.json", &["--mean-over", "corpus"])).unwrap();
+    assert_eq!(corpus["mean_over"], "corpus");
+    let refs = corpus["reference"].as_array().unwrap();
+    assert_eq!(refs.len(), 115);
+    assert!(refs.iter().all(|t| t["relation"] != "country_capital_city"));
+    assert_eq!(corpus["n_reference"], 115);
+    assert_eq!(corpus["eval"]["n_reference"], 115);
 }
 
 #[test]

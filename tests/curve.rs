@@ -48,7 +48,19 @@ fn curve_endpoints_are_exact_and_random_circuits_have_the_circuits_size() {
     let (task, rel) = tiny_task(&model, &tok, Ablation::Mean, Metric::Kl);
     let scores = edge_scores(&task, Some(3), &Silent).unwrap();
     let opts = EvalOptions { k: 10, random: 2, seed: 0, filter_known: false, demonstrations: 0 };
-    let held = HeldOut::new(task.model, &tok, &task.examples, &[], &rel, rel.examples(&tok).unwrap(), Ablation::Mean, &opts, 0).unwrap();
+    let held = HeldOut::new(
+        task.model,
+        &tok,
+        &task.examples,
+        &[],
+        &rel,
+        rel.examples(&tok).unwrap(),
+        Ablation::Mean,
+        kcirc::split::MeanOver::Discovery,
+        &opts,
+        0,
+    )
+    .unwrap();
     let set = HeldOutSet { set: &held, k: 10 };
     let (points, a) = measure(&task, &scores, &[0.05, 0.3, 1.0], Some(&set), 2, 0, &Silent).unwrap();
     assert_eq!(points.len(), 4);

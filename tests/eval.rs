@@ -90,6 +90,7 @@ fn circuit_file(model: &kcirc::model::Model, removed: &[bool], examples: Vec<kci
         stability: None,
         demonstrations: None,
         edits: None,
+        mean_over: None,
         n_reference: None,
         examples,
         reference: vec![],
@@ -187,4 +188,18 @@ fn facts_without_a_resample_partner_are_skipped_in_discovery_and_dropped_in_eval
     let file = circuit_file(&model, &vec![false; n], examples, Ablation::Mean);
     let r = kcirc::eval::evaluate(&model, &tok, &file, &rel, &opts).unwrap();
     assert_eq!((r.n_dropped_no_partner, r.n_triples), (0, 8));
+}
+
+/// A write that cannot land (the path is a folder) fails naming the path and leaves no temporary file behind.
+#[test]
+fn a_failed_atomic_write_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out.json");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("x"), "keep").unwrap();
+    let err = kcirc::circuit::write_atomic(&target, "{}").unwrap_err().to_string();
+    assert!(err.contains("out.json"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("out.json")]);
+    assert_eq!(std::fs::read_to_string(target.join("x")).unwrap(), "keep");
 }

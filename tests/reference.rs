@@ -11,7 +11,7 @@ use kcirc::intervene::{broadcast_means, reference_means, Ablation, RecordHeads};
 use kcirc::metric::Metric;
 use kcirc::model::{Activations, Logits, Model};
 use kcirc::pipeline::Settings;
-use kcirc::split::{prepare, MAX_REFERENCE};
+use kcirc::split::{prepare, MeanOver, MAX_REFERENCE};
 
 fn capitals() -> Relation {
     data::read(&root().join("data/country_capital_city.jsonl")).unwrap()
@@ -41,8 +41,8 @@ fn close(a: &[f32], b: &[f32], what: &str) {
 
 /// Checks `means` (one row, `T` positions, as `reference_means` returns and as every row of a broadcast batch
 /// holds) against the hand mean over `prompts` run one by one: position `p` from the end is the mean over the
-/// prompts longer than `p`. Row `row` of `means`, which has `t ≥ T` positions (the farther ones read the
-/// farthest mean).
+/// prompts longer than `p`. Row `row` of `means`, which has `t` positions: with `t > T` the farther ones read
+/// the farthest mean, with `t < T` (a batch shorter than the longest reference prompt) the last `t` means.
 fn check_against_hand_means(model: &Model, prompts: &[Vec<u32>], means: &Activations, row: usize, layer: usize) {
     let runs: Vec<Alone> = prompts.iter().map(|p| alone(model, p, layer)).collect();
     let longest = prompts.iter().map(|p| p.len()).max().unwrap();
@@ -50,7 +50,6 @@ fn check_against_hand_means(model: &Model, prompts: &[Vec<u32>], means: &Activat
     let mlp = means.mlps[layer].get(row).unwrap().to_vec2::<f32>().unwrap();
     let heads = means.heads(layer).unwrap().narrow(1, row, 1).unwrap().squeeze(1).unwrap().to_vec3::<f32>().unwrap();
     let t = embed.len();
-    assert!(t >= longest);
     for q in 0..t {
         // Position q from the end; beyond the longest prompt, the farthest position.
         let qq = q.min(longest - 1);
@@ -124,7 +123,15 @@ fn reference_means_are_the_hand_computed_mean_over_prompts_of_different_lengths(
 
 /// Settings under which the random tiny GPT-2 "knows" about half of the capitals (rank < 25,000 of 50,257).
 fn half_known() -> Settings {
-    Settings { examples: Some(3), k: 25_000, ablation: Ablation::Mean, method: "eap".into(), top_n: Some(20), ..Default::default() }
+    Settings {
+        examples: Some(3),
+        k: 25_000,
+        ablation: Ablation::Mean,
+        mean_over: MeanOver::Relation,
+        method: "eap".into(),
+        top_n: Some(20),
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -148,13 +155,17 @@ fn the_reference_set_is_every_fact_outside_the_held_out_split_and_never_a_held_o
         assert!(!known[i], "{} is known", r.triple.subject);
     }
     // Off, or under another ablation: no reference facts.
-    assert!(prepare(&model, &tok, &rel, &Settings { reference: false, ..s.clone() }.split_rule()).unwrap().reference.is_empty());
+    assert!(prepare(&model, &tok, &rel, &Settings { mean_over: MeanOver::Discovery, ..s.clone() }.split_rule())
+        .unwrap()
+        .reference
+        .is_empty());
     assert!(prepare(&model, &tok, &rel, &Settings { ablation: Ablation::Zero, ..s.clone() }.split_rule()).unwrap().reference.is_empty());
     // Capped with the discovery facts at MAX_REFERENCE, in the seed's order: the same facts whatever the run.
     assert_eq!(prepare(&model, &tok, &rel, &s.split_rule()).unwrap().reference, p.reference);
 
     // The task's ablated values are the hand means over the discovery and reference prompts.
-    let task = Task::with_reference(&model, p.discovery.clone(), &p.reference, Ablation::Mean, None, Metric::Kl).unwrap();
+    let task =
+        Task::with_reference(&model, p.discovery.clone(), &p.reference, MeanOver::Relation, Ablation::Mean, None, Metric::Kl).unwrap();
     assert_eq!(task.n_reference, 3 + n_unknown);
     let prompts: Vec<Vec<u32>> = p.discovery.iter().chain(&p.reference).map(|e| e.tokens.clone()).collect();
     let ablated = task.ablated.as_ref().unwrap();
@@ -197,9 +208,86 @@ fn discovery_records_the_reference_set_and_evaluation_uses_it_without_scoring_it
     assert_eq!(wide.n_triples, rel.triples.len() - 3 - reference.len());
     assert_eq!(wide.n_dropped_unknown, 0);
     // Without the reference set, other means: the empty circuit's held-out logits change.
-    let off = Settings { reference: false, ..s.clone() };
+    let off = Settings { mean_over: MeanOver::Discovery, ..s.clone() };
     let d_off = kcirc::pipeline::discover(&model, &tok, "tiny", &rel, &off, Some(&opts), &kcirc::progress::Silent).unwrap();
     assert!(d_off.file.run.reference.is_empty());
     assert_eq!(d_off.file.run.n_reference, Some(3));
     assert_ne!(d_off.report.unwrap().empty.target_logit, r.empty.target_logit);
+}
+
+/// The corpus (the default): every prompt of the shipped corpus except the relation's own, never a fact of the
+/// relation (so never a held-out one), in corpus order; the task's ablated values are the hand means over
+/// exactly those prompts (not the discovery prompts); the circuit file records them and evaluation from the
+/// file reproduces the report.
+#[test]
+fn corpus_means_exclude_the_relation_and_are_the_hand_means_over_the_corpus() {
+    let (model, tok) = tiny_gpt2();
+    let rel = capitals();
+    let s = Settings { mean_over: MeanOver::Corpus, ..half_known() };
+    let p = prepare(&model, &tok, &rel, &s.split_rule()).unwrap();
+    let shipped = data::parse(&std::fs::read(root().join("data/corpus/mean-ablation.jsonl")).unwrap(), "c", "c").unwrap();
+    assert_eq!(shipped.triples.len(), 24 * data::CORPUS_PER_RELATION);
+    let own = shipped.triples.iter().filter(|t| t.relation == rel.name).count();
+    assert_eq!(own, data::CORPUS_PER_RELATION, "the shipped corpus holds 5 capitals");
+    let expected: Vec<_> = shipped.triples.iter().filter(|t| t.relation != rel.name).cloned().collect();
+    assert_eq!(p.reference.iter().map(|e| e.triple.clone()).collect::<Vec<_>>(), expected);
+    let prompts: std::collections::HashSet<String> = rel.triples.iter().map(|t| t.prompt_text().unwrap()).collect();
+    assert!(p.reference.iter().all(|e| !prompts.contains(&e.triple.prompt_text().unwrap())));
+    // A relation under another name whose facts are in the corpus: its prompts are removed all the same.
+    let renamed = Relation::new("capitals_again", rel.triples.iter().map(|t| data::Triple { relation: "x".into(), ..t.clone() }).collect());
+    assert_eq!(data::corpus_for(&renamed).unwrap().len(), expected.len());
+
+    let task = Task::with_reference(&model, p.discovery.clone(), &p.reference, MeanOver::Corpus, Ablation::Mean, None, Metric::Kl).unwrap();
+    assert_eq!(task.n_reference, expected.len());
+    let corpus: Vec<Vec<u32>> = p.reference.iter().map(|e| e.tokens.clone()).collect();
+    for row in 0..3 {
+        check_against_hand_means(&model, &corpus, task.ablated.as_ref().unwrap(), row, 1);
+    }
+
+    let opts = EvalOptions { k: s.k, random: 1, seed: 0, filter_known: true, demonstrations: 0 };
+    let d = kcirc::pipeline::discover(&model, &tok, "tiny", &rel, &s, Some(&opts), &kcirc::progress::Silent).unwrap();
+    assert_eq!(d.file.run.mean_over, Some(MeanOver::Corpus));
+    assert_eq!(d.file.run.n_reference, Some(expected.len()));
+    let file = kcirc::circuit::CircuitFile::parse(&d.file.to_json().unwrap(), "file").unwrap();
+    assert_eq!(Settings::from_run(&file.run).unwrap().mean_over, MeanOver::Corpus);
+    let r = d.report.unwrap();
+    assert_eq!(r.n_reference, Some(expected.len()));
+    assert_eq!(r.n_skipped_reference, 0);
+    let again = kcirc::eval::evaluate(&model, &tok, &file, &rel, &opts).unwrap();
+    assert_eq!(serde_json::to_string(&again).unwrap(), serde_json::to_string(&r).unwrap());
+    // The relation's own means give another empty circuit.
+    let d_rel = kcirc::pipeline::discover(&model, &tok, "tiny", &rel, &half_known(), Some(&opts), &kcirc::progress::Silent).unwrap();
+    assert_ne!(d_rel.report.unwrap().empty.target_logit, r.empty.target_logit);
+}
+
+/// The shipped corpus is what `kcirc data corpus data/` writes: 5 facts of every shipped relation, seed 0.
+#[test]
+fn the_shipped_corpus_is_regenerated_from_the_shipped_relations() {
+    let files = kcirc::batch::relation_files(&[], Some(&root().join("data"))).unwrap();
+    assert_eq!(files.len(), 24);
+    let rels: Vec<Relation> = files.iter().map(|f| data::read(f).unwrap()).collect();
+    let shipped = data::parse(&std::fs::read(root().join("data/corpus/mean-ablation.jsonl")).unwrap(), "c", "c").unwrap();
+    assert_eq!(data::corpus_of(&rels, 0), shipped.triples);
+    // Every relation contributes its first 5 facts in seed 0's shuffle.
+    let first = &rels[0];
+    let order = data::shuffled(first.triples.len(), 0);
+    assert_eq!(shipped.triples[..5].to_vec(), order[..5].iter().map(|&i| first.triples[i].clone()).collect::<Vec<_>>());
+}
+
+/// Circuit files from before the choice of means say nothing: they took the relation's prompts (the discovery
+/// prompts alone when they list no reference facts), and `--rerun` reads them so.
+#[test]
+fn files_without_mean_over_read_as_the_relations_means() {
+    let (model, tok) = tiny_gpt2();
+    let rel = capitals();
+    let d = kcirc::pipeline::discover(&model, &tok, "tiny", &rel, &half_known(), None, &kcirc::progress::Silent).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&d.file.to_json().unwrap()).unwrap();
+    assert_eq!(json["mean_over"], "relation");
+    json.as_object_mut().unwrap().remove("mean_over");
+    let old = kcirc::circuit::CircuitFile::parse(&json.to_string(), "old").unwrap();
+    assert_eq!(old.run.mean_over(), MeanOver::Relation);
+    assert_eq!(Settings::from_run(&old.run).unwrap().mean_over, MeanOver::Relation);
+    json.as_object_mut().unwrap().remove("reference");
+    let older = kcirc::circuit::CircuitFile::parse(&json.to_string(), "older").unwrap();
+    assert_eq!(Settings::from_run(&older.run).unwrap().mean_over, MeanOver::Discovery);
 }

@@ -90,6 +90,7 @@ fn run_info(model: &str, shape: ModelShape, relation: &str) -> RunInfo {
         stability: None,
         demonstrations: None,
         edits: None,
+        mean_over: None,
         n_reference: None,
         examples: vec![],
         reference: vec![],

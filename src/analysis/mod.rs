@@ -121,14 +121,14 @@ pub struct CircuitView {
 
 impl CircuitView {
     /// The circuit of `file` on `facts` (which must be facts of the circuit's model): mean ablation takes the
-    /// means of the circuit's own reference prompts (`RunInfo::mean_examples`); resample ablation pairs every fact with a partner from
+    /// means of the circuit's own reference prompts (`RunInfo::mean_prompts`); resample ablation pairs every fact with a partner from
     /// `pool` (same template and token length), and `facts` keeps only those that have one.
     pub fn new(model: &Model, tok: &Tokenizer, file: &CircuitFile, facts: &mut Vec<Example>, pool: &[Example]) -> Result<CircuitView> {
         let graph = Graph::new(&model.cfg);
         let removed = file.removed(&graph, &model.cfg)?;
         let values = match file.run.ablation {
             Ablation::Zero => AblationSource::Zero,
-            Ablation::Mean => AblationSource::mean_of(model, &file.run.mean_examples(tok)?)?,
+            Ablation::Mean => AblationSource::mean_of_prompts(model, &file.run.mean_prompts(tok)?)?,
             Ablation::Resample => {
                 let partners = crate::split::partners(facts, pool, file.run.seed);
                 let (kept, corrupt): (Vec<Example>, Vec<Vec<u32>>) =

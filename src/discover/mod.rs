@@ -12,6 +12,7 @@ use crate::intervene::{broadcast_means, reference_means, Ablation, EdgeInputs, N
 use crate::metric::{FullReference, Metric};
 use crate::model::{Activations, Batch, Logits, Model};
 use crate::progress::Progress;
+use crate::split::MeanOver;
 use crate::{Error, Result};
 
 /// A discovery problem: everything a method needs to score a circuit.
@@ -31,6 +32,17 @@ pub struct Task<'a> {
     pub full: FullReference,
 }
 
+/// The prompts mean ablation averages over: the discovery `examples` and the `reference` facts as `mean_over`
+/// says (the one place that decides it; discovery and evaluation both ask here).
+pub fn mean_prompts(examples: &[Example], reference: &[Example], mean_over: MeanOver) -> Vec<Vec<u32>> {
+    let (discovery, reference): (&[Example], &[Example]) = match mean_over {
+        MeanOver::Discovery => (examples, &[]),
+        MeanOver::Relation => (examples, reference),
+        MeanOver::Corpus => (&[], reference),
+    };
+    discovery.iter().chain(reference).map(|e| e.tokens.clone()).collect()
+}
+
 impl<'a> Task<'a> {
     /// Sets up a task whose mean ablation takes its means over the discovery prompts only. `corrupted`
     /// (resample ablation only) holds, per example, a prompt of the same token length whose activations replace
@@ -42,16 +54,18 @@ impl<'a> Task<'a> {
         corrupted: Option<Vec<Vec<u32>>>,
         metric: Metric,
     ) -> Result<Self> {
-        Task::with_reference(model, examples, &[], ablation, corrupted, metric)
+        Task::with_reference(model, examples, &[], MeanOver::Discovery, ablation, corrupted, metric)
     }
 
-    /// [`Task::new`] with mean ablation's means taken over the discovery prompts and `reference` (other facts of
-    /// the relation outside its held-out split): a larger set than the discovery prompts estimates each
-    /// sender's mean better. `reference` is ignored by zero and resample ablation.
+    /// [`Task::new`] with mean ablation's means taken as `mean_over` says: over the discovery prompts and
+    /// `reference` (other facts of the relation outside its held-out split: a larger set than the discovery
+    /// prompts estimates each sender's mean better) for [`MeanOver::Relation`], over `reference` alone (the
+    /// corpus) for [`MeanOver::Corpus`]. `reference` is ignored by zero and resample ablation.
     pub fn with_reference(
         model: &'a Model,
         examples: Vec<Example>,
         reference: &[Example],
+        mean_over: MeanOver,
         ablation: Ablation,
         corrupted: Option<Vec<Vec<u32>>>,
         metric: Metric,
@@ -64,12 +78,10 @@ impl<'a> Task<'a> {
         let hidden = model.run(&batch, &crate::model::Clean, Logits::Hidden)?.1;
         let targets: Vec<u32> = examples.iter().map(|e| e.target).collect();
         let full = FullReference::new(model, &hidden, &targets)?;
+        let mean_prompts = mean_prompts(&examples, reference, mean_over);
         let ablated = match ablation {
             Ablation::Zero => None,
-            Ablation::Mean => {
-                let all: Vec<Vec<u32>> = prompts.iter().cloned().chain(reference.iter().map(|e| e.tokens.clone())).collect();
-                Some(broadcast_means(&reference_means(model, &all)?, prompts.len(), batch.seq_len)?)
-            }
+            Ablation::Mean => Some(broadcast_means(&reference_means(model, &mean_prompts)?, prompts.len(), batch.seq_len)?),
             Ablation::Resample => {
                 let c = corrupted.ok_or_else(|| Error::bug("resample ablation needs corrupted prompts"))?;
                 if c.len() != prompts.len() || c.iter().zip(&prompts).any(|(a, b)| a.len() != b.len()) {
@@ -80,7 +92,7 @@ impl<'a> Task<'a> {
             }
         };
         let n_reference = match ablation {
-            Ablation::Mean => prompts.len() + reference.len(),
+            Ablation::Mean => mean_prompts.len(),
             _ => 0,
         };
         Ok(Task { model, graph: Graph::new(&model.cfg), examples, batch, ablation, ablated, n_reference, metric, full })
