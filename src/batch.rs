@@ -346,16 +346,17 @@ pub fn prior_circuit(
     let mut got = file.run.clone();
     got.examples.clear();
     // Which facts the split took (discovery and reference) is compared below, by splitting again.
-    let file_reference = std::mem::take(&mut got.reference);
-    got.n_reference = want.n_reference;
     if got.ablation == Ablation::Mean && got.mean_over.is_none() {
-        // A file from before the choice took its means over the relation's prompts (the discovery prompts
-        // alone when it lists no reference facts).
-        got.mean_over = Some(match want.mean_over {
-            Some(MeanOver::Discovery) if file_reference.is_empty() => MeanOver::Discovery,
-            _ => MeanOver::Relation,
+        // A file from before the choice: its means as `RunInfo::mean_over` reads them, except that a run over
+        // the relation's prompts also lists no reference facts when the split finds none (the re-split below
+        // compares the facts).
+        got.mean_over = Some(match (got.mean_over(), want.mean_over) {
+            (MeanOver::Discovery, Some(MeanOver::Relation)) => MeanOver::Relation,
+            (m, _) => m,
         });
     }
+    let file_reference = std::mem::take(&mut got.reference);
+    got.n_reference = want.n_reference;
     got.kcirc_version.clone_from(&want.kcirc_version);
     let mut other_facts = false;
     want.n_examples = match settings.examples {

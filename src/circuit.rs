@@ -119,7 +119,7 @@ pub struct RunInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edits: Option<crate::model::EditRecord>,
     /// Mean ablation: which prompts the means were taken over (absent in files from before kcirc had a
-    /// choice: the discovery prompts and `reference`, [`MeanOver::Relation`]).
+    /// choice: see [`RunInfo::mean_over`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mean_over: Option<MeanOver>,
     /// Mean ablation: how many prompts the means were taken over.
@@ -136,9 +136,15 @@ pub struct RunInfo {
 }
 
 impl RunInfo {
-    /// Which prompts mean ablation averaged over ([`MeanOver::Relation`] for files that do not say).
+    /// Which prompts mean ablation averaged over. Files from before the choice do not say: theirs were the
+    /// discovery prompts and `reference` ([`MeanOver::Relation`]), the discovery prompts alone
+    /// ([`MeanOver::Discovery`]) when they list no reference facts.
     pub fn mean_over(&self) -> MeanOver {
-        self.mean_over.unwrap_or(MeanOver::Relation)
+        match self.mean_over {
+            Some(m) => m,
+            None if self.reference.is_empty() => MeanOver::Discovery,
+            None => MeanOver::Relation,
+        }
     }
 
     /// Mean ablation's reference facts as the run saw them: tokenised, with the run's demonstrations (from the

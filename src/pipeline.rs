@@ -205,11 +205,8 @@ impl Settings {
             demonstrations: (self.demonstrations > 0).then_some(self.demonstrations),
             edits: model.edits.clone(),
             mean_over: (self.ablation == Ablation::Mean).then_some(self.mean_over),
-            n_reference: (self.ablation == Ablation::Mean).then_some(match self.mean_over {
-                MeanOver::Discovery => examples.len(),
-                MeanOver::Relation => examples.len() + reference.len(),
-                MeanOver::Corpus => reference.len(),
-            }),
+            n_reference: (self.ablation == Ablation::Mean)
+                .then(|| self.mean_over.sets(&examples, &reference).iter().map(|s| s.len()).sum()),
             examples,
             reference,
         }
@@ -244,11 +241,7 @@ impl Settings {
             candidates: run.candidates.unwrap_or(d.candidates),
             stability: run.stability.unwrap_or(false),
             demonstrations: run.demonstrations.unwrap_or(0),
-            mean_over: match run.mean_over() {
-                // Files from before the choice: an empty reference set meant the discovery prompts alone.
-                MeanOver::Relation if run.mean_over.is_none() && run.reference.is_empty() => MeanOver::Discovery,
-                m => m,
-            },
+            mean_over: run.mean_over(),
         };
         s.validate()?;
         Ok(s)

@@ -50,6 +50,18 @@ pub enum MeanOver {
     Corpus,
 }
 
+impl MeanOver {
+    /// Of the discovery facts and the reference facts, the sets whose prompts the means are taken over: the one
+    /// place that decides it (the means themselves and the prompt counts the files record both ask here).
+    pub fn sets<'a, T>(self, discovery: &'a [T], reference: &'a [T]) -> [&'a [T]; 2] {
+        match self {
+            MeanOver::Discovery => [discovery, &[]],
+            MeanOver::Relation => [discovery, reference],
+            MeanOver::Corpus => [&[], reference],
+        }
+    }
+}
+
 impl std::fmt::Display for MeanOver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -32,15 +32,10 @@ pub struct Task<'a> {
     pub full: FullReference,
 }
 
-/// The prompts mean ablation averages over: the discovery `examples` and the `reference` facts as `mean_over`
-/// says (the one place that decides it; discovery and evaluation both ask here).
+/// The prompts mean ablation averages over: of the discovery `examples` and the `reference` facts, those
+/// [`MeanOver::sets`] names (discovery and evaluation both ask here).
 pub fn mean_prompts(examples: &[Example], reference: &[Example], mean_over: MeanOver) -> Vec<Vec<u32>> {
-    let (discovery, reference): (&[Example], &[Example]) = match mean_over {
-        MeanOver::Discovery => (examples, &[]),
-        MeanOver::Relation => (examples, reference),
-        MeanOver::Corpus => (&[], reference),
-    };
-    discovery.iter().chain(reference).map(|e| e.tokens.clone()).collect()
+    mean_over.sets(examples, reference).into_iter().flatten().map(|e| e.tokens.clone()).collect()
 }
 
 impl<'a> Task<'a> {
