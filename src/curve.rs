@@ -84,6 +84,10 @@ pub struct Point {
     pub n_edges: usize,
     /// On the discovery facts.
     pub faithfulness: Faithfulness,
+    /// Hit@1, Hit@k, MRR of the circuit on the discovery facts: beside `held_out`, how much of what the circuit
+    /// keeps on the facts it was found on carries over to facts it never saw (absent in files before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<Metrics>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_out: Option<HeldOutPoint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,19 +135,16 @@ pub struct Curve {
     pub areas: CurveAreas,
 }
 
-/// The held-out facts a curve also scores, and k of Hit@k.
-pub struct HeldOutSet<'a> {
-    pub set: &'a HeldOut,
-    pub k: usize,
-}
-
 /// Measures the curve of `scores` (one per edge of `task`'s graph) at `sizes` (checked by [`check_sizes`]),
-/// with `random` random circuits per size seeded from `seed`. Returns the points (size 0 first) and areas.
+/// Hit@`k` on the discovery facts and, when given, the `held_out` facts, with `random` random circuits per size
+/// seeded from `seed`. Returns the points (size 0 first) and areas.
+#[allow(clippy::too_many_arguments)]
 pub fn measure(
     task: &Task,
     scores: &[f64],
     sizes: &[f64],
-    held_out: Option<&HeldOutSet>,
+    k: usize,
+    held_out: Option<&HeldOut>,
     random: usize,
     seed: u64,
     progress: &dyn Progress,
@@ -153,12 +154,12 @@ pub fn measure(
     let total = g.edges.len();
     let metrics = [Metric::Logit, Metric::Kl];
     let empty = vec![true; total];
-    let m_empty = task.scores_of(std::slice::from_ref(&empty), &metrics)?.remove(0);
+    let (m_empty, empty_outcomes) = task.scores_and_outcomes(std::slice::from_ref(&empty), &metrics)?.remove(0);
     let faith = |m: &[f64]| Faithfulness { logit: faithfulness(m[0], m_empty[0]), kl: faithfulness(m[1], m_empty[1]) };
     let (full_ho, empty_ho) = match held_out {
         Some(h) => {
             let none = vec![false; total];
-            let ms = h.set.metrics(task.model, g, &[&none, &empty], h.k)?;
+            let ms = h.metrics(task.model, g, &[&none, &empty], k)?;
             (Some(ms[0]), Some(ms[1]))
         }
         None => (None, None),
@@ -169,6 +170,7 @@ pub fn measure(
         size: 0.0,
         n_edges: 0,
         faithfulness: Faithfulness { logit: 0.0, kl: 0.0 },
+        discovery: Some(Metrics::new(&empty_outcomes, k)),
         held_out: empty_ho.map(held),
         random: (random > 0).then(|| RandomPoint {
             faithfulness_mean: Faithfulness { logit: 0.0, kl: 0.0 },
@@ -187,10 +189,13 @@ pub fn measure(
         let randoms = random_circuits(total, kept, random, seed.wrapping_add(1000 * (i as u64 + 1)));
         let mut circuits = vec![removed];
         circuits.extend(randoms);
-        let ms = task.scores_of(&circuits, &metrics)?;
+        // Every circuit's metrics; the ranks of the circuit itself (not the random ones) on the discovery facts.
+        let mut measured = task.scores_and_outcomes(&circuits, &metrics)?;
+        let discovery = Metrics::new(&measured[0].1, k);
+        let ms: Vec<Vec<f64>> = measured.drain(..).map(|(m, _)| m).collect();
         let fs: Vec<Faithfulness> = ms.iter().map(|m| faith(m)).collect();
         let ho: Option<Vec<Metrics>> = match held_out {
-            Some(h) => Some(h.set.metrics(task.model, g, &circuits.iter().map(|c| c.as_slice()).collect::<Vec<_>>(), h.k)?),
+            Some(h) => Some(h.metrics(task.model, g, &circuits.iter().map(|c| c.as_slice()).collect::<Vec<_>>(), k)?),
             None => None,
         };
         let random_point = (random > 0).then(|| {
@@ -212,7 +217,14 @@ pub fn measure(
                 held_out_faithfulness_mean: hf,
             }
         });
-        points.push(Point { size, n_edges: kept, faithfulness: fs[0], held_out: ho.as_ref().map(|h| held(h[0])), random: random_point });
+        points.push(Point {
+            size,
+            n_edges: kept,
+            faithfulness: fs[0],
+            discovery: Some(discovery),
+            held_out: ho.as_ref().map(|h| held(h[0])),
+            random: random_point,
+        });
         progress.advance(1);
     }
     let area = |f: &dyn Fn(&Point) -> Option<f64>| -> Option<Areas> {

@@ -557,8 +557,7 @@ pub fn curve(
         None => None,
     };
     let random = eval.map_or(0, |(e, _)| e.random);
-    let set = held.as_ref().map(|h| crate::curve::HeldOutSet { set: h, k });
-    let (points, areas) = crate::curve::measure(&task, &edge_scores, sizes, set.as_ref(), random.max(1), seed, progress)?;
+    let (points, areas) = crate::curve::measure(&task, &edge_scores, sizes, k, held.as_ref(), random.max(1), seed, progress)?;
     Ok(crate::curve::Curve {
         format: crate::curve::CURVE_FORMAT,
         model: model_name.to_string(),

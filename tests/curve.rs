@@ -5,10 +5,10 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use kcirc::curve::{areas, check_sizes, measure, HeldOutSet};
+use kcirc::curve::{areas, check_sizes, measure};
 use kcirc::discover::eap::{choose_size, choose_size_with, edge_scores, faithfulness};
 use kcirc::discover::Task;
-use kcirc::eval::{random_circuits, EvalOptions, HeldOut};
+use kcirc::eval::{circuits_outcomes, random_circuits, EvalOptions, HeldOut};
 use kcirc::graph::Selection;
 use kcirc::intervene::Ablation;
 use kcirc::metric::Metric;
@@ -61,8 +61,8 @@ fn curve_endpoints_are_exact_and_random_circuits_have_the_circuits_size() {
         0,
     )
     .unwrap();
-    let set = HeldOutSet { set: &held, k: 10 };
-    let (points, a) = measure(&task, &scores, &[0.05, 0.3, 1.0], Some(&set), 2, 0, &Silent).unwrap();
+    let sizes = [0.05, 0.3, 1.0];
+    let (points, a) = measure(&task, &scores, &sizes, 10, Some(&held), 2, 0, &Silent).unwrap();
     assert_eq!(points.len(), 4);
     let (empty, full) = (&points[0], &points[3]);
     assert_eq!((empty.size, empty.n_edges, empty.faithfulness.logit, empty.faithfulness.kl), (0.0, 0, 0.0, 0.0));
@@ -71,6 +71,23 @@ fn curve_endpoints_are_exact_and_random_circuits_have_the_circuits_size() {
     assert_eq!(empty.held_out.unwrap().faithfulness, 0.0);
     assert!(points[1].n_edges > 0 && points[1].n_edges <= 6, "{}", points[1].n_edges);
     assert!(a.random_logit.is_some() && a.held_out.is_some());
+    // Hit@k on the discovery facts at every size is what evaluation's own path (another batching, the means
+    // over the same prompts) finds for those facts; the full circuit's is the full model's.
+    let total = task.graph.edges.len();
+    let mut circuits = vec![vec![true; total]];
+    circuits.extend(sizes.iter().map(|s| task.graph.select(&scores, Selection::TopN((s * total as f64).round() as usize)).unwrap()));
+    let refs: Vec<&[bool]> = circuits.iter().map(|c| c.as_slice()).collect();
+    let by_eval = circuits_outcomes(task.model, &task.graph, &refs, &task.examples, &held.ablation).unwrap();
+    let full_model = kcirc::rank::full_model_outcomes(task.model, &task.examples).unwrap();
+    for (p, o) in points.iter().zip(&by_eval) {
+        let (got, want) = (p.discovery.unwrap(), kcirc::rank::Metrics::new(o, 10));
+        assert_eq!((got.hit_at_1, got.hit_at_k), (want.hit_at_1, want.hit_at_k), "size {}", p.size);
+        assert!((got.mrr - want.mrr).abs() < 1e-9 && (got.target_logit - want.target_logit).abs() < 1e-4, "size {}", p.size);
+    }
+    let fm = kcirc::rank::Metrics::new(&full_model, 10);
+    let fd = full.discovery.unwrap();
+    assert_eq!((fd.hit_at_1, fd.hit_at_k), (fm.hit_at_1, fm.hit_at_k));
+    assert!((fd.mrr - fm.mrr).abs() < 1e-9 && fd.mrr != empty.discovery.unwrap().mrr, "{fd:?}");
     // Random circuits of a size keep exactly that many edges, distinct per seed.
     for n in [1, 7, 55, 110] {
         let r = random_circuits(110, n, 3, 5);

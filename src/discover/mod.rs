@@ -6,12 +6,15 @@ pub mod cone;
 pub mod eap;
 pub mod hybrid;
 
+use candle_core::Tensor;
+
 use crate::data::Example;
 use crate::graph::Graph;
 use crate::intervene::{broadcast_means, reference_means, Ablation, EdgeInputs, NaiveInputs, RecordHeads};
 use crate::metric::{FullReference, Metric};
 use crate::model::{Activations, Batch, Logits, Model};
 use crate::progress::Progress;
+use crate::rank::Outcome;
 use crate::split::MeanOver;
 use crate::{Error, Result};
 
@@ -147,20 +150,35 @@ impl<'a> Task<'a> {
         })
     }
 
+    /// The normalised last-position residual `[n, D]` of the circuit whose removed edges are flagged in
+    /// `removed`, from one full intervened forward pass.
+    fn hidden_of(&self, removed: &[bool]) -> Result<Tensor> {
+        let hook = EdgeInputs::new(&self.graph, vec![removed], self.ablated.as_ref(), self.n_examples());
+        Ok(self.model.run(&self.batch, &hook, Logits::Hidden)?.1)
+    }
+
     /// Metric of a circuit (edges flagged in `removed`), from one full intervened forward pass.
     pub fn score(&self, removed: &[bool]) -> Result<f64> {
-        let hook = EdgeInputs::new(&self.graph, vec![removed], self.ablated.as_ref(), self.n_examples());
-        let hidden = self.model.run(&self.batch, &hook, Logits::Hidden)?.1;
-        Ok(self.full.score(self.metric, self.model, &hidden)?[0])
+        Ok(self.full.score(self.metric, self.model, &self.hidden_of(removed)?)?[0])
     }
 
     /// Each circuit's value of each of `metrics`, from one intervened forward pass per circuit (circuits spread
     /// over kcirc's threads; the result does not depend on their number).
     pub fn scores_of(&self, circuits: &[Vec<bool>], metrics: &[Metric]) -> Result<Vec<Vec<f64>>> {
         let out = crate::parallel::map(circuits, |removed| -> Result<Vec<f64>> {
-            let hook = EdgeInputs::new(&self.graph, vec![removed.as_slice()], self.ablated.as_ref(), self.n_examples());
-            let hidden = self.model.run(&self.batch, &hook, Logits::Hidden)?.1;
+            let hidden = self.hidden_of(removed)?;
             metrics.iter().map(|&m| Ok(self.full.score(m, self.model, &hidden)?[0])).collect()
+        });
+        out.into_iter().collect()
+    }
+
+    /// [`scores_of`](Self::scores_of) with each circuit's outcome (rank of the target) on every discovery
+    /// example beside, from the same forward pass: Hit@k on the facts the circuit was found on.
+    pub fn scores_and_outcomes(&self, circuits: &[Vec<bool>], metrics: &[Metric]) -> Result<Vec<(Vec<f64>, Vec<Outcome>)>> {
+        let out = crate::parallel::map(circuits, |removed| -> Result<(Vec<f64>, Vec<Outcome>)> {
+            let hidden = self.hidden_of(removed)?;
+            let ms = metrics.iter().map(|&m| Ok(self.full.score(m, self.model, &hidden)?[0])).collect::<Result<Vec<f64>>>()?;
+            Ok((ms, crate::rank::outcomes(&self.model.logits_of_hidden(&hidden)?, &self.full.targets)?))
         });
         out.into_iter().collect()
     }
