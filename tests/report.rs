@@ -312,6 +312,13 @@ fn every_section_from_real_outputs_and_discover_svg_matches_report_svg() {
     // Held-out numbers from the file's own report.
     let ev = file.eval.as_ref().unwrap();
     assert!(html.contains(&format!("<td><b>{:.3}</b></td>", ev["circuit"]["hit_at_k"].as_f64().unwrap())));
+    // The curve's table ends each row with the circuit's Hit@k on the discovery facts.
+    let curve: kcirc::curve::Curve = serde_json::from_str(&std::fs::read_to_string(p("curve.json")).unwrap()).unwrap();
+    assert!(html.contains("<th>discovery Hit@10</th>") && html.contains("circuit Hit@10, discovery facts"));
+    for pt in &curve.points {
+        let d = pt.discovery.unwrap().hit_at_k;
+        assert!(html.contains(&format!("<td>{d:.3}</td></tr>")), "size {}: discovery Hit@10 {d}", pt.size);
+    }
     // The same again: same bytes; `discover --svg` draws what `report --svg` draws.
     let o = kcirc(&[&args[..], &["--out", &p("r2.html")]].concat());
     assert!(o.status.success());

@@ -291,24 +291,36 @@ fn curve_section(out: &mut String, c: &Curve, own: f64) {
         width: 500.0,
         height: 250.0,
     }));
-    if c.points.iter().any(|p| p.held_out.is_some()) {
+    if c.points.iter().any(|p| p.held_out.is_some() || p.discovery.is_some()) {
         let k = c.k;
-        let mut series = vec![
-            Series {
+        let mut series = vec![];
+        if c.points.iter().any(|p| p.held_out.is_some()) {
+            series.push(Series {
                 name: format!("circuit Hit@{k}"),
                 color: "#1f5fa8",
                 dashed: false,
                 values: all(&|p| p.held_out.map(|h| h.metrics.hit_at_k)),
                 band: None,
-            },
-            Series {
+            });
+            series.push(Series {
                 name: "circuit Hit@1".into(),
                 color: "#2a9d8f",
                 dashed: false,
                 values: all(&|p| p.held_out.map(|h| h.metrics.hit_at_1)),
                 band: None,
-            },
-        ];
+            });
+        }
+        // What the circuit keeps on the facts it was found on: the gap to the held-out line is what does not
+        // carry over.
+        if c.points.iter().any(|p| p.discovery.is_some()) {
+            series.push(Series {
+                name: format!("circuit Hit@{k}, discovery facts"),
+                color: "#8e44ad",
+                dashed: false,
+                values: all(&|p| p.discovery.map(|d| d.hit_at_k)),
+                band: None,
+            });
+        }
         if c.points.iter().any(|p| p.random.as_ref().is_some_and(|r| r.held_out_mean.is_some())) {
             series.push(Series {
                 name: format!("random Hit@{k} (± sd)"),
@@ -323,7 +335,7 @@ fn curve_section(out: &mut String, c: &Curve, own: f64) {
             });
         }
         out.push_str(&chart(&Chart {
-            title: "Held-out facts".into(),
+            title: format!("Hit@{k}: held-out facts and discovery facts"),
             x_labels: labels.clone(),
             x_title: "circuit size (share of all edges)".into(),
             y_title: "fraction of facts".into(),
@@ -350,10 +362,12 @@ fn curve_section(out: &mut String, c: &Curve, own: f64) {
                 p.held_out.map(|h| f3(h.metrics.hit_at_1)).unwrap_or_else(|| "—".into()),
                 p.held_out.map(|h| f3(h.metrics.hit_at_k)).unwrap_or_else(|| "—".into()),
                 r.and_then(|r| r.held_out_mean).map(|m| f3(m.hit_at_k)).unwrap_or_else(|| "—".into()),
+                p.discovery.map(|d| f3(d.hit_at_k)).unwrap_or_else(|| "—".into()),
             ]
         })
         .collect();
-    table(out, &["size", "edges", "f (KL)", "f (logit)", "random f (KL)", "Hit@1", &hk, &rhk], &rows, 1);
+    let dhk = format!("discovery Hit@{}", c.k);
+    table(out, &["size", "edges", "f (KL)", "f (logit)", "random f (KL)", "Hit@1", &hk, &rhk, &dhk], &rows, 1);
     let a = &c.areas;
     let area = |x: Option<crate::curve::Areas>| x.map(|a| format!("{} / {}", f3(a.cpr), f3(a.cmd))).unwrap_or_else(|| "—".into());
     table(
