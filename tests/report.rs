@@ -428,3 +428,39 @@ fn model_and_triples_measure_the_held_out_table() {
     assert!(html.contains(&format!("{} held-out facts", ev["n_triples"])));
     assert!(html.contains("random ×2"));
 }
+
+/// Curves of 20 to 40 sizes: x labels are thinned so that no two drawn ones overlap, and the first and last stay.
+#[test]
+fn chart_x_labels_never_overlap() {
+    use kcirc::report::svg::{chart, Chart, Series, YScale};
+    for n in 20..=40 {
+        let labels: Vec<String> =
+            (0..n).map(|i| if i + 1 == n { "100%".into() } else { format!("{:.3}%", 0.05 * 1.25f64.powi(i)) }).collect();
+        let values = (0..n).map(|i| Some(i as f64 / n as f64)).collect();
+        let svg = chart(&Chart {
+            title: "t".into(),
+            x_labels: labels.clone(),
+            x_title: "x".into(),
+            y_title: "y".into(),
+            y: YScale::Linear { lo: 0.0, hi: 1.0 },
+            series: vec![Series { name: "s".into(), color: "#000", dashed: false, values, band: None }],
+            width: 500.0,
+            height: 250.0,
+        });
+        let drawn: Vec<(f64, String)> = svg
+            .lines()
+            .filter(|l| l.starts_with("<text class=\"tk\" x=\"") && l.contains("text-anchor=\"middle\""))
+            .map(|l| {
+                let x = l.split("x=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+                (x, l.split('>').nth(1).unwrap().split('<').next().unwrap().to_string())
+            })
+            .filter(|(_, text)| labels.contains(text))
+            .collect();
+        assert_eq!(drawn.first().unwrap().1, labels[0]);
+        assert_eq!(drawn.last().unwrap().1, "100%");
+        let longest = labels.iter().map(|l| l.chars().count()).max().unwrap() as f64;
+        for w in drawn.windows(2) {
+            assert!(w[1].0 - w[0].0 >= longest * 6.0, "{n} labels: {:?} and {:?} overlap", w[0], w[1]);
+        }
+    }
+}

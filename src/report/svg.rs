@@ -362,11 +362,12 @@ pub fn chart(ch: &Chart) -> String {
             y = c(y)
         );
     }
-    // Every k-th x label, so that they do not overlap.
+    // Every k-th x label and the last, so that they do not overlap: a k-th label too close to the last one
+    // gives way to it.
     let longest = ch.x_labels.iter().map(|l| l.chars().count()).max().unwrap_or(1) as f64;
     let every = ((n as f64 * (longest * 6.0 + 8.0)) / pw).ceil().max(1.0) as usize;
     for (i, label) in ch.x_labels.iter().enumerate() {
-        if i % every == 0 || i + 1 == n {
+        if i + 1 == n || (i % every == 0 && n - 1 - i >= every) {
             let _ = writeln!(
                 s,
                 "<text class=\"tk\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",

@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Size rules compared on fine-grained `kcirc curve` outputs (one JSON per relation in DIR, with the discovery
+facts' Hit@k that `kcirc curve` writes per size): for each rule, the first curve size that meets it, and there the
+held-out Hit@10 against the full model's, the random circuits' Hit@10, over the relations with more than 10
+distinct answers and at least 8 held-out facts.
+
+  python3 scripts/size-rules.py DIR [--data data/] [-v]
+
+Rules: `kl ≥ F` (faithfulness in KL form on the discovery facts: what `discover --target-faithfulness F` asks),
+`hit ≥ H` (the circuit keeps at least H of the discovery facts in its top k), and their conjunctions and
+disjunctions. -v: one line per relation per rule (size / circuit÷full Hit@10).
+"""
+import json, os, statistics, sys
+
+RULES = {
+    "kl >= 0.85": lambda p: p["faithfulness"]["kl"] >= 0.85,
+    "kl >= 0.70": lambda p: p["faithfulness"]["kl"] >= 0.70,
+    "hit >= 0.8": lambda p: p["discovery"]["hit_at_k"] >= 0.8,
+    "hit >= 0.9": lambda p: p["discovery"]["hit_at_k"] >= 0.9,
+    "hit = 1": lambda p: p["discovery"]["hit_at_k"] >= 1.0 - 1e-9,
+    "kl >= 0.85 and hit >= 0.9": lambda p: p["faithfulness"]["kl"] >= 0.85 and p["discovery"]["hit_at_k"] >= 0.9,
+    "kl >= 0.85 or hit >= 0.9": lambda p: p["faithfulness"]["kl"] >= 0.85 or p["discovery"]["hit_at_k"] >= 0.9,
+    "kl >= 0.85 or hit = 1": lambda p: p["faithfulness"]["kl"] >= 0.85 or p["discovery"]["hit_at_k"] >= 1.0 - 1e-9,
+    "kl >= 0.5 and hit = 1": lambda p: p["faithfulness"]["kl"] >= 0.5 and p["discovery"]["hit_at_k"] >= 1.0 - 1e-9,
+    "logit >= 0.85 and hit >= 0.9": lambda p: p["faithfulness"]["logit"] >= 0.85 and p["discovery"]["hit_at_k"] >= 0.9,
+}
+
+
+def main():
+    args = sys.argv[1:]
+    d = args[0]
+    data = args[args.index("--data") + 1] if "--data" in args else "data"
+    curves = {f[:-5]: json.load(open(os.path.join(d, f))) for f in sorted(os.listdir(d)) if f.endswith(".json")}
+
+    def distinct(name):
+        path = os.path.join(data, name + ".jsonl")
+        return len({json.loads(l)["object"] for l in open(path) if l.strip()})
+
+    eligible = {r: c for r, c in curves.items() if c["n_held_out"] >= 8 and distinct(r) > 10}
+    print(f"{len(curves)} curves, {len(eligible)} eligible")
+    print("| rule | circuit/full Hit@10, mean | min | median size | random Hit@10, mean |")
+    print("|---|---|---|---|---|")
+    for name, rule in RULES.items():
+        ratios, sizes, randoms, rows = [], [], [], []
+        for r, c in eligible.items():
+            pts = [p for p in c["points"][1:] if "discovery" in p]
+            p = next((p for p in pts if rule(p)), pts[-1])
+            full = c["points"][-1]["held_out"]["hit_at_k"]
+            ratios.append(p["held_out"]["hit_at_k"] / full)
+            sizes.append(p["size"])
+            randoms.append(p["random"]["held_out_mean"]["hit_at_k"])
+            rows.append(f"{r} {100 * p['size']:.2f}%/{ratios[-1]:.2f}")
+        print(f"| {name} | {statistics.mean(ratios):.3f} | {min(ratios):.3f} | {100 * statistics.median(sizes):.2f}% | {statistics.mean(randoms):.3f} |")
+        if "-v" in args:
+            print("    " + ", ".join(rows))
+
+
+if __name__ == "__main__":
+    main()
