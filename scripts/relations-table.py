@@ -13,7 +13,17 @@ CURVES_DIR (optional): `kcirc curve` outputs named <relation>.json or <relation>
 --same-means-curves DIR: curves made with the means over the discovery facts alone (session 4's docs/curves),
 used only for relations without reference facts, whose means are the same either way (marked †).
 """
-import json, os, statistics, sys
+import json, math, os, statistics, sys
+
+
+def wilson(rate, n, z=1.959963984540054):
+    """95% Wilson interval of a rate measured on n facts (as `kcirc eval` prints it)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = round(rate * n) / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def main():
@@ -52,9 +62,10 @@ def main():
                     pass
         few = objects <= 10
         hit1 = f"{e['full']['hit_at_1']:.3f} / {e['circuit']['hit_at_1']:.3f}"
+        lo, hi = wilson(circ, e["n_triples"])
         rows.append(
             f"| {c['relation']} | {objects} | {c['n_examples']} | {c.get('n_reference', '–')} | {e['n_triples']} | "
-            f"{c['n_edges']:,} ({100 * size:.2f}%) | {full:.3f} | {circ:.3f} | {rnd:.3f} | {empty:.3f} | "
+            f"{c['n_edges']:,} ({100 * size:.2f}%) | {full:.3f} | {circ:.3f} [{lo:.2f}, {hi:.2f}] | {rnd:.3f} | {empty:.3f} | "
             f"{hit1}{' ‡' if few else ''} | {e['faithfulness']:.3f} | {cmd} | {stab} |"
         )
         if objects > 10 and e["n_triples"] >= 8:
@@ -63,7 +74,7 @@ def main():
         with open(save, "w") as out:
             out.writelines(json.dumps(r, sort_keys=True) + "\n" for r in saved)
     print("| relation | distinct objects | discovery facts | reference prompts | held-out facts | edges (size) | full Hit@10 | "
-          "circuit Hit@10 | random Hit@10 | empty circuit Hit@10 | Hit@1 full / circuit | faithfulness (held-out, logit) | CMD EAP-IG (KL) | "
+          "circuit Hit@10 [95% interval] | random Hit@10 | empty circuit Hit@10 | Hit@1 full / circuit | faithfulness (held-out, logit) | CMD EAP-IG (KL) | "
           "stability: edge / node Jaccard |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))

@@ -402,6 +402,21 @@ pub fn evaluate(
 }
 
 impl Report {
+    /// The 95% Wilson interval of Hit@k (`at_1`: Hit@1) of `m` over this report's `n_triples` facts.
+    pub fn interval(&self, m: &Metrics, at_1: bool) -> (f64, f64) {
+        let rate = if at_1 { m.hit_at_1 } else { m.hit_at_k };
+        crate::rank::wilson_interval((rate * self.n_triples as f64).round() as usize, self.n_triples)
+    }
+
+    /// "full [a, b], circuit [c, d], empty [e, f]": the 95% intervals of Hit@k, two decimals.
+    pub fn intervals_text(&self) -> String {
+        let iv = |m: &Metrics| {
+            let (lo, hi) = self.interval(m, false);
+            format!("[{lo:.2}, {hi:.2}]")
+        };
+        format!("full {}, circuit {}, empty {}", iv(&self.full), iv(&self.circuit), iv(&self.empty))
+    }
+
     /// A short human-readable table (what `discover` and `eval` print on stderr).
     pub fn table(&self) -> String {
         let row = |name: &str, m: &Metrics| {
@@ -435,6 +450,7 @@ impl Report {
         s += &row("circuit", &self.circuit);
         s += &row(&format!("random×{}", self.random.runs), &self.random.mean);
         s += &row("empty", &self.empty);
+        s += &format!("  Hit@{}, 95% interval over {} facts (Wilson): {}\n", self.k, self.n_triples, self.intervals_text());
         s += &format!(
             "  circuit: {} of {} edges ({:.2}%), {} nodes, faithfulness {:.3}\n",
             self.n_edges,

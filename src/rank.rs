@@ -71,6 +71,21 @@ pub fn full_model_outcomes(model: &Model, examples: &[Example]) -> Result<Vec<Ou
     outcomes(&logits, &examples.iter().map(|e| e.target).collect::<Vec<_>>())
 }
 
+/// The 95% Wilson score interval of `hits` successes in `n` trials: how far a Hit@k measured on a few held-out
+/// facts may be from the rate over all such facts (`(0, 1)` when `n` is 0). Wilson's rather than the normal
+/// approximation's, because it stays inside [0, 1] and does not collapse to a point at 0 or `n` hits.
+pub fn wilson_interval(hits: usize, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    const Z: f64 = 1.959963984540054; // the 97.5% quantile of the standard normal
+    let (n, p) = (n as f64, hits.min(n) as f64 / n as f64);
+    let z2 = Z * Z;
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = Z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / (1.0 + z2 / n);
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
 /// Summary metrics of a set of outcomes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {

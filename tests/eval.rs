@@ -127,7 +127,30 @@ fn full_circuit_is_fully_faithful_and_faithfulness_is_the_logit_ratio() {
         assert!((r.faithfulness - want).abs() < 1e-12);
         assert_eq!(r.n_edges, n / 2);
         assert_eq!(r.random.runs, 3);
+        // The table's intervals are Wilson's over the facts scored, from the hit counts.
+        let hits = (r.circuit.hit_at_k * r.n_triples as f64).round() as usize;
+        let (lo, hi) = kcirc::rank::wilson_interval(hits, r.n_triples);
+        assert!(r.table().contains(&format!("circuit [{lo:.2}, {hi:.2}]")), "{}", r.table());
+        assert!(r.table().contains(&format!("95% interval over {} facts", r.n_triples)));
     }
+}
+
+/// Wilson's 95% intervals against values computed by hand (Python, float64), the ends clamped to [0, 1].
+#[test]
+fn wilson_intervals_match_hand_computed_values() {
+    use kcirc::rank::wilson_interval;
+    let cases = [
+        (20, 28, 0.5294071157, 0.8474600394),
+        (0, 10, 0.0, 0.2775327999),
+        (10, 10, 0.7224672001, 1.0),
+        (7, 8, 0.5291118178, 0.9775825085),
+        (343, 425, 0.7668593381, 0.8417571905),
+    ];
+    for (k, n, lo, hi) in cases {
+        let (a, b) = wilson_interval(k, n);
+        assert!((a - lo).abs() < 1e-9 && (b - hi).abs() < 1e-9, "{k}/{n}: [{a}, {b}]");
+    }
+    assert_eq!(wilson_interval(0, 0), (0.0, 1.0));
 }
 
 #[test]

@@ -220,14 +220,16 @@ fn held_out_section(out: &mut String, e: &eval::Report) {
     table(out, &["", "full model", "circuit", &random, "empty circuit"], &rows, 1);
     let _ = writeln!(
         out,
-        "<p class=\"note\">Faithfulness (target logit) {}. {} held-out facts ({} used for discovery skipped, {} the model does not know dropped{}); {} distinct answers. Random: mean ± sd over circuits of as many edges ({}).</p>",
+        "<p class=\"note\">Faithfulness (target logit) {}. {} held-out facts ({} used for discovery skipped, {} the model does not know dropped{}); {} distinct answers. Random: mean ± sd over circuits of as many edges ({}). Hit@{}, 95% intervals over these facts (Wilson): {}.</p>",
         num(e.faithfulness),
         e.n_triples,
         e.n_skipped_discovery,
         e.n_dropped_unknown,
         if e.n_dropped_no_partner > 0 { format!(", {} without a resample partner dropped", e.n_dropped_no_partner) } else { String::new() },
         e.n_distinct_targets,
-        e.n_edges
+        e.n_edges,
+        e.k,
+        e.intervals_text()
     );
     for w in e.warnings() {
         let _ = writeln!(out, "<p class=\"note warn\">{}</p>", esc(&w));
