@@ -402,16 +402,15 @@ pub fn evaluate(
 }
 
 impl Report {
-    /// The 95% Wilson interval of Hit@k (`at_1`: Hit@1) of `m` over this report's `n_triples` facts.
-    pub fn interval(&self, m: &Metrics, at_1: bool) -> (f64, f64) {
-        let rate = if at_1 { m.hit_at_1 } else { m.hit_at_k };
-        crate::rank::wilson_interval((rate * self.n_triples as f64).round() as usize, self.n_triples)
+    /// The 95% Wilson interval of `m`'s Hit@k over this report's `n_triples` facts.
+    pub fn hit_at_k_interval(&self, m: &Metrics) -> (f64, f64) {
+        crate::rank::wilson_interval((m.hit_at_k * self.n_triples as f64).round() as usize, self.n_triples)
     }
 
     /// "full [a, b], circuit [c, d], empty [e, f]": the 95% intervals of Hit@k, two decimals.
     pub fn intervals_text(&self) -> String {
         let iv = |m: &Metrics| {
-            let (lo, hi) = self.interval(m, false);
+            let (lo, hi) = self.hit_at_k_interval(m);
             format!("[{lo:.2}, {hi:.2}]")
         };
         format!("full {}, circuit {}, empty {}", iv(&self.full), iv(&self.circuit), iv(&self.empty))

@@ -314,7 +314,7 @@ fn every_section_from_real_outputs_and_discover_svg_matches_report_svg() {
     assert!(html.contains(&format!("<td><b>{:.3}</b></td>", ev["circuit"]["hit_at_k"].as_f64().unwrap())));
     // The curve's table ends each row with the circuit's Hit@k on the discovery facts.
     let curve: kcirc::curve::Curve = serde_json::from_str(&std::fs::read_to_string(p("curve.json")).unwrap()).unwrap();
-    assert!(html.contains("<th>discovery Hit@10</th>") && html.contains("circuit Hit@10, discovery facts"));
+    assert!(html.contains("<th>discovery Hit@10</th>") && html.contains(">discovery Hit@10</text>"));
     for pt in &curve.points {
         let d = pt.discovery.unwrap().hit_at_k;
         assert!(html.contains(&format!("<td>{d:.3}</td></tr>")), "size {}: discovery Hit@10 {d}", pt.size);
@@ -463,4 +463,34 @@ fn chart_x_labels_never_overlap() {
             assert!(w[1].0 - w[0].0 >= longest * 6.0, "{n} labels: {:?} and {:?} overlap", w[0], w[1]);
         }
     }
+}
+
+/// A legend too long for one row wraps onto more, each entry inside the chart, and the chart grows by the rows.
+#[test]
+fn chart_legend_wraps_inside_the_chart() {
+    use kcirc::report::svg::{chart, Chart, Series, YScale};
+    let names = ["held-out Hit@10", "held-out Hit@1", "discovery Hit@10", "random, held-out Hit@10 (± sd)"];
+    let series = names
+        .iter()
+        .map(|n| Series { name: n.to_string(), color: "#000", dashed: false, values: vec![Some(0.1), Some(0.9)], band: None })
+        .collect();
+    let svg = chart(&Chart {
+        title: "t".into(),
+        x_labels: vec!["0".into(), "100%".into()],
+        x_title: "x".into(),
+        y_title: "y".into(),
+        y: YScale::Linear { lo: 0.0, hi: 1.0 },
+        series,
+        width: 500.0,
+        height: 230.0,
+    });
+    let mut rows = std::collections::BTreeSet::new();
+    for name in names {
+        let line = svg.lines().find(|l| l.ends_with(&format!(">{name}</text>"))).unwrap_or_else(|| panic!("{name}"));
+        let attr = |a: &str| -> f64 { line.split(&format!(" {a}=\"")).last().unwrap().split('"').next().unwrap().parse().unwrap() };
+        assert!(attr("x") + 6.0 * name.chars().count() as f64 <= 500.0 - 12.0, "{name} runs past the edge");
+        rows.insert(attr("y") as i64);
+    }
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(svg.contains("height=\"244\""), "one extra row of 14 px");
 }

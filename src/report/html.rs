@@ -298,14 +298,14 @@ fn curve_section(out: &mut String, c: &Curve, own: f64) {
         let mut series = vec![];
         if c.points.iter().any(|p| p.held_out.is_some()) {
             series.push(Series {
-                name: format!("circuit Hit@{k}"),
+                name: format!("held-out Hit@{k}"),
                 color: "#1f5fa8",
                 dashed: false,
                 values: all(&|p| p.held_out.map(|h| h.metrics.hit_at_k)),
                 band: None,
             });
             series.push(Series {
-                name: "circuit Hit@1".into(),
+                name: "held-out Hit@1".into(),
                 color: "#2a9d8f",
                 dashed: false,
                 values: all(&|p| p.held_out.map(|h| h.metrics.hit_at_1)),
@@ -316,7 +316,7 @@ fn curve_section(out: &mut String, c: &Curve, own: f64) {
         // carry over.
         if c.points.iter().any(|p| p.discovery.is_some()) {
             series.push(Series {
-                name: format!("circuit Hit@{k}, discovery facts"),
+                name: format!("discovery Hit@{k}"),
                 color: "#8e44ad",
                 dashed: false,
                 values: all(&|p| p.discovery.map(|d| d.hit_at_k)),
@@ -325,7 +325,7 @@ fn curve_section(out: &mut String, c: &Curve, own: f64) {
         }
         if c.points.iter().any(|p| p.random.as_ref().is_some_and(|r| r.held_out_mean.is_some())) {
             series.push(Series {
-                name: format!("random Hit@{k} (± sd)"),
+                name: format!("random, held-out Hit@{k} (± sd)"),
                 color: "#777",
                 dashed: true,
                 values: all(&|p| p.random.as_ref().and_then(|r| r.held_out_mean.map(|m| m.hit_at_k))),
@@ -337,7 +337,7 @@ fn curve_section(out: &mut String, c: &Curve, own: f64) {
             });
         }
         out.push_str(&chart(&Chart {
-            title: format!("Hit@{k}: held-out facts and discovery facts"),
+            title: format!("The circuit's Hit@{k} on held-out and on discovery facts"),
             x_labels: labels.clone(),
             x_title: "circuit size (share of all edges)".into(),
             y_title: "fraction of facts".into(),

@@ -333,8 +333,22 @@ pub struct Chart {
 /// The chart as one `<svg class="chart">`: axes, ticks, a legend, one `<path>` per series and a hoverable dot
 /// per point.
 pub fn chart(ch: &Chart) -> String {
-    let (left, right, top, bottom) = (52.0, 12.0, 40.0, 42.0);
-    let (w, h) = (ch.width, ch.height);
+    // Legend entries left to right, wrapping onto further 14-px rows when the next would run past the right
+    // edge (text estimated at 6 px a character): each entry's x and row. Extra rows make the chart taller.
+    let (left, right) = (52.0, 12.0);
+    let mut legend = Vec::with_capacity(ch.series.len());
+    let (mut lx, mut row) = (left, 0usize);
+    for se in &ch.series {
+        let text = se.name.chars().count() as f64 * 6.0;
+        if lx > left && lx + 22.0 + text > ch.width - right {
+            (lx, row) = (left, row + 1);
+        }
+        legend.push((lx, row));
+        lx += 34.0 + text;
+    }
+    let extra = 14.0 * row as f64;
+    let (top, bottom) = (40.0 + extra, 42.0);
+    let (w, h) = (ch.width, ch.height + extra);
     let (pw, ph) = (w - left - right, h - top - bottom);
     let n = ch.x_labels.len().max(1);
     let x_at = |i: usize| left + if n == 1 { pw / 2.0 } else { pw * i as f64 / (n - 1) as f64 };
@@ -399,19 +413,21 @@ pub fn chart(ch: &Chart) -> String {
         esc(&ch.y_title)
     );
     // Legend.
-    let mut lx = left;
-    for se in &ch.series {
+    for (se, &(lx, row)) in ch.series.iter().zip(&legend) {
         let dash = if se.dashed { " stroke-dasharray=\"5 3\"" } else { "" };
+        let y = 28.0 + 14.0 * row as f64;
         let _ = writeln!(
             s,
-            "<line x1=\"{}\" x2=\"{}\" y1=\"28\" y2=\"28\" stroke=\"{}\" stroke-width=\"2\"{dash}/><text class=\"tk\" x=\"{}\" y=\"31\">{}</text>",
+            "<line x1=\"{}\" x2=\"{}\" y1=\"{}\" y2=\"{}\" stroke=\"{}\" stroke-width=\"2\"{dash}/><text class=\"tk\" x=\"{}\" y=\"{}\">{}</text>",
             c(lx),
             c(lx + 18.0),
+            c(y),
+            c(y),
             se.color,
             c(lx + 22.0),
+            c(y + 3.0),
             esc(&se.name)
         );
-        lx += 34.0 + se.name.chars().count() as f64 * 6.0;
     }
     for se in &ch.series {
         if let Some(band) = &se.band {
