@@ -34,6 +34,7 @@ pub enum SchemaName {
     Summary,
     Edit,
     Erase,
+    Curve,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -126,7 +127,7 @@ pub enum Command {
     /// The man page (roff) on stdout: `kcirc man > kcirc.1`.
     Man,
     /// The JSON Schema of an output on stdout: circuit (the circuit file), report (`kcirc eval`), summary (a
-    /// batch run's summary line), edit (`kcirc edit`), erase (`kcirc erase`).
+    /// batch run's summary line), edit (`kcirc edit`), erase (`kcirc erase`), curve (`kcirc curve`).
     Schema {
         #[arg(value_enum)]
         name: SchemaName,
@@ -176,6 +177,7 @@ fn run(cli: Cli) -> Result<()> {
                     SchemaName::Summary => include_str!("../docs/schema/summary.schema.json"),
                     SchemaName::Edit => include_str!("../docs/schema/edit.schema.json"),
                     SchemaName::Erase => include_str!("../docs/schema/erase.schema.json"),
+                    SchemaName::Curve => include_str!("../docs/schema/curve.schema.json"),
                 }
             );
             Ok(())

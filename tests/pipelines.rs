@@ -418,6 +418,25 @@ fn run_lines_state_only_what_was_checked() {
     refused(&o, "relation `country_capital_city`: 24 facts, fewer than the 40 discovery examples asked for");
 }
 
+/// `kcirc curve`, with held-out facts and random circuits and with `--no-eval`, prints what its schema describes,
+/// every optional part of a point present in the first.
+#[test]
+fn curves_follow_their_schema() {
+    let curve_schema = schema("curve");
+    let (model, triples) = (tiny(), capitals());
+    let base = ["curve", "--model", &model, "--triples", &triples, "--examples", "3", "--no-filter", "--sizes", "0.1,1"];
+    for extra in [&["--random", "2"][..], &["--no-eval"][..]] {
+        let o = kcirc(&[&base[..], extra].concat());
+        ok(&o);
+        let c: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+        conforms(&c, &curve_schema, &curve_schema, "curve");
+        let p = &c["points"][1];
+        let evaluated = extra[0] == "--random";
+        assert_eq!((p["held_out"].is_object(), p["discovery"].is_object()), (evaluated, true), "{extra:?}");
+        assert_eq!(p["random"]["held_out_mean"].is_object(), evaluated);
+    }
+}
+
 /// `kcirc edit` (both modes, with the lens) and `kcirc erase` (both units) print what their schemas describe.
 #[test]
 fn edit_and_erase_reports_follow_their_schemas() {
