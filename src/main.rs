@@ -35,6 +35,9 @@ pub enum SchemaName {
     Edit,
     Erase,
     Curve,
+    Lens,
+    Heads,
+    Diff,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -127,7 +130,8 @@ pub enum Command {
     /// The man page (roff) on stdout: `kcirc man > kcirc.1`.
     Man,
     /// The JSON Schema of an output on stdout: circuit (the circuit file), report (`kcirc eval`), summary (a
-    /// batch run's summary line), edit (`kcirc edit`), erase (`kcirc erase`), curve (`kcirc curve`).
+    /// batch run's summary line), edit (`kcirc edit`), erase (`kcirc erase`), curve (`kcirc curve`), lens (`kcirc lens`), heads (`kcirc heads`), diff (`kcirc
+    /// diff`).
     Schema {
         #[arg(value_enum)]
         name: SchemaName,
@@ -178,6 +182,9 @@ fn run(cli: Cli) -> Result<()> {
                     SchemaName::Edit => include_str!("../docs/schema/edit.schema.json"),
                     SchemaName::Erase => include_str!("../docs/schema/erase.schema.json"),
                     SchemaName::Curve => include_str!("../docs/schema/curve.schema.json"),
+                    SchemaName::Lens => include_str!("../docs/schema/lens.schema.json"),
+                    SchemaName::Heads => include_str!("../docs/schema/heads.schema.json"),
+                    SchemaName::Diff => include_str!("../docs/schema/diff.schema.json"),
                 }
             );
             Ok(())

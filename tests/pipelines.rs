@@ -437,6 +437,65 @@ fn curves_follow_their_schema() {
     }
 }
 
+/// `kcirc lens` (with a circuit and a compared answer), `kcirc heads` (with an ablation check) and `kcirc diff`
+/// (three files) print what their schemas describe, the optional parts present.
+#[test]
+fn lens_heads_and_diff_follow_their_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, triples) = (tiny(), capitals());
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let discover = |top: &str, seed: &str, out: &str| {
+        let args = ["discover", "--model", &model, "--triples", &triples, "--examples", "3", "--no-filter", "--random", "1"];
+        ok(&kcirc(&[&args[..], &["--top-n", top, "--seed", seed, "--out", out]].concat()));
+    };
+    discover("40", "0", &p("a.json"));
+    discover("60", "1", &p("b.json"));
+    let json = |o: &std::process::Output| -> serde_json::Value {
+        ok(o);
+        serde_json::from_str(&out(o)).unwrap()
+    };
+    let lens = json(&kcirc(&[
+        "lens",
+        "--model",
+        &model,
+        "--triples",
+        &triples,
+        "--max-facts",
+        "2",
+        "--circuit",
+        &p("a.json"),
+        "--compare-predicted",
+    ]));
+    let s = schema("lens");
+    conforms(&lens, &s, &s, "lens");
+    let fact = &lens["facts"][0];
+    assert!(fact["circuit"].is_object() && fact["compare"].is_string() && fact["full"]["rival_heads"].is_array(), "{fact}");
+    assert!(lens["circuit_emergence"].is_array());
+    let heads = json(&kcirc(&[
+        "heads",
+        "--model",
+        &model,
+        "--circuit",
+        &p("a.json"),
+        "--triples",
+        &triples,
+        "--max-facts",
+        "3",
+        "--no-filter",
+        "--ablate",
+        "a1.h0,a1.h2",
+        "--random",
+        "2",
+    ]));
+    let s = schema("heads");
+    conforms(&heads, &s, &s, "heads");
+    assert!(!heads["heads"].as_array().unwrap().is_empty() && heads["checks"][0]["set"].is_string());
+    let diff = json(&kcirc(&["diff", &p("a.json"), &p("b.json"), &p("a.json")]));
+    let s = schema("diff");
+    conforms(&diff, &s, &s, "diff");
+    assert_eq!(diff["pairs"].as_array().unwrap().len(), 3);
+}
+
 /// `kcirc edit` (both modes, with the lens) and `kcirc erase` (both units) print what their schemas describe.
 #[test]
 fn edit_and_erase_reports_follow_their_schemas() {
