@@ -38,6 +38,7 @@ pub enum SchemaName {
     Lens,
     Heads,
     Diff,
+    Scores,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -131,7 +132,7 @@ pub enum Command {
     Man,
     /// The JSON Schema of an output on stdout: circuit (the circuit file), report (`kcirc eval`), summary (a
     /// batch run's summary line), edit (`kcirc edit`), erase (`kcirc erase`), curve (`kcirc curve`), lens (`kcirc lens`), heads (`kcirc heads`), diff (`kcirc
-    /// diff`).
+    /// diff`), scores (each line of `kcirc discover --scores`).
     Schema {
         #[arg(value_enum)]
         name: SchemaName,
@@ -185,6 +186,7 @@ fn run(cli: Cli) -> Result<()> {
                     SchemaName::Lens => include_str!("../docs/schema/lens.schema.json"),
                     SchemaName::Heads => include_str!("../docs/schema/heads.schema.json"),
                     SchemaName::Diff => include_str!("../docs/schema/diff.schema.json"),
+                    SchemaName::Scores => include_str!("../docs/schema/scores.schema.json"),
                 }
             );
             Ok(())

@@ -347,6 +347,14 @@ fn outputs_follow_their_documented_schemas() {
     for line in out(&o).lines() {
         conforms(&serde_json::from_str(line).unwrap(), &summary_schema, &summary_schema, "summary");
     }
+    // Each line of a scores file is its header or an edge line.
+    let scores_schema = schema("scores");
+    let text = std::fs::read_to_string(dir.path().join("out/country_capital_city.scores.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(lines[0]["kcirc_scores"].is_number() && lines.len() == 1 + lines[0]["n_edges_total"].as_u64().unwrap() as usize);
+    for (i, line) in lines.iter().enumerate() {
+        conforms(line, &scores_schema, &scores_schema, &format!("scores line {}", i + 1));
+    }
 }
 
 /// The README's shell pipeline (between `<!-- pipeline -->` markers) runs as written, with `kcirc` on the PATH.
