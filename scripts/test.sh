@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh machine: fetches the real model it needs, checks formatting (rustfmt.toml) and
-# lints (clippy, warnings are errors), builds once (release profile, shared by the tests and the binary) and runs
-# every test, then the report in headless Chromium (scripts/test-report.sh). `.ci/run` runs exactly this.
+# The whole test suite on a fresh machine: fetches the real model it needs, checks formatting (rustfmt.toml),
+# lints and API docs (clippy and rustdoc, warnings are errors), builds once (release profile, shared by the tests
+# and the binary) and runs every test, then the report in headless Chromium (scripts/test-report.sh). `.ci/run`
+# runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Reuse a target directory outside the clone when the machine has a cache folder: warm CI runs skip the
@@ -10,9 +11,11 @@ if [ -z "${CARGO_TARGET_DIR:-}" ] && [ -n "${HOME:-}" ] && mkdir -p "$HOME/.cach
   export CARGO_TARGET_DIR="$HOME/.cache/kcirc-target"
 fi
 bash scripts/fetch-models.sh >/dev/null
-# Style and lints first: cheap, and a failure names the file and line.
+# Style, lints and the API documentation first: cheap, and a failure names the file and line (a doc link to a
+# missing or private item is an error too).
 cargo fmt --check
 cargo clippy --release --locked --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # Library, binary and integration tests (no doc tests: the library has no examples to run).

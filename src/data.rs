@@ -374,7 +374,7 @@ pub fn corpus_of(relations: &[Relation], seed: u64) -> Vec<Triple> {
         .collect()
 }
 
-/// The shipped corpus ([`SHIPPED_CORPUS`]) without the facts of `relation`: neither those named like it nor
+/// The shipped corpus (`SHIPPED_CORPUS`) without the facts of `relation`: neither those named like it nor
 /// any whose prompt is one of its prompts (so no held-out prompt ever enters the means), in corpus order.
 pub fn corpus_for(relation: &Relation) -> Result<Vec<Triple>> {
     let corpus = from_jsonl(SHIPPED_CORPUS, "corpus").map_err(|e| Error::bug(format!("the shipped corpus: {e}")))?;

@@ -1,6 +1,6 @@
 //! The computation graph (brief §1) as a petgraph DAG: senders (`input`, heads `a{l}.h{h}`, MLPs `m{l}`) wired
 //! to receivers (head query/key/value inputs, MLP inputs, `logits`). It is the one source of truth for which
-//! edges exist and in which order; a [`Circuit`] is a kept/removed flag per edge of it.
+//! edges exist and in which order; a [`Circuit`](crate::discover::Circuit) is a kept/removed flag per edge of it.
 //!
 //! Naming: query inputs `a{l}.h{h}<q>`; key/value inputs `a{l}.h{h}<k>`/`<v>` under multi-head attention and
 //! `a{l}.kv{g}<k>`/`<v>` for key/value head `g` under grouped-query attention (one port shared by the query

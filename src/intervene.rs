@@ -95,7 +95,7 @@ const MEAN_CHUNK: usize = 16;
 /// `[1, T, D]`, per layer heads `[H, 1, T, D]`, MLPs `[1, T, D]`, `T` the longest prompt; position `T − 1 − p`
 /// holds the mean over the prompts longer than `p`.
 ///
-/// The prompts run in left-padded chunks of [`MEAN_CHUNK`] (spread over kcirc's threads); each chunk's sums over
+/// The prompts run in left-padded chunks of `MEAN_CHUNK` (spread over kcirc's threads); each chunk's sums over
 /// its real positions are added in chunk order and divided once at the end, so the result does not depend on
 /// the thread count.
 pub fn reference_means(model: &Model, prompts: &[Vec<u32>]) -> Result<Activations> {
@@ -481,7 +481,7 @@ impl NaiveInputs<'_> {
     }
 }
 
-/// Rebuilds every receiver input from scratch (see [`NaiveInputs::input`]).
+/// Rebuilds every receiver input from scratch (see `NaiveInputs::input`).
 impl Hooks for NaiveInputs<'_> {
     fn reads(&self, point: HookPoint) -> bool {
         matches!(point, HookPoint::HeadOut(_))

@@ -132,7 +132,7 @@ impl<'t> Cone<'t> {
     }
 
     /// Metric of every circuit in `copies` (each differing from `current` only in edges into `r`), with the
-    /// new values of each group of [`GROUP_COPIES`] copies (copy `j` is row block `j % GROUP_COPIES` of group
+    /// new values of each group of `GROUP_COPIES` copies (copy `j` is row block `j % GROUP_COPIES` of group
     /// `j / GROUP_COPIES`). `need` from [`needs`] of `current` (or of any circuit with more edges).
     pub fn scores(&self, r: usize, copies: &[Vec<bool>], current: &[bool], need: &[Need]) -> Result<(Vec<f64>, Vec<Values>)> {
         let groups: Vec<&[Vec<bool>]> = copies.chunks(GROUP_COPIES).collect();

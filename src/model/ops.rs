@@ -44,7 +44,7 @@ pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 }
 
 /// `a [..., M, K] @ b [..., K, N] -> [..., M, N]` with equal leading dimensions: candle's `matmul` on CPU;
-/// elsewhere with the operands in a layout cuBLAS reads (see [`gemm_ready`]).
+/// elsewhere with the operands in a layout cuBLAS reads (see `gemm_ready`).
 pub fn mm(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     if a.device().is_cpu() {
         return a.matmul(b);
@@ -53,7 +53,7 @@ pub fn mm(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 /// `a [..., M, K] @ b [..., K, N] -> [..., M, N]` with the leading dimensions broadcast: candle's
-/// `broadcast_matmul` on CPU; elsewhere [`gemm_bmm`].
+/// `broadcast_matmul` on CPU; elsewhere `gemm_bmm`.
 pub fn bmm(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     if a.device().is_cpu() {
         return a.broadcast_matmul(b);
@@ -196,7 +196,7 @@ pub fn normalize_differentiable(x: &Tensor, eps: f64, center: bool) -> Result<Te
     Ok(x.apply_op1(Normalize { eps, center })?)
 }
 
-/// Normalises `x [..., D]` over its last dimension (no gain or bias; see [`Normalize`]).
+/// Normalises `x [..., D]` over its last dimension (no gain or bias; see `Normalize`).
 pub fn normalize(x: &Tensor, eps: f64, center: bool) -> Result<Tensor> {
     let x = x.contiguous()?;
     if x.device().is_cpu() {
@@ -261,7 +261,7 @@ impl candle_core::CustomOp1 for InputGradOnly {
 }
 
 /// `x [..., M, K] @ w [..., K, N] -> [..., M, N]` as [`matmul`], for the differentiable run: backpropagation
-/// through it yields the gradient of `x` only (see [`InputGradOnly`]).
+/// through it yields the gradient of `x` only (see `InputGradOnly`).
 pub fn matmul_input_grad(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let y = matmul(&x.detach(), w)?;
     let y = match y.layout().is_contiguous() && y.layout().start_offset() == 0 {
