@@ -216,10 +216,8 @@ pub fn erase(
         demonstrations: circuit.run.demonstrations.unwrap_or(0),
     };
     let held = HeldOut::of_circuit(model, tok, circuit, relation, &eval_opts)?;
-    let source = match circuit.run.ablation {
-        Ablation::Zero => AblationSource::Zero,
-        _ => AblationSource::mean_of_prompts(model, &circuit.run.mean_prompts(tok)?)?,
-    };
+    // Resample ablation was refused above: the held-out set's values are the circuit's means (or zero).
+    let source = &held.ablation;
     let removing = |m: usize| -> Vec<bool> {
         let mut r = vec![false; graph.edges.len()];
         for c in &ranked[..m] {
@@ -264,7 +262,7 @@ pub fn erase(
                     continue;
                 }
                 chosen.push(i);
-                let h = hits(model, &graph, std::slice::from_ref(&removed), &held.test, &source, opts.k)?[0];
+                let h = hits(model, &graph, std::slice::from_ref(&removed), &held.test, source, opts.k)?[0];
                 searched.push((chosen.len(), h));
                 if h <= opts.target_hit {
                     break;
@@ -276,7 +274,7 @@ pub fn erase(
             // Doubling, then bisection, over prefixes of the ranking, on the held-out facts.
             progress.message("searching the smallest erasing part of the circuit");
             let mut hit_of = |m: usize| -> Result<f64> {
-                let h = hits(model, &graph, &[removing(m)], &held.test, &source, opts.k)?[0];
+                let h = hits(model, &graph, &[removing(m)], &held.test, source, opts.k)?[0];
                 searched.push((m, h));
                 progress.advance(1);
                 Ok(h)
@@ -349,7 +347,7 @@ pub fn erase(
         Ok(Cost { relation: name.to_string(), n_facts: ex.len(), hit_before: h[0], hit_erased: h[1], hit_random: random })
     };
     progress.message("measuring the cost on the other relations");
-    let target = cost(&relation.name, &held.test, &source)?;
+    let target = cost(&relation.name, &held.test, source)?;
     let mut costs = vec![];
     for (name, known) in others_known.iter().filter(|(_, e)| !e.is_empty()) {
         costs.push(cost(name, known, &own_means(model, circuit.run.ablation, known)?)?);

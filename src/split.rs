@@ -104,9 +104,10 @@ impl Prepared {
             true => format!("{} known (rank < {})", self.total - self.dropped_unknown, self.rule.k),
             false => "known-fact filter off".into(),
         };
+        let n_means: usize = self.rule.mean_over.sets(&self.discovery, &self.reference).iter().map(|s| s.len()).sum();
         let reference = match (self.rule.ablation, self.rule.mean_over) {
-            (Ablation::Mean, MeanOver::Corpus) => format!(", means over {} corpus prompts", self.reference.len()),
-            (Ablation::Mean, _) => format!(", means over {} prompts", self.discovery.len() + self.reference.len()),
+            (Ablation::Mean, MeanOver::Corpus) => format!(", means over {n_means} corpus prompts"),
+            (Ablation::Mean, _) => format!(", means over {n_means} prompts"),
             _ => String::new(),
         };
         format!(
