@@ -319,6 +319,23 @@ fn every_section_from_real_outputs_and_discover_svg_matches_report_svg() {
         let d = pt.discovery.unwrap().hit_at_k;
         assert!(html.contains(&format!("<td>{d:.3}</td></tr>")), "size {}: discovery Hit@10 {d}", pt.size);
     }
+    assert!(html.contains("The circuit&#39;s Hit@10 on held-out and on discovery facts</text>"));
+    // A curve without held-out facts (`curve --no-eval`) titles that chart by what it draws.
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("curve.json")).unwrap()).unwrap();
+    v["n_held_out"] = 0.into();
+    for pt in v["points"].as_array_mut().unwrap() {
+        pt.as_object_mut().unwrap().remove("held_out");
+        let r = pt["random"].as_object_mut().unwrap();
+        for key in ["held_out_mean", "held_out_sd", "held_out_faithfulness_mean"] {
+            r.remove(key);
+        }
+    }
+    std::fs::write(p("no-eval.json"), serde_json::to_string(&v).unwrap()).unwrap();
+    let o = kcirc(&["report", "--circuit", &c, "--curve", &p("no-eval.json"), "--out", &p("no-eval.html")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let no_eval = std::fs::read_to_string(p("no-eval.html")).unwrap();
+    assert!(no_eval.contains("The circuit&#39;s Hit@10 on the discovery facts</text>"));
+    assert!(!no_eval.contains("held-out Hit@10</text>") && no_eval.contains(">discovery Hit@10</text>"));
     // The same again: same bytes; `discover --svg` draws what `report --svg` draws.
     let o = kcirc(&[&args[..], &["--out", &p("r2.html")]].concat());
     assert!(o.status.success());

@@ -293,10 +293,11 @@ fn curve_section(out: &mut String, c: &Curve, own: f64) {
         width: 500.0,
         height: 250.0,
     }));
-    if c.points.iter().any(|p| p.held_out.is_some() || p.discovery.is_some()) {
+    let (has_held_out, has_discovery) = (c.points.iter().any(|p| p.held_out.is_some()), c.points.iter().any(|p| p.discovery.is_some()));
+    if has_held_out || has_discovery {
         let k = c.k;
         let mut series = vec![];
-        if c.points.iter().any(|p| p.held_out.is_some()) {
+        if has_held_out {
             series.push(Series {
                 name: format!("held-out Hit@{k}"),
                 color: "#1f5fa8",
@@ -314,7 +315,7 @@ fn curve_section(out: &mut String, c: &Curve, own: f64) {
         }
         // What the circuit keeps on the facts it was found on: the gap to the held-out line is what does not
         // carry over.
-        if c.points.iter().any(|p| p.discovery.is_some()) {
+        if has_discovery {
             series.push(Series {
                 name: format!("discovery Hit@{k}"),
                 color: "#8e44ad",
@@ -337,7 +338,12 @@ fn curve_section(out: &mut String, c: &Curve, own: f64) {
             });
         }
         out.push_str(&chart(&Chart {
-            title: format!("The circuit's Hit@{k} on held-out and on discovery facts"),
+            // Say only what is drawn: a `--no-eval` curve has no held-out line.
+            title: match (has_held_out, has_discovery) {
+                (true, true) => format!("The circuit's Hit@{k} on held-out and on discovery facts"),
+                (true, false) => format!("The circuit's Hit@{k} on held-out facts"),
+                _ => format!("The circuit's Hit@{k} on the discovery facts"),
+            },
             x_labels: labels.clone(),
             x_title: "circuit size (share of all edges)".into(),
             y_title: "fraction of facts".into(),
