@@ -337,6 +337,7 @@ pub struct SettingFlags {
     /// ablation).
     #[arg(long)]
     pub method: Option<String>,
+    /// What a removed edge costs and faithfulness measures (default kl; configs/paper.json: nll).
     #[arg(long, value_enum)]
     pub metric: Option<MetricArg>,
     #[arg(long, value_enum)]

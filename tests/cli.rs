@@ -527,10 +527,10 @@ fn select_rebuilds_the_circuit_discover_kept_from_its_scores() {
     assert_eq!(std::fs::read_to_string(dir.path().join("m1.json")).unwrap(), std::fs::read_to_string(dir.path().join("m2.json")).unwrap());
     assert!(edge_names(&m1).len() <= 30, "at most the 30 edges with |score| ≥ the 30th largest (ties aside)");
     // Hybrid writes its EAP-IG scores: selecting its candidate count gives the candidate set, which holds every
-    // edge exact ablation kept.
+    // edge exact ablation kept (the logit metric, under which τ 0.05 keeps edges of this tiny model).
     let sh = dir.path().join("sh.jsonl");
-    let o =
-        tiny_discover(dir.path(), "h.json", &["--method", "hybrid", "--candidates", "30", "--no-eval", "--scores", sh.to_str().unwrap()]);
+    let args = ["--method", "hybrid", "--metric", "logit", "--candidates", "30", "--no-eval", "--scores", sh.to_str().unwrap()];
+    let o = tiny_discover(dir.path(), "h.json", &args);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(read_scores(&sh).0["method"], "eap-ig");
     let o = tiny_select(&sh, &dir.path().join("cand.json"), &["--top-n", "30", "--no-eval"]);
