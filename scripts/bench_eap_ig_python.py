@@ -13,7 +13,7 @@ here, all in one batch as kcirc runs them. The library is installed from a local
 What the library is asked for: `attribute(..., method='EAP-IG-inputs', ig_steps=STEPS)` over every edge of
 `Graph.from_model`. Its own choices are kept (a BOS token prepended, IG points k/STEPS for k = 0..STEPS-1, a
 corrupted run: the prompts of the batch rotated by one, the same token lengths); the metric is the mean target
-logit at each prompt's last position (kcirc's default metric, `logit`). The workload differs from kcirc's in
+logit at each prompt's last position (kcirc's `--metric logit`, which the README's kcirc command passes). The workload differs from kcirc's in
 those details only: the same number of forward and backward passes over the same batch. Prints one JSON line.
 """
 import argparse

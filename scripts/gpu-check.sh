@@ -78,7 +78,7 @@ timed() {
   fail "kcirc predict --device cuda"
 
 echo "== 2. circuit metrics: kcirc eval of one circuit on both devices"
-ig=(discover --model "$model" --triples "$triples" --method eap-ig --top-n 300 --no-eval)
+ig=(discover --model "$model" --triples "$triples" --method eap-ig --metric logit --top-n 300 --no-eval)
 timed "discover eap-ig, top-n 300" cpu "$work/cpu.json" "${ig[@]}"
 timed "discover eap-ig, top-n 300" cuda "$work/cuda.json" "${ig[@]}"
 for dev in cpu cuda; do
@@ -113,7 +113,7 @@ sys.exit(1 if bad else 0)
 EOF
 
 echo "== 3. discovery on CUDA against CPU"
-acdc=(discover --model "$model" --triples "$triples" --method acdc --threshold 0.5 --examples 8 --ablation mean --no-eval)
+acdc=(discover --model "$model" --triples "$triples" --method acdc --metric logit --threshold 0.5 --examples 8 --ablation mean --no-eval)
 timed "discover acdc, tau 0.5, 8 facts, mean" cpu "$work/acdc-cpu.json" "${acdc[@]}"
 timed "discover acdc, tau 0.5, 8 facts, mean" cuda "$work/acdc-cuda.json" "${acdc[@]}"
 python3 - "$work" <<'EOF' || fail "EAP-IG circuits differ between CPU and CUDA beyond the top-n cut's ties (above)"
