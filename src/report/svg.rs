@@ -5,6 +5,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::layout::{strength, Kind, Layout, CHAR_W, NODE_H};
+
+/// Estimated width of a character of legend and chart text (10–11 px sans-serif), px: how far the next legend
+/// entry or axis label must stay. Deliberately generous (a proportional font's average is nearer 5.5), so that
+/// text never overlaps; no font metrics are available to an offline page.
+const TEXT_CHAR_W: f64 = 6.0;
 use crate::analysis::heads::{HeadReport, Role};
 use crate::circuit::CircuitFile;
 
@@ -234,7 +239,7 @@ fn legend(max: f64, roles: bool) -> (String, f64) {
     let mut widest = 0.0f64;
     let mut item = |s: &mut String, swatch: String, label: &str, x: &mut f64, y: f64| {
         let _ = writeln!(s, "{swatch}<text x=\"{}\" y=\"{}\" class=\"row\">{}</text>", c(*x + 26.0), c(y + 4.0), esc(label));
-        *x += 30.0 + label.chars().count() as f64 * 6.0 + 14.0;
+        *x += 30.0 + label.chars().count() as f64 * TEXT_CHAR_W + 14.0;
         widest = widest.max(*x);
     };
     let mut x = 0.0;
@@ -334,12 +339,12 @@ pub struct Chart {
 /// per point.
 pub fn chart(ch: &Chart) -> String {
     // Legend entries left to right, wrapping onto further 14-px rows when the next would run past the right
-    // edge (text estimated at 6 px a character): each entry's x and row. Extra rows make the chart taller.
+    // edge (text estimated at `TEXT_CHAR_W` a character): each entry's x and row. Extra rows make the chart taller.
     let (left, right) = (52.0, 12.0);
     let mut legend = Vec::with_capacity(ch.series.len());
     let (mut lx, mut row) = (left, 0usize);
     for se in &ch.series {
-        let text = se.name.chars().count() as f64 * 6.0;
+        let text = se.name.chars().count() as f64 * TEXT_CHAR_W;
         if lx > left && lx + 22.0 + text > ch.width - right {
             (lx, row) = (left, row + 1);
         }
@@ -379,7 +384,7 @@ pub fn chart(ch: &Chart) -> String {
     // Every k-th x label and the last, so that they do not overlap: a k-th label too close to the last one
     // gives way to it.
     let longest = ch.x_labels.iter().map(|l| l.chars().count()).max().unwrap_or(1) as f64;
-    let every = ((n as f64 * (longest * 6.0 + 8.0)) / pw).ceil().max(1.0) as usize;
+    let every = ((n as f64 * (longest * TEXT_CHAR_W + 8.0)) / pw).ceil().max(1.0) as usize;
     for (i, label) in ch.x_labels.iter().enumerate() {
         if i + 1 == n || (i % every == 0 && n - 1 - i >= every) {
             let _ = writeln!(
