@@ -11,6 +11,9 @@ Hit@10 there).
 """
 import json, os, statistics, sys
 
+from bar import counted, distinct_objects, summary
+
+
 def main():
     args = sys.argv[1:]
     d = args[0]
@@ -23,10 +26,7 @@ def main():
                 curves[f[:-5]] = json.load(open(os.path.join(d, f)))
             except Exception:
                 pass
-    def distinct(rel):
-        path = os.path.join(data, rel + ".jsonl")
-        return len({json.loads(l)["object"] for l in open(path) if l.strip()}) if os.path.exists(path) else 0
-    eligible = {r: c for r, c in curves.items() if c["n_held_out"] >= 8 and distinct(r) > 10}
+    eligible = {r: c for r, c in curves.items() if counted(distinct_objects(os.path.join(data, r + ".jsonl")), c["n_held_out"])}
     print(f"{len(curves)} curves, {len(eligible)} eligible: {', '.join(eligible)}")
     detail = float(args[args.index("--detail") + 1]) if "--detail" in args else None
     empties = [c["points"][0]["held_out"]["hit_at_k"] for c in eligible.values()]
@@ -44,6 +44,7 @@ def main():
             if detail is not None and abs(target - detail) < 1e-9:
                 print(f"  {r}: size {p['size']}, circuit/full Hit@10 {ratios[-1]:.3f}, random {rnd[-1]:.3f}, "
                       f"empty {pts[0]['held_out']['hit_at_k']:.3f}")
-        print(f"target {target:.2f}: mean ratio {statistics.mean(ratios):.3f}, min {min(ratios):.3f}, median size {statistics.median(sizes):.3f}, mean random {statistics.mean(rnd):.3f}")
+        mean, low, size, random = summary(ratios, sizes, rnd)
+        print(f"target {target:.2f}: mean ratio {mean:.3f}, min {low:.3f}, median size {size:.3f}, mean random {random:.3f}")
 
 main()

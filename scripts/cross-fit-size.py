@@ -9,7 +9,9 @@ held-out points say what the full-fact ranking keeps at the size the rule picks.
 whose out-of-fold Hit@k reaches it (the last size if none). Counted: relations with more than 10 distinct
 answers and at least 8 held-out facts (the issue-11 bar's relations). -v: one line per relation.
 """
-import json, os, statistics, sys
+import json, os, sys
+
+from bar import counted, distinct_objects, summary
 
 
 def main():
@@ -21,10 +23,7 @@ def main():
         if os.path.exists(p):
             rows[c["relation"]] = (c, json.load(open(p)), f[:-5])
 
-    def distinct(stem):
-        return len({json.loads(l)["object"] for l in open(os.path.join("data", stem + ".jsonl")) if l.strip()})
-
-    rows = {r: v for r, v in rows.items() if v[0]["n_held_out"] >= 8 and distinct(v[2]) > 10}
+    rows = {r: v for r, v in rows.items() if counted(distinct_objects(os.path.join("data", v[2] + ".jsonl")), v[0]["n_held_out"])}
     print(f"{len(rows)} relations")
     print("| rule: out-of-fold Hit@10 ≥ | circuit/full Hit@10, mean | min | median size | random Hit@10, mean |")
     print("|---|---|---|---|---|")
@@ -39,7 +38,8 @@ def main():
             sizes.append(p["size"])
             randoms.append(p["random"]["held_out_mean"]["hit_at_k"])
             lines.append(f"{r} {100 * p['size']:.2f}% (out-of-fold {cf[i]['hits']}/{cf[i]['n']}) → {ratios[-1]:.2f}")
-        print(f"| {target:.2f} | {statistics.mean(ratios):.3f} | {min(ratios):.3f} | {100 * statistics.median(sizes):.2f}% | {statistics.mean(randoms):.3f} |")
+        mean, low, size, rnd = summary(ratios, sizes, randoms)
+        print(f"| {target:.2f} | {mean:.3f} | {low:.3f} | {100 * size:.2f}% | {rnd:.3f} |")
         if "-v" in sys.argv:
             print("    " + "; ".join(lines))
 

@@ -15,6 +15,8 @@ used only for relations without reference facts, whose means are the same either
 """
 import json, math, os, statistics, sys
 
+from bar import counted, distinct_objects, summary
+
 
 def wilson(rate, n, z=1.959963984540054):
     """95% Wilson interval of a rate measured on n facts (as `kcirc eval` prints it)."""
@@ -39,7 +41,7 @@ def main():
             saved.append({k: v for k, v in c.items() if k not in ("edges", "nodes", "examples", "reference")})
         e = c["eval"]
         path = (c.get("triples") or {}).get("path") or os.path.join(data, stem + ".jsonl")
-        objects = len({json.loads(l)["object"] for l in open(path) if l.strip()}) if os.path.exists(path) else 0
+        objects = distinct_objects(path)
         size = c["n_edges"] / c["n_edges_total"]
         full, circ, rnd = e["full"]["hit_at_k"], e["circuit"]["hit_at_k"], e["random"]["mean"]["hit_at_k"]
         empty = e["empty"]["hit_at_k"]
@@ -68,7 +70,7 @@ def main():
             f"{c['n_edges']:,} ({100 * size:.2f}%) | {full:.3f} | {circ:.3f} [{lo:.2f}, {hi:.2f}] | {rnd:.3f} | {empty:.3f} | "
             f"{hit1}{' ‡' if few else ''} | {e['faithfulness']:.3f} | {cmd} | {stab} |"
         )
-        if objects > 10 and e["n_triples"] >= 8:
+        if counted(objects, e["n_triples"]):
             eligible.append((c["relation"], circ / full if full else 0.0, size, rnd, empty))
     if save:
         with open(save, "w") as out:
@@ -83,12 +85,12 @@ def main():
     if old:
         print("† no reference facts (the model knows every fact): the curve made with the discovery facts' means is this run's.")
     if eligible:
-        ratios = [r for _, r, *_ in eligible]
+        mean, low, size, rnd = summary(*([x[i] for x in eligible] for i in (1, 2, 3)))
         print(
             f"\n{len(eligible)} relations with > 10 distinct objects and ≥ 8 held-out facts ({', '.join(n for n, *_ in eligible)}): "
-            f"circuit/full Hit@10 mean {statistics.mean(ratios):.3f}, min {min(ratios):.3f} ({min(eligible, key=lambda x: x[1])[0]}); "
-            f"median size {100 * statistics.median(s for _, _, s, _, _ in eligible):.2f}%; "
-            f"random Hit@10 mean {statistics.mean(r for *_, r, _ in eligible):.3f}; "
+            f"circuit/full Hit@10 mean {mean:.3f}, min {low:.3f} ({min(eligible, key=lambda x: x[1])[0]}); "
+            f"median size {100 * size:.2f}%; "
+            f"random Hit@10 mean {rnd:.3f}; "
             f"empty circuit Hit@10 mean {statistics.mean(m for *_, m in eligible):.3f}"
         )
 

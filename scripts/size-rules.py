@@ -10,7 +10,9 @@ Rules: `kl ≥ F` (faithfulness in KL form on the discovery facts: what `discove
 `hit ≥ H` (the circuit keeps at least H of the discovery facts in its top k), and their conjunctions and
 disjunctions. -v: one line per relation per rule (size / circuit÷full Hit@10).
 """
-import json, os, statistics, sys
+import json, os, sys
+
+from bar import counted, distinct_objects, summary
 
 RULES = {
     "kl >= 0.85": lambda p: p["faithfulness"]["kl"] >= 0.85,
@@ -32,11 +34,7 @@ def main():
     data = args[args.index("--data") + 1] if "--data" in args else "data"
     curves = {f[:-5]: json.load(open(os.path.join(d, f))) for f in sorted(os.listdir(d)) if f.endswith(".json")}
 
-    def distinct(name):
-        path = os.path.join(data, name + ".jsonl")
-        return len({json.loads(l)["object"] for l in open(path) if l.strip()})
-
-    eligible = {r: c for r, c in curves.items() if c["n_held_out"] >= 8 and distinct(r) > 10}
+    eligible = {r: c for r, c in curves.items() if counted(distinct_objects(os.path.join(data, r + ".jsonl")), c["n_held_out"])}
     print(f"{len(curves)} curves, {len(eligible)} eligible")
     print("| rule | circuit/full Hit@10, mean | min | median size | random Hit@10, mean |")
     print("|---|---|---|---|---|")
@@ -50,7 +48,8 @@ def main():
             sizes.append(p["size"])
             randoms.append(p["random"]["held_out_mean"]["hit_at_k"])
             rows.append(f"{r} {100 * p['size']:.2f}%/{ratios[-1]:.2f}")
-        print(f"| {name} | {statistics.mean(ratios):.3f} | {min(ratios):.3f} | {100 * statistics.median(sizes):.2f}% | {statistics.mean(randoms):.3f} |")
+        mean, low, size, rnd = summary(ratios, sizes, randoms)
+        print(f"| {name} | {mean:.3f} | {low:.3f} | {100 * size:.2f}% | {rnd:.3f} |")
         if "-v" in args:
             print("    " + ", ".join(rows))
 
