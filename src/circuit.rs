@@ -358,9 +358,27 @@ pub fn to_dot(file: &CircuitFile) -> String {
     s
 }
 
-/// A text file's contents; the error names the path.
+/// A text file's contents; the error names the path (and, for bytes that are not UTF-8, their line).
 pub fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    crate::data::utf8(&bytes, &path.display().to_string())?;
+    // Checked just above: the conversion cannot fail, and it keeps the buffer.
+    String::from_utf8(bytes).map_err(|e| Error::bug(e.to_string()))
+}
+
+/// Fails, naming `path`, unless a file can be written there: its folder exists and `path` is not a folder.
+/// Commands check every output path before any work: a mistyped `--out` then fails at once, not after the run,
+/// and never after another of the run's outputs was written.
+pub fn check_writable(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::input(format!("{}: is a folder; give a file name to write", path.display())));
+    }
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        let what = if dir.exists() { "is not a folder" } else { "does not exist" };
+        return Err(Error::input(format!("{}: cannot write there: {} {what}", path.display(), dir.display())));
+    }
+    Ok(())
 }
 
 /// Writes `text` to `path` atomically: a temporary file beside it, renamed into place, so a failed run
@@ -368,8 +386,9 @@ pub fn read_text(path: &Path) -> Result<String> {
 pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("out"), std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let written = f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| Error::io(&tmp, e));
+    // Errors name `path`, the file the user asked for, not the temporary name.
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(path, e))?;
+    let written = f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| Error::io(path, e));
     drop(f);
     let done = written.and_then(|_| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
     if done.is_err() {

@@ -671,10 +671,11 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
         }
         None => files,
     };
-    let edits = a.edit.spec()?;
-    let (model, tok) = load_model(cli, &model_name, edits.as_ref())?;
     let (dot, svg) = a.output.batch_pictures()?;
     let outputs = batch::BatchOutputs { out_dir, dot, svg, scores: a.scores.is_some(), resume: a.resume };
+    outputs.check()?;
+    let edits = a.edit.spec()?;
+    let (model, tok) = load_model(cli, &model_name, edits.as_ref())?;
     let bar = Bar::new(cli, "edges");
     let mut printer = SummaryPrinter::new(a.format);
     let mut print = |line: &SummaryLine| {
@@ -810,7 +811,7 @@ fn discover_one(
 }
 
 /// One output at most on standard output: the circuit (without `--out`, or `--out -`), `--dot -`, `--svg -`,
-/// `--scores -`.
+/// `--scores -`; the files among them can be written.
 fn check_stdout(out: &Outputs) -> Result<()> {
     let std = |p: &Option<PathBuf>| p.as_deref().is_some_and(is_std);
     let circuit = if out.circuit.is_none() { "the circuit (no --out)" } else { "--out -" };
@@ -819,7 +820,8 @@ fn check_stdout(out: &Outputs) -> Result<()> {
         ("--dot -", std(&out.dot)),
         ("--svg -", std(&out.svg)),
         ("--scores -", std(&out.scores)),
-    ])
+    ])?;
+    check_files(&[out.circuit.as_deref(), out.dot.as_deref(), out.svg.as_deref(), out.scores.as_deref()])
 }
 
 /// `discover --rerun FILE`: the settings, discovery examples' split and evaluation the file records.
@@ -911,6 +913,7 @@ pub fn select(cli: &Cli, a: &SelectArgs) -> Result<()> {
         ("--dot -", dot.as_deref().is_some_and(is_std)),
         ("--svg -", svg.as_deref().is_some_and(is_std)),
     ])?;
+    check_files(&[a.output.out.as_deref(), dot.as_deref(), svg.as_deref()])?;
     let file = read_scores(&a.scores)?;
     // The graph check needs only the model's config: a scores file from another model fails before loading.
     let cfg = kcirc::model::load_config(&a.model)?;
@@ -1038,6 +1041,15 @@ fn one_stdout(claims: &[(&str, bool)]) -> Result<()> {
     Ok(())
 }
 
+/// Every output file (not `-`) can be written: checked before any work, so a bad path fails at once and leaves
+/// no other output behind.
+fn check_files(paths: &[Option<&Path>]) -> Result<()> {
+    for p in paths.iter().flatten().filter(|p| !is_std(p)) {
+        kcirc::circuit::check_writable(p)?;
+    }
+    Ok(())
+}
+
 /// All of standard input, as bytes.
 fn stdin_bytes() -> Result<Vec<u8>> {
     let mut v = vec![];
@@ -1056,7 +1068,7 @@ fn read_relation(p: &Path) -> Result<kcirc::data::Relation> {
 /// A file's text, or standard input for `-`.
 fn read_text(p: &Path) -> Result<String> {
     match is_std(p) {
-        true => String::from_utf8(stdin_bytes()?).map_err(|e| anyhow::anyhow!("standard input: not UTF-8: {e}")),
+        true => Ok(kcirc::data::utf8(&stdin_bytes()?, "standard input")?.to_string()),
         false => Ok(kcirc::circuit::read_text(p)?),
     }
 }
@@ -1827,6 +1839,7 @@ pub fn report(cli: &Cli, a: &ReportArgs) -> Result<()> {
     use kcirc::report::{read_json, Options, Sections};
     one_stdin(&[("--circuit", Some(&a.circuit)), ("--triples", a.triples.as_deref())])?;
     one_stdout(&[("--out -", a.out.as_deref().is_some_and(is_std)), ("--svg -", a.svg.as_deref().is_some_and(is_std))])?;
+    check_files(&[a.out.as_deref(), a.svg.as_deref()])?;
     // Every input read and checked before anything is written.
     let label = |p: &Path| p.display().to_string();
     let mut s = Sections::new(read_circuit(&a.circuit)?, &label(&a.circuit))?;

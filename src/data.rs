@@ -129,7 +129,7 @@ pub fn read(path: &Path) -> Result<Relation> {
 /// Parses a relation file's bytes (JSON Lines or LRE) read from `label` (a path, or `-` for standard input);
 /// `stem` names the relation when the file does not.
 pub fn parse(bytes: &[u8], stem: &str, label: &str) -> Result<Relation> {
-    let text = std::str::from_utf8(bytes).map_err(|e| Error::input(format!("{label}: not UTF-8 text: {e}")))?;
+    let text = utf8(bytes, label)?;
     let mut rel = if text.trim_start().starts_with('{')
         && serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| v.get("samples").is_some())
     {
@@ -142,6 +142,18 @@ pub fn parse(bytes: &[u8], stem: &str, label: &str) -> Result<Relation> {
     }
     rel.source = Some(Source::new(label, bytes));
     Ok(rel)
+}
+
+/// `bytes` as text; the error names `label` and the line (and column, in bytes) of the first byte that is not
+/// UTF-8.
+pub fn utf8<'a>(bytes: &'a [u8], label: &str) -> Result<&'a str> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let good = &bytes[..e.valid_up_to()];
+        let line = 1 + good.iter().filter(|&&b| b == b'\n').count();
+        let column = 1 + good.len() - good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let bad = bytes[e.valid_up_to()];
+        Error::input(format!("{label}: line {line}: not UTF-8 text (byte 0x{bad:02x} at column {column})"))
+    })
 }
 
 fn from_lre(text: &str, stem: &str) -> std::result::Result<Relation, String> {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::circuit::{to_dot, write_atomic, CircuitFile, ModelShape, RunInfo};
+use crate::circuit::{check_writable, to_dot, write_atomic, CircuitFile, ModelShape, RunInfo};
 use crate::data::Relation;
 use crate::discover::acdc::Acdc;
 use crate::discover::eap::Eap;
@@ -101,7 +101,7 @@ impl Default for Settings {
 impl Settings {
     /// Reads a preset file.
     pub fn from_file(path: &Path) -> Result<Settings> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::circuit::read_text(path)?;
         serde_json::from_str(&text).map_err(|e| Error::input(format!("{}: {e}", path.display())))
     }
 
@@ -468,6 +468,14 @@ pub struct Outputs {
     pub scores: Option<PathBuf>,
 }
 
+impl Outputs {
+    /// Fails unless every file asked for can be written ([`check_writable`]): callers check before the run, and
+    /// [`write`] before its first file, so a bad path leaves no other output behind.
+    pub fn check(&self) -> Result<()> {
+        [&self.circuit, &self.dot, &self.svg, &self.scores].into_iter().flatten().try_for_each(|p| check_writable(p))
+    }
+}
+
 /// Writes what `outputs` asks for, each file atomically (written beside it, then renamed: a killed run leaves
 /// no half file under the final name). The circuit file comes last, so a relation whose circuit file is there
 /// has its DOT and scores files too (what `discover --resume` relies on). Scores asked of a method without
@@ -476,6 +484,7 @@ pub fn write(d: &Discovered, outputs: &Outputs) -> Result<()> {
     if outputs.scores.is_some() && d.scores.is_none() {
         return Err(Error::input(format!("scores: method {} computes no edge scores", d.file.run.method)));
     }
+    outputs.check()?;
     if let (Some(p), Some((header, scores))) = (&outputs.scores, &d.scores) {
         scores::write(p, header, &d.graph, scores)?;
     }

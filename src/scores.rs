@@ -102,7 +102,7 @@ pub fn write(path: &Path, header: &Header, g: &Graph, scores: &[f64]) -> Result<
 impl ScoresFile {
     /// Reads and parses a scores file; an error names the file and the line at fault.
     pub fn read(path: &Path) -> Result<ScoresFile> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::circuit::read_text(path)?;
         ScoresFile::parse(&text, path)
     }
 

@@ -1119,3 +1119,71 @@ fn edits_in_memory_equal_an_edited_model_folder() {
     let o = kcirc(&["discover", "--rerun", dir.path().join("in-memory.json").to_str().unwrap(), "--out", again.to_str().unwrap()]);
     assert_input_error(&o, "have changed");
 }
+
+/// Every output path is checked before the run: a missing folder, a folder where a file should go, or a file
+/// where the batch's folder should go fail at once with one line naming the path, and no other output of the
+/// run (DOT, SVG, scores) is left behind.
+#[test]
+fn bad_output_paths_fail_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name);
+    let (dot, svg, scores) = (at("c.dot"), at("c.svg"), at("c.scores.jsonl"));
+    let pictures =
+        ["--method", "eap", "--dot", dot.to_str().unwrap(), "--svg", svg.to_str().unwrap(), "--scores", scores.to_str().unwrap()];
+    assert_input_error(&tiny_discover(dir.path(), "missing/c.json", &pictures), "missing/c.json: cannot write there");
+    assert!(!dot.exists() && !svg.exists() && !scores.exists() && !at("missing").exists());
+    // The circuit file fine, a picture's folder missing: no circuit file either.
+    let o = tiny_discover(dir.path(), "c.json", &["--dot", at("missing/c.dot").to_str().unwrap()]);
+    assert_input_error(&o, "missing does not exist");
+    assert!(!at("c.json").exists());
+    std::fs::create_dir(at("folder")).unwrap();
+    assert_input_error(&tiny_discover(dir.path(), "folder", &[]), "is a folder");
+    let file = write(dir.path(), "file.txt", "not a folder\n");
+    assert_input_error(&tiny_discover(dir.path(), "file.txt/c.json", &[]), "file.txt is not a folder");
+    // A batch run's output folder that is a file.
+    let (model, relations) = (fixture("gpt2-tiny"), root().join("data"));
+    let o = kcirc(&["discover", "--model", model.to_str().unwrap(), "--relations", relations.to_str().unwrap(), "--out-dir", &file]);
+    assert_input_error(&o, "the output folder is a file");
+    // select and report: the same, and report's SVG is not written when its page cannot be.
+    let o = tiny_discover(dir.path(), "ok.json", &["--method", "eap", "--no-eval", "--scores", scores.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_input_error(&tiny_select(&scores, &at("missing/s.json"), &["--top-n", "3"]), "missing/s.json: cannot write there");
+    let ok = at("ok.json");
+    let o = kcirc(&[
+        "report",
+        "--circuit",
+        ok.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+        "--out",
+        at("missing/r.html").to_str().unwrap(),
+    ]);
+    assert_input_error(&o, "missing/r.html: cannot write there");
+    assert!(!svg.exists() && !at("missing").exists());
+}
+
+/// Bytes that are not UTF-8 are refused with the file and the line they are on, whatever the file: triples,
+/// edit requests, batch summaries.
+#[test]
+fn non_utf8_input_names_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = fixture("gpt2-tiny");
+    let m = m.to_str().unwrap();
+    let good = r#"{"subject":"France","relation":"capital","object":"Paris","template":"The capital of {} is"}"#;
+    let bad = |name: &str, first: &str, second: &[u8]| -> String {
+        let p = dir.path().join(name);
+        std::fs::write(&p, [format!("{first}\n").as_bytes(), second, b"\n"].concat()).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let triples = bad("t.jsonl", good, b"{\"subject\":\"Per\xffu\",\"object\":\"Lima\",\"template\":\"The capital of {} is\"}");
+    let out = dir.path().join("o.json");
+    let o = kcirc(&["discover", "--model", m, "--triples", &triples, "--no-filter", "--examples", "1", "--out", out.to_str().unwrap()]);
+    assert_input_error(&o, "t.jsonl: line 2: not UTF-8 text (byte 0xff at column 16)");
+    assert!(!out.exists());
+    let request = r#"{"subject":"France","template":"The capital of {} is","object":"Paris","new_object":"Rome"}"#;
+    let requests = bad("r.jsonl", request, b"\xfe");
+    assert_input_error(&kcirc(&["edit", "--model", m, "--requests", &requests]), "r.jsonl: line 2: not UTF-8 text");
+    let summary = bad("s.jsonl", "", b"{\"relation\":\"x\xff\"}");
+    let relations = root().join("data");
+    assert_input_error(&kcirc(&["merge", "--relations", relations.to_str().unwrap(), &summary]), "s.jsonl: line 2: not UTF-8 text");
+}
