@@ -312,7 +312,35 @@ impl CircuitFile {
             Some(0) => return Err(Error::input(format!("{label}: circuit format 0 is not a kcirc format"))),
             Some(_) => {}
         }
-        serde_json::from_value(value).map_err(|e| Error::input(format!("{label}: not a circuit file: {e}")))
+        let file: CircuitFile = serde_json::from_value(value).map_err(|e| Error::input(format!("{label}: not a circuit file: {e}")))?;
+        file.check_edges(label)?;
+        Ok(file)
+    }
+
+    /// The edge list holds together, as kcirc writes it: each edge's name is `sender->receiver`, no edge is
+    /// listed twice, and `n_edges` counts them. (Whether the edges are in the model's graph is checked against
+    /// the model: [`CircuitFile::removed`].) A hand-edited file that breaks one would be read as another circuit
+    /// than it says (the name decides which edge is kept; `diff` counts names).
+    fn check_edges(&self, label: &str) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, e) in self.edges.iter().enumerate() {
+            if e.name != format!("{}->{}", e.sender, e.receiver) {
+                return Err(Error::input(format!(
+                    "{label}: edge {} `{}` does not run from `{}` to `{}`",
+                    i + 1,
+                    e.name,
+                    e.sender,
+                    e.receiver
+                )));
+            }
+            if !seen.insert(e.name.as_str()) {
+                return Err(Error::input(format!("{label}: edge {} `{}` is listed twice", i + 1, e.name)));
+            }
+        }
+        if self.n_edges != self.edges.len() {
+            return Err(Error::input(format!("{label}: n_edges is {} but {} edges are listed", self.n_edges, self.edges.len())));
+        }
+        Ok(())
     }
 
     /// The removed-edge flags of this circuit on `graph`; fails if the circuit belongs to another model.

@@ -1187,3 +1187,39 @@ fn non_utf8_input_names_its_line() {
     let relations = root().join("data");
     assert_input_error(&kcirc(&["merge", "--relations", relations.to_str().unwrap(), &summary]), "s.jsonl: line 2: not UTF-8 text");
 }
+
+/// A circuit file whose edge list does not hold together (an edge named for other ends than it lists, an edge
+/// twice, `n_edges` that does not count the edges) is refused with the file and the edge, by every reader: it
+/// used to be read as another circuit than it said (the name decided) and `diff` counted it as it was.
+#[test]
+fn inconsistent_circuit_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = tiny_discover(dir.path(), "c.json", &["--no-eval"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = read_json(&dir.path().join("c.json"));
+    let first = c["edges"][0].clone();
+    let name = first["name"].as_str().unwrap().to_string();
+    let variant = |file: &str, change: &dyn Fn(&mut serde_json::Value)| -> std::path::PathBuf {
+        let mut v = c.clone();
+        change(&mut v);
+        let p = dir.path().join(file);
+        std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+        p
+    };
+    let moved = variant("moved.json", &|v| v["edges"][0]["sender"] = "m1".into());
+    let twice = variant("twice.json", &|v| {
+        v["edges"].as_array_mut().unwrap().push(first.clone());
+        v["n_edges"] = v["edges"].as_array().unwrap().len().into();
+    });
+    let miscounted = variant("miscounted.json", &|v| v["n_edges"] = 1.into());
+    let n = c["edges"].as_array().unwrap().len();
+    for (p, needle) in [
+        (&moved, format!("moved.json: edge 1 `{name}` does not run from `m1`")),
+        (&twice, format!("twice.json: edge {} `{name}` is listed twice", n + 1)),
+        (&miscounted, format!("miscounted.json: n_edges is 1 but {n} edges are listed")),
+    ] {
+        assert_input_error(&tiny_eval(p, &["--random", "1"]), &needle);
+        let good = dir.path().join("c.json");
+        assert_input_error(&kcirc(&["diff", good.to_str().unwrap(), p.to_str().unwrap()]), &needle);
+    }
+}
