@@ -130,10 +130,12 @@ pub fn read(path: &Path) -> Result<Relation> {
 /// `stem` names the relation when the file does not.
 pub fn parse(bytes: &[u8], stem: &str, label: &str) -> Result<Relation> {
     let text = utf8(bytes, label)?;
-    let mut rel = if text.trim_start().starts_with('{')
-        && serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| v.get("samples").is_some())
-    {
+    let whole = text.trim_start().starts_with('{').then(|| serde_json::from_str::<serde_json::Value>(text));
+    let mut rel = if whole.as_ref().is_some_and(|w| w.as_ref().is_ok_and(|v| v.get("samples").is_some())) {
         from_lre(text, stem).map_err(|e| Error::input(format!("{label}: {e}")))?
+    } else if let Some(Err(e)) = whole.filter(|_| looks_like_broken_lre(text)) {
+        // Read as JSON Lines its first line would be blamed, not where the LRE file breaks.
+        return Err(Error::input(format!("{label}: not an LRE relation file: {e}")));
     } else {
         from_jsonl(text, stem).map_err(|e| Error::input(format!("{label}: {e}")))?
     };
@@ -156,6 +158,13 @@ pub fn utf8<'a>(bytes: &'a [u8], label: &str) -> Result<&'a str> {
     })
 }
 
+/// A multi-line JSON document with `samples` whose first line is no JSON value alone: an LRE relation file cut
+/// short or broken, not JSON Lines.
+fn looks_like_broken_lre(text: &str) -> bool {
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    text.contains("\"samples\"") && text.trim().lines().count() > 1 && serde_json::from_str::<serde_json::Value>(first).is_err()
+}
+
 fn from_lre(text: &str, stem: &str) -> std::result::Result<Relation, String> {
     let f: LreFile = serde_json::from_str(text).map_err(|e| format!("not an LRE relation file: {e}"))?;
     let template = f.prompt_templates_zs.first().or(f.prompt_templates.first()).ok_or("LRE file has no prompt template")?.clone();
@@ -163,6 +172,13 @@ fn from_lre(text: &str, stem: &str) -> std::result::Result<Relation, String> {
         return Err(format!("template {template:?} has no `{{}}` for the subject"));
     }
     let relation = if f.name.is_empty() { stem.to_string() } else { f.name.replace(' ', "_") };
+    for (i, s) in f.samples.iter().enumerate() {
+        for (what, text) in [("subject", &s.subject), ("object", &s.object)] {
+            if text.trim().is_empty() {
+                return Err(format!("sample {}: empty {what}", i + 1));
+            }
+        }
+    }
     let triples = f
         .samples
         .into_iter()
@@ -186,6 +202,9 @@ fn from_jsonl(text: &str, stem: &str) -> std::result::Result<Relation, String> {
         let t: Triple = serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
         if t.prompt.is_none() && !t.template.contains("{}") {
             return Err(format!("line {}: template {:?} has no `{{}}` for the subject", i + 1, t.template));
+        }
+        if t.subject.trim().is_empty() {
+            return Err(format!("line {}: empty subject", i + 1));
         }
         if t.object.trim().is_empty() {
             return Err(format!("line {}: empty object", i + 1));

@@ -365,6 +365,7 @@ fn bad_triples_fail_with_a_clear_message() {
         (format!("{good}\n{{\"subject\":\"Peru\",\"object\":\"Lima\",\"template\":\"no placeholder\"}}\n"), "has no `{}`"),
         (String::new(), "no triples"),
         (format!("{good}\n{{\"subject\":\"Peru\",\"object\":\"\",\"template\":\"The capital of {{}} is\"}}\n"), "empty object"),
+        (format!("{good}\n{{\"subject\":\" \",\"object\":\"Lima\",\"template\":\"The capital of {{}} is\"}}\n"), "line 2: empty subject"),
     ];
     for (i, (text, needle)) in cases.iter().enumerate() {
         let f = write(dir.path(), &format!("t{i}.jsonl"), text);
@@ -387,6 +388,31 @@ fn data_convert_turns_lre_into_json_lines() {
     assert_eq!(lines[0]["template"], "The capital of {} is the city of");
     assert_eq!(lines[1]["subject"], "Peru");
     assert_eq!(lines[1]["relation"], "country_capital_city");
+}
+
+/// A malformed LRE file is refused with the file and the sample, or where its JSON breaks (read as JSON Lines,
+/// a file cut short used to be blamed on its first line); samples with an empty subject or object too (they were
+/// converted into lines that no command reads).
+#[test]
+fn data_convert_refuses_malformed_lre() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = r#"{"name": "x", "prompt_templates": ["The capital of {} is"], "samples": ["#;
+    let cases = [
+        (
+            format!("{head}{{\"subject\": \"France\", \"object\": \"Paris\"}}, {{\"subject\": \" \", \"object\": \"Lima\"}}]}}"),
+            "sample 2: empty subject",
+        ),
+        (format!("{head}{{\"subject\": \"France\", \"object\": \"\"}}]}}"), "sample 1: empty object"),
+        (
+            format!("{head}\n{{\"subject\": \"France\", \"object\": \"Paris\"}},\n{{\"subject\": \"Peru\"\n"),
+            "not an LRE relation file: EOF while parsing an object at line 4",
+        ),
+        (format!("{head}{{\"subject\": \"France\"}}]}}"), "not an LRE relation file: missing field `object`"),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let f = write(dir.path(), &format!("r{i}.json"), text);
+        assert_input_error(&kcirc(&["data", "convert", &f]), &format!("r{i}.json: {needle}"));
+    }
 }
 
 /// On the real model: a circuit found by exact ablation (hybrid: EAP-IG candidates, then ACDC), evaluated again
