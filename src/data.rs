@@ -295,6 +295,9 @@ pub fn example_in_context(t: &Triple, demonstrations: &[&Triple], tok: &Tokenize
     if tokens.is_empty() || query.trim().is_empty() {
         return Err(Error::input(format!("prompt {query:?} tokenizes to nothing")));
     }
+    if let Some(max) = tok.max_tokens.filter(|&m| tokens.len() > m) {
+        return Err(Error::input(format!("prompt of {} tokens exceeds the model's {max} positions", tokens.len())));
+    }
     let subj = prefix.len() + start..prefix.len() + start + subject.len();
     let spans = ranges
         .iter()

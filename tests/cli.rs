@@ -1249,3 +1249,40 @@ fn inconsistent_circuit_files_are_refused() {
         assert_input_error(&kcirc(&["diff", good.to_str().unwrap(), p.to_str().unwrap()]), &needle);
     }
 }
+
+/// A prompt longer than the model's context is refused at once, naming the fact's file and line, for learned
+/// positions (GPT-2) and rotary ones (the context a config or GGUF file records: a rotary model used to run
+/// any length, minutes on the CPU for a prompt past SmolLM2's 8192 tokens).
+#[test]
+fn prompts_longer_than_the_context_are_refused_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = r#"{"subject":"France","relation":"capital","object":"Paris","template":"The capital of {} is"}"#;
+    let long =
+        format!(r#"{{"subject":"Peru","relation":"capital","object":"Lima","template":"{}The capital of {{}} is"}}"#, "very ".repeat(80));
+    let f = write(dir.path(), "long.jsonl", &format!("{good}\n{good}\n{long}\n"));
+    let out = dir.path().join("o.json");
+    let m = fixture("gpt2-tiny");
+    let o = kcirc(&[
+        "discover",
+        "--model",
+        m.to_str().unwrap(),
+        "--triples",
+        &f,
+        "--no-filter",
+        "--examples",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_input_error(&o, "long.jsonl: line 3 (Peru): prompt of 85 tokens exceeds the model's 64 positions");
+    assert!(!out.exists());
+    // Rotary: the Qwen2 fixture's max_position_embeddings (64), SmolLM2's GGUF context_length (8192).
+    let qwen = fixture("qwen2-tiny");
+    assert_input_error(
+        &kcirc(&["predict", "--model", qwen.to_str().unwrap(), "--prompt", &"Paris ".repeat(100)]),
+        "exceeds the model's 64 positions",
+    );
+    let smol = smollm2_path();
+    let o = kcirc(&["predict", "--model", smol.to_str().unwrap(), "--prompt", &"Paris ".repeat(8200)]);
+    assert_input_error(&o, "exceeds the model's 8192 positions");
+}

@@ -125,6 +125,8 @@ pub fn load(name: &str, device: &Device) -> Result<(Model, Tokenizer)> {
             (cfg, w, gguf_tokenizer(&g)?)
         }
     };
+    let mut tokenizer = tokenizer;
+    tokenizer.max_tokens = cfg.max_positions();
     let model = Model { name: name.to_string(), cfg, weights, device: device.clone(), edits: None };
     Ok((model, tokenizer))
 }
