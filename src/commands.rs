@@ -1739,6 +1739,9 @@ pub fn erase(cli: &Cli, a: &EraseArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&a.target_hit) {
         bail!("--target-hit must be in [0, 1]");
     }
+    if !(0.0..=1.0).contains(&a.tolerance) {
+        bail!("--tolerance must be in [0, 1] (a drop of Hit@k), got {}", a.tolerance);
+    }
     if a.k == 0 || a.max_facts == 0 {
         bail!("--k and --max-facts must be at least 1");
     }
@@ -1752,6 +1755,9 @@ pub fn erase(cli: &Cli, a: &EraseArgs) -> Result<()> {
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| f.extension().is_some_and(|x| x == "jsonl"))
                 .collect();
+            if in_dir.is_empty() {
+                bail!("--others {}: no relation files (*.jsonl) in the folder", p.display());
+            }
             in_dir.sort();
             files.extend(in_dir);
         } else {

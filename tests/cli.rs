@@ -1286,3 +1286,34 @@ fn prompts_longer_than_the_context_are_refused_by_line() {
     let o = kcirc(&["predict", "--model", smol.to_str().unwrap(), "--prompt", &"Paris ".repeat(8200)]);
     assert_input_error(&o, "exceeds the model's 8192 positions");
 }
+
+/// `lens` and `heads` refuse `--k 0` (the known-fact filter then kept nothing and said "rank < 0") and a
+/// circuit of another model before filtering facts (it used to say the model knows none of them); `erase`
+/// refuses a --tolerance that is no drop of Hit@k and an --others folder without relation files.
+#[test]
+fn analysis_and_erase_flags_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = tiny_discover(dir.path(), "c.json", &["--no-eval"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = dir.path().join("c.json");
+    let (m, t) = (fixture("gpt2-tiny"), root().join("data/country_capital_city.jsonl"));
+    let (m, t, cs) = (m.to_str().unwrap(), t.to_str().unwrap(), c.to_str().unwrap());
+    let prompt = ["--prompt", "The capital of France is", "--subject", "France", "--object", "Paris"];
+    assert_input_error(&kcirc(&[&["lens", "--model", m, "--k", "0"][..], &prompt].concat()), "--k must be at least 1");
+    assert_input_error(&kcirc(&["heads", "--model", m, "--circuit", cs, "--triples", t, "--k", "0"]), "--k must be at least 1");
+    let mut other = read_json(&c);
+    other["model_shape"]["n_layers"] = 3.into();
+    let other_path = write(dir.path(), "other.json", &serde_json::to_string(&other).unwrap());
+    // The tiny model knows none of the capitals: the filter would have emptied the facts first.
+    assert_input_error(&kcirc(&["heads", "--model", m, "--circuit", &other_path, "--triples", t]), "circuit is for model");
+    assert_input_error(&kcirc(&["lens", "--model", m, "--circuit", &other_path, "--triples", t, "--known-only"]), "circuit is for model");
+    let erase = |extra: &[&str]| kcirc(&[&["erase", "--model", m, "--circuit", cs, "--triples", t][..], extra].concat());
+    let others = root().join("data/country_language.jsonl");
+    for bad in ["NaN", "-0.5", "2"] {
+        let flag = format!("--tolerance={bad}");
+        assert_input_error(&erase(&["--others", others.to_str().unwrap(), &flag]), "--tolerance must be in [0, 1]");
+    }
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert_input_error(&erase(&["--others", empty.to_str().unwrap()]), "no relation files (*.jsonl) in the folder");
+}
