@@ -427,6 +427,16 @@ pub fn kept_line(file: &CircuitFile) -> String {
     )
 }
 
+/// Fails unless `relation` is the one a scores file was computed for: its held-out facts would be measured and
+/// labelled as if they were that relation's.
+fn same_relation(relation: &Relation, scored: &str) -> Result<()> {
+    if relation.name != scored {
+        let file = relation.source.as_ref().map_or(String::new(), |s| format!("{}: ", s.path));
+        return Err(Error::input(format!("{file}relation `{}`, but the scores are for relation `{scored}`", relation.name)));
+    }
+    Ok(())
+}
+
 /// The circuit an attribution run with `selection` keeps, from a scores file (`kcirc select`), evaluated on
 /// the held-out facts of `held_out`'s relation (with that many random circuits) when one is given.
 pub fn select(
@@ -440,6 +450,9 @@ pub fn select(
 ) -> Result<(CircuitFile, Option<Report>)> {
     let scores = scores_file.scores(&Graph::new(&model.cfg), &model.cfg)?;
     let h = &scores_file.header;
+    if let Some((rel, _)) = held_out {
+        same_relation(rel, &h.run.relation)?;
+    }
     let mut file = scores::select_circuit(h, &scores, model, tok, model_name, selection)?;
     let report = match held_out {
         Some((rel, random)) => {
@@ -520,6 +533,7 @@ pub fn curve(
     let (task, edge_scores, (reference, mean_over), method, seed, k, filter_known, demonstrations) = match scores {
         Some(file) => {
             let h = &file.header;
+            same_relation(relation, &h.run.relation)?;
             let task = h.task(model, tok)?;
             let s = file.scores(&task.graph, &model.cfg)?;
             let reference = (h.run.reference_examples(tok)?, h.run.mean_over());

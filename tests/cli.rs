@@ -619,6 +619,24 @@ fn select_refuses_malformed_scores_and_other_models() {
     let o = tiny_discover(dir.path(), "x.json", &["--scores", dir.path().join("x.jsonl").to_str().unwrap()]);
     assert_input_error(&o, "acdc computes no edge scores");
     assert!(!dir.path().join("x.json").exists());
+    // Another relation's facts as the held-out set: select and curve would label them as the scored relation's.
+    let other = root().join("data/country_language.jsonl");
+    let o = tiny_select(&s, &out, &["--top-n", "3", "--triples", other.to_str().unwrap()]);
+    assert_input_error(&o, "relation `country_language`, but the scores are for relation `country_capital_city`");
+    assert!(!out.exists());
+    let model = fixture("gpt2-tiny");
+    let o = kcirc(&[
+        "curve",
+        "--model",
+        model.to_str().unwrap(),
+        "--scores",
+        s.to_str().unwrap(),
+        "--triples",
+        other.to_str().unwrap(),
+        "--sizes",
+        "0.5",
+    ]);
+    assert_input_error(&o, "but the scores are for relation `country_capital_city`");
 }
 
 #[test]
