@@ -480,6 +480,10 @@ fn name_of(file: &Path, relation: &Result<Relation>) -> String {
 /// there. A relation without a readable circuit file (it failed, or its shard has not finished) or with one
 /// made from another version of its relation file is an error.
 pub fn summary_of_folder(files: &[PathBuf], outputs: &BatchOutputs) -> Result<Vec<SummaryLine>> {
+    if !outputs.out_dir.is_dir() {
+        let what = if outputs.out_dir.exists() { "not a folder" } else { "no such folder" };
+        return Err(Error::input(format!("{}: {what} (give the folder of the shards' circuit files)", outputs.out_dir.display())));
+    }
     let relations = read_distinct(files)?;
     let mut lines = vec![];
     for (f, r) in files.iter().zip(relations) {

@@ -680,7 +680,9 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
     let mut printer = SummaryPrinter::new(a.format);
     let mut print = |line: &SummaryLine| {
         if let SummaryLine::Failed { file, error } = line {
-            bar.line(&format!("error: {}: {error}", file.display()));
+            // The file once: most errors already start with it.
+            let file = file.display().to_string();
+            bar.line(&format!("error: {}", if error.starts_with(&file) { error.clone() } else { format!("{file}: {error}") }));
         }
         printer.print(line);
     };

@@ -1335,3 +1335,53 @@ fn analysis_and_erase_flags_are_checked() {
     std::fs::create_dir(&empty).unwrap();
     assert_input_error(&erase(&["--others", empty.to_str().unwrap()]), "no relation files (*.jsonl) in the folder");
 }
+
+/// `merge --out-dir` says when the folder is missing or a file (it named a circuit file inside it), a scores
+/// header without discovery facts names the file and line, and a batch run names a failed relation's file once.
+#[test]
+fn merge_scores_and_batch_name_their_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let relations = root().join("data");
+    let merge = |out_dir: &str| kcirc(&["merge", "--relations", relations.to_str().unwrap(), "--out-dir", out_dir]);
+    assert_input_error(&merge(dir.path().join("none").to_str().unwrap()), "none: no such folder");
+    let file = write(dir.path(), "file.txt", "x\n");
+    assert_input_error(&merge(&file), "file.txt: not a folder");
+    // A scores header without discovery facts.
+    let s = dir.path().join("s.jsonl");
+    let o = tiny_discover(dir.path(), "a.json", &["--method", "eap", "--no-eval", "--scores", s.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&s).unwrap();
+    let (head, rest) = text.split_once('\n').unwrap();
+    let mut header: serde_json::Value = serde_json::from_str(head).unwrap();
+    header["examples"] = serde_json::json!([]);
+    let bare = write(dir.path(), "bare.jsonl", &format!("{header}\n{rest}"));
+    let out = dir.path().join("o.json");
+    assert_input_error(&tiny_select(Path::new(&bare), &out, &["--top-n", "3"]), "bare.jsonl: line 1: bad header: no discovery examples");
+    // A batch run: the failed relation's line names its file once, the good relation is written.
+    let rels = dir.path().join("rels");
+    std::fs::create_dir(&rels).unwrap();
+    std::fs::copy(root().join("data/country_capital_city.jsonl"), rels.join("capitals.jsonl")).unwrap();
+    let bad = write(&rels, "bad.jsonl", "{\"subject\":\" \",\"relation\":\"bad\",\"object\":\"Paris\",\"template\":\"{} is\"}\n");
+    let model = fixture("gpt2-tiny");
+    let out_dir = dir.path().join("out");
+    let o = kcirc(&[
+        "discover",
+        "--model",
+        model.to_str().unwrap(),
+        "--relations",
+        rels.to_str().unwrap(),
+        "--out-dir",
+        out_dir.to_str().unwrap(),
+        "--no-filter",
+        "--examples",
+        "3",
+        "--method",
+        "eap",
+        "--no-eval",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains(&format!("kcirc: error: {bad}: line 1: empty subject\n")), "{err}");
+    assert!(!err.contains(&format!("{bad}: {bad}")), "{err}");
+    assert!(out_dir.join("country_capital_city.json").is_file(), "the other relation is not lost");
+}
