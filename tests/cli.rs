@@ -1385,3 +1385,20 @@ fn merge_scores_and_batch_name_their_bad_input() {
     assert!(!err.contains(&format!("{bad}: {bad}")), "{err}");
     assert!(out_dir.join("country_capital_city.json").is_file(), "the other relation is not lost");
 }
+
+/// A tokenizer whose ids run past the model's embedding rows (another model's tokenizer) is refused when the
+/// model loads: `lens` panicked on the out-of-range id and `predict` called it a bug in kcirc.
+#[test]
+fn a_tokenizer_of_another_model_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("gpt2-tiny"), dir.path());
+    let path = dir.path().join("tokenizer.json");
+    let mut tok = read_json(&path);
+    tok["model"]["vocab"]["ĠParis"] = 70000.into();
+    std::fs::write(&path, tok.to_string()).unwrap();
+    let m = dir.path().to_str().unwrap();
+    let needle = "token ids run to 70000, past the model's 50257 embedding rows";
+    assert_input_error(&kcirc(&["predict", "--model", m, "--prompt", "The capital of France is Paris"]), needle);
+    let o = kcirc(&["lens", "--model", m, "--prompt", "The capital of France is", "--subject", "France", "--object", "Paris"]);
+    assert_input_error(&o, needle);
+}
