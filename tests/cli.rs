@@ -1402,3 +1402,33 @@ fn a_tokenizer_of_another_model_is_refused_at_load() {
     let o = kcirc(&["lens", "--model", m, "--prompt", "The capital of France is", "--subject", "France", "--object", "Paris"]);
     assert_input_error(&o, needle);
 }
+
+/// Discovery facts whose mean-ablated prompts equal the prompts (every fact alike) leave the empty circuit
+/// losing nothing: no size reaches a faithfulness target. That is the input's doing, one line and exit 2; it
+/// was an internal error (exit 70) that also stopped a batch run, losing the other relations' lines.
+#[test]
+fn facts_that_leave_nothing_to_explain_are_bad_input_not_a_bug() {
+    let dir = tempfile::tempdir().unwrap();
+    let fact = r#"{"subject":"France","relation":"alike","object":"Paris","template":"The capital of {} is"}"#;
+    let rels = dir.path().join("rels");
+    std::fs::create_dir(&rels).unwrap();
+    let alike = write(&rels, "alike.jsonl", &format!("{fact}\n").repeat(6));
+    std::fs::copy(root().join("data/country_capital_city.jsonl"), rels.join("capitals.jsonl")).unwrap();
+    let model = fixture("gpt2-tiny");
+    let run = |extra: &[&str]| {
+        let base = ["discover", "--model", model.to_str().unwrap(), "--no-filter", "--examples", "2", "--method", "eap", "--no-eval"];
+        kcirc(&[&base[..], extra].concat())
+    };
+    let out = dir.path().join("o.json");
+    assert_input_error(
+        &run(&["--triples", &alike, "--out", out.to_str().unwrap()]),
+        "the empty circuit loses nothing on the discovery facts",
+    );
+    assert!(!out.exists());
+    let out_dir = dir.path().join("out");
+    let o = run(&["--relations", rels.to_str().unwrap(), "--out-dir", out_dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("alike.jsonl: the empty circuit loses nothing"), "{}", stderr(&o));
+    assert!(out_dir.join("country_capital_city.json").is_file(), "the other relation is not lost");
+    assert_eq!(stdout(&o).lines().count(), 2, "a summary line for each relation: {}", stdout(&o));
+}
