@@ -356,8 +356,8 @@ pub fn choose_size_with(task: &Task, scores: &[f64], target: f64, exhaustive: us
         // Faithfulness is then 0 at every size (see `faithfulness`): the input leaves nothing to explain.
         return Err(crate::Error::input(format!(
             "the empty circuit loses nothing on the discovery facts (metric {m_empty}), so no circuit size reaches a \
-             faithfulness target: ablated senders carry what they carry on these prompts (mean ablation over prompts \
-             that are all alike?); use other facts, another ablation, or --top-n"
+             faithfulness target: ablated senders carry what they carry on these prompts (mean ablation over one \
+             prompt, or prompts all alike?); use more or other facts, another ablation, or --top-n"
         )));
     }
     let mut searched: Vec<(usize, f64)> = vec![];
