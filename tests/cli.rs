@@ -1432,3 +1432,11 @@ fn facts_that_leave_nothing_to_explain_are_bad_input_not_a_bug() {
     assert!(out_dir.join("country_capital_city.json").is_file(), "the other relation is not lost");
     assert_eq!(stdout(&o).lines().count(), 2, "a summary line for each relation: {}", stdout(&o));
 }
+
+/// `data counterfactuals --count 0` is refused (it printed nothing and succeeded).
+#[test]
+fn counterfactuals_refuse_count_0() {
+    let (m, t) = (fixture("gpt2-tiny"), root().join("data/country_capital_city.jsonl"));
+    let o = kcirc(&["data", "counterfactuals", "--model", m.to_str().unwrap(), "--triples", t.to_str().unwrap(), "--count", "0"]);
+    assert_input_error(&o, "--count must be at least 1");
+}
