@@ -130,6 +130,21 @@ fn missing_files_and_unknown_architectures_are_one_line_errors() {
     );
 }
 
+/// A config with a zero size names it (it printed the whole config struct); a context of 0 is one of them.
+#[test]
+fn zero_sized_configs_name_the_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = read_json(&fixture("configs/smollm2-135m/config.json"));
+    for (key, needle) in
+        [("num_attention_heads", "query heads: 0"), ("num_hidden_layers", "layers: 0"), ("max_position_embeddings", "context positions: 0")]
+    {
+        let mut c = base.clone();
+        c[key] = 0.into();
+        std::fs::write(dir.path().join("config.json"), c.to_string()).unwrap();
+        assert_input_error(&kcirc(&["graph", "--model", dir.path().to_str().unwrap()]), &format!("bad model configuration: {needle}"));
+    }
+}
+
 #[test]
 fn unreachable_hub_says_so_and_suggests_a_local_path() {
     let cache = tempfile::tempdir().unwrap();

@@ -67,8 +67,15 @@ impl Config {
     /// Checks the invariants the engine relies on.
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(crate::Error::config(m));
-        if self.n_layers == 0 || self.d_model == 0 || self.n_heads == 0 || self.n_kv_heads == 0 {
-            return bad(format!("zero-sized dimension in {self:?}"));
+        let sizes = [
+            ("layers", self.n_layers),
+            ("d_model", self.d_model),
+            ("query heads", self.n_heads),
+            ("key/value heads", self.n_kv_heads),
+            ("context positions", self.max_positions().unwrap_or(1)),
+        ];
+        if let Some((name, _)) = sizes.iter().find(|(_, n)| *n == 0) {
+            return bad(format!("{name}: 0"));
         }
         if self.n_heads % self.n_kv_heads != 0 {
             return bad(format!("{} query heads are not a multiple of {} key/value heads", self.n_heads, self.n_kv_heads));
