@@ -639,18 +639,8 @@ fn select_refuses_malformed_scores_and_other_models() {
     let o = tiny_select(&s, &out, &["--top-n", "3", "--triples", other.to_str().unwrap()]);
     assert_input_error(&o, "relation `country_language`, but the scores are for relation `country_capital_city`");
     assert!(!out.exists());
-    let model = fixture("gpt2-tiny");
-    let o = kcirc(&[
-        "curve",
-        "--model",
-        model.to_str().unwrap(),
-        "--scores",
-        s.to_str().unwrap(),
-        "--triples",
-        other.to_str().unwrap(),
-        "--sizes",
-        "0.5",
-    ]);
+    let (m, s, t) = (fixture("gpt2-tiny"), s.to_str().unwrap(), other.to_str().unwrap());
+    let o = kcirc(&["curve", "--model", m.to_str().unwrap(), "--scores", s, "--triples", t, "--sizes", "0.5"]);
     assert_input_error(&o, "but the scores are for relation `country_capital_city`");
 }
 
@@ -1207,16 +1197,9 @@ fn bad_output_paths_fail_before_anything_is_written() {
     let o = tiny_discover(dir.path(), "ok.json", &["--method", "eap", "--no-eval", "--scores", scores.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_input_error(&tiny_select(&scores, &at("missing/s.json"), &["--top-n", "3"]), "missing/s.json: cannot write there");
-    let ok = at("ok.json");
-    let o = kcirc(&[
-        "report",
-        "--circuit",
-        ok.to_str().unwrap(),
-        "--svg",
-        svg.to_str().unwrap(),
-        "--out",
-        at("missing/r.html").to_str().unwrap(),
-    ]);
+    let (ok, page) = (at("ok.json"), at("missing/r.html"));
+    let (ok, svg_s, page) = (ok.to_str().unwrap(), svg.to_str().unwrap(), page.to_str().unwrap());
+    let o = kcirc(&["report", "--circuit", ok, "--svg", svg_s, "--out", page]);
     assert_input_error(&o, "missing/r.html: cannot write there");
     assert!(!svg.exists() && !at("missing").exists());
 }
@@ -1226,19 +1209,21 @@ fn bad_output_paths_fail_before_anything_is_written() {
 #[test]
 fn non_utf8_input_names_its_line() {
     let dir = tempfile::tempdir().unwrap();
-    let m = fixture("gpt2-tiny");
-    let m = m.to_str().unwrap();
-    let good = r#"{"subject":"France","relation":"capital","object":"Paris","template":"The capital of {} is"}"#;
     let bad = |name: &str, first: &str, second: &[u8]| -> String {
         let p = dir.path().join(name);
         std::fs::write(&p, [format!("{first}\n").as_bytes(), second, b"\n"].concat()).unwrap();
         p.to_str().unwrap().to_string()
     };
+    let good = r#"{"subject":"France","relation":"capital","object":"Paris","template":"The capital of {} is"}"#;
     let triples = bad("t.jsonl", good, b"{\"subject\":\"Per\xffu\",\"object\":\"Lima\",\"template\":\"The capital of {} is\"}");
     let out = dir.path().join("o.json");
-    let o = kcirc(&["discover", "--model", m, "--triples", &triples, "--no-filter", "--examples", "1", "--out", out.to_str().unwrap()]);
-    assert_input_error(&o, "t.jsonl: line 2: not UTF-8 text (byte 0xff at column 16)");
+    assert_input_error(
+        &tiny_eap(&["--triples", &triples, "--out", out.to_str().unwrap()]),
+        "t.jsonl: line 2: not UTF-8 text (byte 0xff at column 16)",
+    );
     assert!(!out.exists());
+    let m = fixture("gpt2-tiny");
+    let m = m.to_str().unwrap();
     let request = r#"{"subject":"France","template":"The capital of {} is","object":"Paris","new_object":"Rome"}"#;
     let requests = bad("r.jsonl", request, b"\xfe");
     assert_input_error(&kcirc(&["edit", "--model", m, "--requests", &requests]), "r.jsonl: line 2: not UTF-8 text");
@@ -1294,19 +1279,7 @@ fn prompts_longer_than_the_context_are_refused_by_line() {
         format!(r#"{{"subject":"Peru","relation":"capital","object":"Lima","template":"{}The capital of {{}} is"}}"#, "very ".repeat(80));
     let f = write(dir.path(), "long.jsonl", &format!("{good}\n{good}\n{long}\n"));
     let out = dir.path().join("o.json");
-    let m = fixture("gpt2-tiny");
-    let o = kcirc(&[
-        "discover",
-        "--model",
-        m.to_str().unwrap(),
-        "--triples",
-        &f,
-        "--no-filter",
-        "--examples",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = tiny_eap(&["--triples", &f, "--out", out.to_str().unwrap()]);
     assert_input_error(&o, "long.jsonl: line 3 (Peru): prompt of 85 tokens exceeds the model's 64 positions");
     assert!(!out.exists());
     // Rotary: the Qwen2 fixture's max_position_embeddings (64), SmolLM2's GGUF context_length (8192).
@@ -1351,6 +1324,23 @@ fn analysis_and_erase_flags_are_checked() {
     assert_input_error(&erase(&["--others", empty.to_str().unwrap()]), "no relation files (*.jsonl) in the folder");
 }
 
+/// A folder `rels` in `dir` holding the capitals and one more relation file `name` with `text`; its path and
+/// the other file's.
+fn capitals_and(dir: &Path, name: &str, text: &str) -> (std::path::PathBuf, String) {
+    let rels = dir.join("rels");
+    std::fs::create_dir(&rels).unwrap();
+    std::fs::copy(root().join("data/country_capital_city.jsonl"), rels.join("capitals.jsonl")).unwrap();
+    let other = write(&rels, name, text);
+    (rels, other)
+}
+
+/// `kcirc discover` on the tiny GPT-2 by EAP, two discovery facts, no filter and no held-out report.
+fn tiny_eap(extra: &[&str]) -> Output {
+    let model = fixture("gpt2-tiny");
+    let base = ["discover", "--model", model.to_str().unwrap(), "--no-filter", "--examples", "2", "--method", "eap", "--no-eval"];
+    kcirc(&[&base[..], extra].concat())
+}
+
 /// `merge --out-dir` says when the folder is missing or a file (it named a circuit file inside it), a scores
 /// header without discovery facts names the file and line, and a batch run names a failed relation's file once.
 #[test]
@@ -1373,27 +1363,10 @@ fn merge_scores_and_batch_name_their_bad_input() {
     let out = dir.path().join("o.json");
     assert_input_error(&tiny_select(Path::new(&bare), &out, &["--top-n", "3"]), "bare.jsonl: line 1: bad header: no discovery examples");
     // A batch run: the failed relation's line names its file once, the good relation is written.
-    let rels = dir.path().join("rels");
-    std::fs::create_dir(&rels).unwrap();
-    std::fs::copy(root().join("data/country_capital_city.jsonl"), rels.join("capitals.jsonl")).unwrap();
-    let bad = write(&rels, "bad.jsonl", "{\"subject\":\" \",\"relation\":\"bad\",\"object\":\"Paris\",\"template\":\"{} is\"}\n");
-    let model = fixture("gpt2-tiny");
+    let (rels, bad) =
+        capitals_and(dir.path(), "bad.jsonl", "{\"subject\":\" \",\"relation\":\"bad\",\"object\":\"Paris\",\"template\":\"{} is\"}\n");
     let out_dir = dir.path().join("out");
-    let o = kcirc(&[
-        "discover",
-        "--model",
-        model.to_str().unwrap(),
-        "--relations",
-        rels.to_str().unwrap(),
-        "--out-dir",
-        out_dir.to_str().unwrap(),
-        "--no-filter",
-        "--examples",
-        "3",
-        "--method",
-        "eap",
-        "--no-eval",
-    ]);
+    let o = tiny_eap(&["--relations", rels.to_str().unwrap(), "--out-dir", out_dir.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains(&format!("kcirc: error: {bad}: line 1: empty subject\n")), "{err}");
@@ -1425,15 +1398,8 @@ fn a_tokenizer_of_another_model_is_refused_at_load() {
 fn facts_that_leave_nothing_to_explain_are_bad_input_not_a_bug() {
     let dir = tempfile::tempdir().unwrap();
     let fact = r#"{"subject":"France","relation":"alike","object":"Paris","template":"The capital of {} is"}"#;
-    let rels = dir.path().join("rels");
-    std::fs::create_dir(&rels).unwrap();
-    let alike = write(&rels, "alike.jsonl", &format!("{fact}\n").repeat(6));
-    std::fs::copy(root().join("data/country_capital_city.jsonl"), rels.join("capitals.jsonl")).unwrap();
-    let model = fixture("gpt2-tiny");
-    let run = |extra: &[&str]| {
-        let base = ["discover", "--model", model.to_str().unwrap(), "--no-filter", "--examples", "2", "--method", "eap", "--no-eval"];
-        kcirc(&[&base[..], extra].concat())
-    };
+    let (rels, alike) = capitals_and(dir.path(), "alike.jsonl", &format!("{fact}\n").repeat(6));
+    let run = tiny_eap;
     let out = dir.path().join("o.json");
     assert_input_error(
         &run(&["--triples", &alike, "--out", out.to_str().unwrap()]),
