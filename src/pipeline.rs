@@ -483,7 +483,7 @@ pub struct Outputs {
 
 impl Outputs {
     /// Fails unless every file asked for can be written ([`check_writable`]): callers check before the run, and
-    /// [`write`] before its first file, so a bad path leaves no other output behind.
+    /// [`write()`] before its first file, so a bad path leaves no other output behind.
     pub fn check(&self) -> Result<()> {
         [&self.circuit, &self.dot, &self.svg, &self.scores].into_iter().flatten().try_for_each(|p| check_writable(p))
     }
