@@ -206,6 +206,14 @@ pub struct BatchOutputs {
 }
 
 impl BatchOutputs {
+    /// Fails when the output folder is there but is not a folder (it is made, parents too, when missing).
+    pub fn check(&self) -> Result<()> {
+        if self.out_dir.exists() && !self.out_dir.is_dir() {
+            return Err(Error::input(format!("{}: the output folder is a file", self.out_dir.display())));
+        }
+        Ok(())
+    }
+
     /// Where `relation`'s files go.
     pub fn of(&self, relation: &str) -> Outputs {
         let at = |ext: &str| self.out_dir.join(format!("{relation}{ext}"));
@@ -256,6 +264,7 @@ pub fn discover_batch(
     progress: &dyn Progress,
     on_line: &mut dyn FnMut(&SummaryLine),
 ) -> Result<Vec<SummaryLine>> {
+    outputs.check()?;
     let relations = read_distinct(files)?;
     // Every resume decision is taken before anything runs, so a file of another run stops the batch at once.
     let mut prior = Vec::with_capacity(files.len());
@@ -471,6 +480,10 @@ fn name_of(file: &Path, relation: &Result<Relation>) -> String {
 /// there. A relation without a readable circuit file (it failed, or its shard has not finished) or with one
 /// made from another version of its relation file is an error.
 pub fn summary_of_folder(files: &[PathBuf], outputs: &BatchOutputs) -> Result<Vec<SummaryLine>> {
+    if !outputs.out_dir.is_dir() {
+        let what = if outputs.out_dir.exists() { "not a folder" } else { "no such folder" };
+        return Err(Error::input(format!("{}: {what} (give the folder of the shards' circuit files)", outputs.out_dir.display())));
+    }
     let relations = read_distinct(files)?;
     let mut lines = vec![];
     for (f, r) in files.iter().zip(relations) {

@@ -312,7 +312,35 @@ impl CircuitFile {
             Some(0) => return Err(Error::input(format!("{label}: circuit format 0 is not a kcirc format"))),
             Some(_) => {}
         }
-        serde_json::from_value(value).map_err(|e| Error::input(format!("{label}: not a circuit file: {e}")))
+        let file: CircuitFile = serde_json::from_value(value).map_err(|e| Error::input(format!("{label}: not a circuit file: {e}")))?;
+        file.check_edges(label)?;
+        Ok(file)
+    }
+
+    /// The edge list holds together, as kcirc writes it: each edge's name is `sender->receiver`, no edge is
+    /// listed twice, and `n_edges` counts them. (Whether the edges are in the model's graph is checked against
+    /// the model: [`CircuitFile::removed`].) A hand-edited file that breaks one would be read as another circuit
+    /// than it says (the name decides which edge is kept; `diff` counts names).
+    fn check_edges(&self, label: &str) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, e) in self.edges.iter().enumerate() {
+            if e.name != format!("{}->{}", e.sender, e.receiver) {
+                return Err(Error::input(format!(
+                    "{label}: edge {} `{}` does not run from `{}` to `{}`",
+                    i + 1,
+                    e.name,
+                    e.sender,
+                    e.receiver
+                )));
+            }
+            if !seen.insert(e.name.as_str()) {
+                return Err(Error::input(format!("{label}: edge {} `{}` is listed twice", i + 1, e.name)));
+            }
+        }
+        if self.n_edges != self.edges.len() {
+            return Err(Error::input(format!("{label}: n_edges is {} but {} edges are listed", self.n_edges, self.edges.len())));
+        }
+        Ok(())
     }
 
     /// The removed-edge flags of this circuit on `graph`; fails if the circuit belongs to another model.
@@ -358,9 +386,27 @@ pub fn to_dot(file: &CircuitFile) -> String {
     s
 }
 
-/// A text file's contents; the error names the path.
+/// A text file's contents; the error names the path (and, for bytes that are not UTF-8, their line).
 pub fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    crate::data::utf8(&bytes, &path.display().to_string())?;
+    // Checked just above: the conversion cannot fail, and it keeps the buffer.
+    String::from_utf8(bytes).map_err(|e| Error::bug(e.to_string()))
+}
+
+/// Fails, naming `path`, unless a file can be written there: its folder exists and `path` is not a folder.
+/// Commands check every output path before any work: a mistyped `--out` then fails at once, not after the run,
+/// and never after another of the run's outputs was written.
+pub fn check_writable(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::input(format!("{}: is a folder; give a file name to write", path.display())));
+    }
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        let what = if dir.exists() { "is not a folder" } else { "does not exist" };
+        return Err(Error::input(format!("{}: cannot write there: {} {what}", path.display(), dir.display())));
+    }
+    Ok(())
 }
 
 /// Writes `text` to `path` atomically: a temporary file beside it, renamed into place, so a failed run
@@ -368,8 +414,9 @@ pub fn read_text(path: &Path) -> Result<String> {
 pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("out"), std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let written = f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| Error::io(&tmp, e));
+    // Errors name `path`, the file the user asked for, not the temporary name.
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(path, e))?;
+    let written = f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| Error::io(path, e));
     drop(f);
     let done = written.and_then(|_| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
     if done.is_err() {

@@ -671,15 +671,18 @@ pub fn discover(cli: &Cli, a: &DiscoverArgs) -> Result<()> {
         }
         None => files,
     };
-    let edits = a.edit.spec()?;
-    let (model, tok) = load_model(cli, &model_name, edits.as_ref())?;
     let (dot, svg) = a.output.batch_pictures()?;
     let outputs = batch::BatchOutputs { out_dir, dot, svg, scores: a.scores.is_some(), resume: a.resume };
+    outputs.check()?;
+    let edits = a.edit.spec()?;
+    let (model, tok) = load_model(cli, &model_name, edits.as_ref())?;
     let bar = Bar::new(cli, "edges");
     let mut printer = SummaryPrinter::new(a.format);
     let mut print = |line: &SummaryLine| {
         if let SummaryLine::Failed { file, error } = line {
-            bar.line(&format!("error: {}: {error}", file.display()));
+            // The file once: most errors already start with it.
+            let file = file.display().to_string();
+            bar.line(&format!("error: {}", if error.starts_with(&file) { error.clone() } else { format!("{file}: {error}") }));
         }
         printer.print(line);
     };
@@ -810,7 +813,7 @@ fn discover_one(
 }
 
 /// One output at most on standard output: the circuit (without `--out`, or `--out -`), `--dot -`, `--svg -`,
-/// `--scores -`.
+/// `--scores -`; the files among them can be written.
 fn check_stdout(out: &Outputs) -> Result<()> {
     let std = |p: &Option<PathBuf>| p.as_deref().is_some_and(is_std);
     let circuit = if out.circuit.is_none() { "the circuit (no --out)" } else { "--out -" };
@@ -819,7 +822,8 @@ fn check_stdout(out: &Outputs) -> Result<()> {
         ("--dot -", std(&out.dot)),
         ("--svg -", std(&out.svg)),
         ("--scores -", std(&out.scores)),
-    ])
+    ])?;
+    check_files(&[out.circuit.as_deref(), out.dot.as_deref(), out.svg.as_deref(), out.scores.as_deref()])
 }
 
 /// `discover --rerun FILE`: the settings, discovery examples' split and evaluation the file records.
@@ -911,6 +915,7 @@ pub fn select(cli: &Cli, a: &SelectArgs) -> Result<()> {
         ("--dot -", dot.as_deref().is_some_and(is_std)),
         ("--svg -", svg.as_deref().is_some_and(is_std)),
     ])?;
+    check_files(&[a.output.out.as_deref(), dot.as_deref(), svg.as_deref()])?;
     let file = read_scores(&a.scores)?;
     // The graph check needs only the model's config: a scores file from another model fails before loading.
     let cfg = kcirc::model::load_config(&a.model)?;
@@ -1038,6 +1043,15 @@ fn one_stdout(claims: &[(&str, bool)]) -> Result<()> {
     Ok(())
 }
 
+/// Every output file (not `-`) can be written: checked before any work, so a bad path fails at once and leaves
+/// no other output behind.
+fn check_files(paths: &[Option<&Path>]) -> Result<()> {
+    for p in paths.iter().flatten().filter(|p| !is_std(p)) {
+        kcirc::circuit::check_writable(p)?;
+    }
+    Ok(())
+}
+
 /// All of standard input, as bytes.
 fn stdin_bytes() -> Result<Vec<u8>> {
     let mut v = vec![];
@@ -1056,7 +1070,7 @@ fn read_relation(p: &Path) -> Result<kcirc::data::Relation> {
 /// A file's text, or standard input for `-`.
 fn read_text(p: &Path) -> Result<String> {
     match is_std(p) {
-        true => String::from_utf8(stdin_bytes()?).map_err(|e| anyhow::anyhow!("standard input: not UTF-8: {e}")),
+        true => Ok(kcirc::data::utf8(&stdin_bytes()?, "standard input")?.to_string()),
         false => Ok(kcirc::circuit::read_text(p)?),
     }
 }
@@ -1727,6 +1741,9 @@ pub fn erase(cli: &Cli, a: &EraseArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&a.target_hit) {
         bail!("--target-hit must be in [0, 1]");
     }
+    if !(0.0..=1.0).contains(&a.tolerance) {
+        bail!("--tolerance must be in [0, 1] (a drop of Hit@k), got {}", a.tolerance);
+    }
     if a.k == 0 || a.max_facts == 0 {
         bail!("--k and --max-facts must be at least 1");
     }
@@ -1740,6 +1757,9 @@ pub fn erase(cli: &Cli, a: &EraseArgs) -> Result<()> {
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| f.extension().is_some_and(|x| x == "jsonl"))
                 .collect();
+            if in_dir.is_empty() {
+                bail!("--others {}: no relation files (*.jsonl) in the folder", p.display());
+            }
             in_dir.sort();
             files.extend(in_dir);
         } else {
@@ -1827,6 +1847,7 @@ pub fn report(cli: &Cli, a: &ReportArgs) -> Result<()> {
     use kcirc::report::{read_json, Options, Sections};
     one_stdin(&[("--circuit", Some(&a.circuit)), ("--triples", a.triples.as_deref())])?;
     one_stdout(&[("--out -", a.out.as_deref().is_some_and(is_std)), ("--svg -", a.svg.as_deref().is_some_and(is_std))])?;
+    check_files(&[a.out.as_deref(), a.svg.as_deref()])?;
     // Every input read and checked before anything is written.
     let label = |p: &Path| p.display().to_string();
     let mut s = Sections::new(read_circuit(&a.circuit)?, &label(&a.circuit))?;

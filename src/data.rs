@@ -129,11 +129,13 @@ pub fn read(path: &Path) -> Result<Relation> {
 /// Parses a relation file's bytes (JSON Lines or LRE) read from `label` (a path, or `-` for standard input);
 /// `stem` names the relation when the file does not.
 pub fn parse(bytes: &[u8], stem: &str, label: &str) -> Result<Relation> {
-    let text = std::str::from_utf8(bytes).map_err(|e| Error::input(format!("{label}: not UTF-8 text: {e}")))?;
-    let mut rel = if text.trim_start().starts_with('{')
-        && serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| v.get("samples").is_some())
-    {
+    let text = utf8(bytes, label)?;
+    let whole = text.trim_start().starts_with('{').then(|| serde_json::from_str::<serde_json::Value>(text));
+    let mut rel = if whole.as_ref().is_some_and(|w| w.as_ref().is_ok_and(|v| v.get("samples").is_some())) {
         from_lre(text, stem).map_err(|e| Error::input(format!("{label}: {e}")))?
+    } else if let Some(Err(e)) = whole.filter(|_| looks_like_broken_lre(text)) {
+        // Read as JSON Lines its first line would be blamed, not where the LRE file breaks.
+        return Err(Error::input(format!("{label}: not an LRE relation file: {e}")));
     } else {
         from_jsonl(text, stem).map_err(|e| Error::input(format!("{label}: {e}")))?
     };
@@ -144,6 +146,25 @@ pub fn parse(bytes: &[u8], stem: &str, label: &str) -> Result<Relation> {
     Ok(rel)
 }
 
+/// `bytes` as text; the error names `label` and the line (and column, in bytes) of the first byte that is not
+/// UTF-8.
+pub fn utf8<'a>(bytes: &'a [u8], label: &str) -> Result<&'a str> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let good = &bytes[..e.valid_up_to()];
+        let line = 1 + good.iter().filter(|&&b| b == b'\n').count();
+        let column = 1 + good.len() - good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let bad = bytes[e.valid_up_to()];
+        Error::input(format!("{label}: line {line}: not UTF-8 text (byte 0x{bad:02x} at column {column})"))
+    })
+}
+
+/// A multi-line JSON document with `samples` whose first line is no JSON value alone: an LRE relation file cut
+/// short or broken, not JSON Lines.
+fn looks_like_broken_lre(text: &str) -> bool {
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    text.contains("\"samples\"") && text.trim().lines().count() > 1 && serde_json::from_str::<serde_json::Value>(first).is_err()
+}
+
 fn from_lre(text: &str, stem: &str) -> std::result::Result<Relation, String> {
     let f: LreFile = serde_json::from_str(text).map_err(|e| format!("not an LRE relation file: {e}"))?;
     let template = f.prompt_templates_zs.first().or(f.prompt_templates.first()).ok_or("LRE file has no prompt template")?.clone();
@@ -151,6 +172,13 @@ fn from_lre(text: &str, stem: &str) -> std::result::Result<Relation, String> {
         return Err(format!("template {template:?} has no `{{}}` for the subject"));
     }
     let relation = if f.name.is_empty() { stem.to_string() } else { f.name.replace(' ', "_") };
+    for (i, s) in f.samples.iter().enumerate() {
+        for (what, text) in [("subject", &s.subject), ("object", &s.object)] {
+            if text.trim().is_empty() {
+                return Err(format!("sample {}: empty {what}", i + 1));
+            }
+        }
+    }
     let triples = f
         .samples
         .into_iter()
@@ -174,6 +202,9 @@ fn from_jsonl(text: &str, stem: &str) -> std::result::Result<Relation, String> {
         let t: Triple = serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
         if t.prompt.is_none() && !t.template.contains("{}") {
             return Err(format!("line {}: template {:?} has no `{{}}` for the subject", i + 1, t.template));
+        }
+        if t.subject.trim().is_empty() {
+            return Err(format!("line {}: empty subject", i + 1));
         }
         if t.object.trim().is_empty() {
             return Err(format!("line {}: empty object", i + 1));
@@ -263,6 +294,9 @@ pub fn example_in_context(t: &Triple, demonstrations: &[&Triple], tok: &Tokenize
     let (tokens, ranges) = tok.encode_with_offsets(&text)?;
     if tokens.is_empty() || query.trim().is_empty() {
         return Err(Error::input(format!("prompt {query:?} tokenizes to nothing")));
+    }
+    if let Some(max) = tok.max_tokens.filter(|&m| tokens.len() > m) {
+        return Err(Error::input(format!("prompt of {} tokens exceeds the model's {max} positions", tokens.len())));
     }
     let subj = prefix.len() + start..prefix.len() + start + subject.len();
     let spans = ranges

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::circuit::{to_dot, write_atomic, CircuitFile, ModelShape, RunInfo};
+use crate::circuit::{check_writable, to_dot, write_atomic, CircuitFile, ModelShape, RunInfo};
 use crate::data::Relation;
 use crate::discover::acdc::Acdc;
 use crate::discover::eap::Eap;
@@ -101,7 +101,7 @@ impl Default for Settings {
 impl Settings {
     /// Reads a preset file.
     pub fn from_file(path: &Path) -> Result<Settings> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::circuit::read_text(path)?;
         serde_json::from_str(&text).map_err(|e| Error::input(format!("{}: {e}", path.display())))
     }
 
@@ -427,6 +427,16 @@ pub fn kept_line(file: &CircuitFile) -> String {
     )
 }
 
+/// Fails unless `relation` is the one a scores file was computed for: its held-out facts would be measured and
+/// labelled as if they were that relation's.
+fn same_relation(relation: &Relation, scored: &str) -> Result<()> {
+    if relation.name != scored {
+        let file = relation.source.as_ref().map_or(String::new(), |s| format!("{}: ", s.path));
+        return Err(Error::input(format!("{file}relation `{}`, but the scores are for relation `{scored}`", relation.name)));
+    }
+    Ok(())
+}
+
 /// The circuit an attribution run with `selection` keeps, from a scores file (`kcirc select`), evaluated on
 /// the held-out facts of `held_out`'s relation (with that many random circuits) when one is given.
 pub fn select(
@@ -440,6 +450,9 @@ pub fn select(
 ) -> Result<(CircuitFile, Option<Report>)> {
     let scores = scores_file.scores(&Graph::new(&model.cfg), &model.cfg)?;
     let h = &scores_file.header;
+    if let Some((rel, _)) = held_out {
+        same_relation(rel, &h.run.relation)?;
+    }
     let mut file = scores::select_circuit(h, &scores, model, tok, model_name, selection)?;
     let report = match held_out {
         Some((rel, random)) => {
@@ -468,6 +481,14 @@ pub struct Outputs {
     pub scores: Option<PathBuf>,
 }
 
+impl Outputs {
+    /// Fails unless every file asked for can be written ([`check_writable`]): callers check before the run, and
+    /// [`write()`] before its first file, so a bad path leaves no other output behind.
+    pub fn check(&self) -> Result<()> {
+        [&self.circuit, &self.dot, &self.svg, &self.scores].into_iter().flatten().try_for_each(|p| check_writable(p))
+    }
+}
+
 /// Writes what `outputs` asks for, each file atomically (written beside it, then renamed: a killed run leaves
 /// no half file under the final name). The circuit file comes last, so a relation whose circuit file is there
 /// has its DOT and scores files too (what `discover --resume` relies on). Scores asked of a method without
@@ -476,6 +497,7 @@ pub fn write(d: &Discovered, outputs: &Outputs) -> Result<()> {
     if outputs.scores.is_some() && d.scores.is_none() {
         return Err(Error::input(format!("scores: method {} computes no edge scores", d.file.run.method)));
     }
+    outputs.check()?;
     if let (Some(p), Some((header, scores))) = (&outputs.scores, &d.scores) {
         scores::write(p, header, &d.graph, scores)?;
     }
@@ -511,6 +533,7 @@ pub fn curve(
     let (task, edge_scores, (reference, mean_over), method, seed, k, filter_known, demonstrations) = match scores {
         Some(file) => {
             let h = &file.header;
+            same_relation(relation, &h.run.relation)?;
             let task = h.task(model, tok)?;
             let s = file.scores(&task.graph, &model.cfg)?;
             let reference = (h.run.reference_examples(tok)?, h.run.mean_over());

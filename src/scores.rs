@@ -102,7 +102,7 @@ pub fn write(path: &Path, header: &Header, g: &Graph, scores: &[f64]) -> Result<
 impl ScoresFile {
     /// Reads and parses a scores file; an error names the file and the line at fault.
     pub fn read(path: &Path) -> Result<ScoresFile> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::circuit::read_text(path)?;
         ScoresFile::parse(&text, path)
     }
 
@@ -120,6 +120,9 @@ impl ScoresFile {
             Some(_) => {}
         }
         let header: Header = serde_json::from_value(value).map_err(|e| at(n, format!("bad header: {e}")))?;
+        if header.run.examples.is_empty() {
+            return Err(at(n, "bad header: no discovery examples (the facts the scores were computed on)".into()));
+        }
         let lines = rows
             .map(|(n, l)| serde_json::from_str::<ScoreLine>(l).map(|s| (n, s)).map_err(|e| at(n, format!("not an edge score: {e}"))))
             .collect::<Result<Vec<_>>>()?;

@@ -17,6 +17,10 @@ pub struct Tokenizer {
     inner: HfTokenizer,
     /// Prepended to every prompt when the model's tokenizer config asks for it.
     pub bos: Option<u32>,
+    /// The model's context in tokens, when the tokenizer was loaded with its model ([`crate::model::load`]): a
+    /// fact whose prompt is longer is refused when it is tokenised, where its file and line are known, not
+    /// later in a batch of prompts.
+    pub max_tokens: Option<usize>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -33,7 +37,7 @@ impl Tokenizer {
     /// Loads a Hugging Face `tokenizer.json`. `bos` is the id to prepend, if the model's config asks for one.
     pub fn from_file(path: &Path, bos: Option<u32>) -> Result<Self> {
         let inner = HfTokenizer::from_file(path).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
-        Ok(Self { inner, bos })
+        Ok(Self { inner, bos, max_tokens: None })
     }
 
     /// Builds a byte-level BPE from GGUF metadata (`tokenizer.ggml.*`).
@@ -61,7 +65,7 @@ impl Tokenizer {
         inner.with_decoder(Some(ByteLevel::default()));
         let specials: Vec<AddedToken> = control.into_iter().map(|t| AddedToken::from(t, true)).collect();
         inner.add_special_tokens(&specials);
-        Ok(Self { inner, bos })
+        Ok(Self { inner, bos, max_tokens: None })
     }
 
     /// Token ids of `text` (with the BOS, if the model asks for one).
@@ -105,5 +109,10 @@ impl Tokenizer {
 
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
+    }
+
+    /// The largest token id (added tokens included); `None` for an empty vocabulary.
+    pub fn max_id(&self) -> Option<u32> {
+        self.inner.get_vocab(true).into_values().max()
     }
 }

@@ -130,6 +130,21 @@ fn missing_files_and_unknown_architectures_are_one_line_errors() {
     );
 }
 
+/// A config with a zero size names it (it printed the whole config struct); a context of 0 is one of them.
+#[test]
+fn zero_sized_configs_name_the_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = read_json(&fixture("configs/smollm2-135m/config.json"));
+    for (key, needle) in
+        [("num_attention_heads", "query heads: 0"), ("num_hidden_layers", "layers: 0"), ("max_position_embeddings", "context positions: 0")]
+    {
+        let mut c = base.clone();
+        c[key] = 0.into();
+        std::fs::write(dir.path().join("config.json"), c.to_string()).unwrap();
+        assert_input_error(&kcirc(&["graph", "--model", dir.path().to_str().unwrap()]), &format!("bad model configuration: {needle}"));
+    }
+}
+
 #[test]
 fn unreachable_hub_says_so_and_suggests_a_local_path() {
     let cache = tempfile::tempdir().unwrap();
@@ -365,6 +380,7 @@ fn bad_triples_fail_with_a_clear_message() {
         (format!("{good}\n{{\"subject\":\"Peru\",\"object\":\"Lima\",\"template\":\"no placeholder\"}}\n"), "has no `{}`"),
         (String::new(), "no triples"),
         (format!("{good}\n{{\"subject\":\"Peru\",\"object\":\"\",\"template\":\"The capital of {{}} is\"}}\n"), "empty object"),
+        (format!("{good}\n{{\"subject\":\" \",\"object\":\"Lima\",\"template\":\"The capital of {{}} is\"}}\n"), "line 2: empty subject"),
     ];
     for (i, (text, needle)) in cases.iter().enumerate() {
         let f = write(dir.path(), &format!("t{i}.jsonl"), text);
@@ -387,6 +403,31 @@ fn data_convert_turns_lre_into_json_lines() {
     assert_eq!(lines[0]["template"], "The capital of {} is the city of");
     assert_eq!(lines[1]["subject"], "Peru");
     assert_eq!(lines[1]["relation"], "country_capital_city");
+}
+
+/// A malformed LRE file is refused with the file and the sample, or where its JSON breaks (read as JSON Lines,
+/// a file cut short used to be blamed on its first line); samples with an empty subject or object too (they were
+/// converted into lines that no command reads).
+#[test]
+fn data_convert_refuses_malformed_lre() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = r#"{"name": "x", "prompt_templates": ["The capital of {} is"], "samples": ["#;
+    let cases = [
+        (
+            format!("{head}{{\"subject\": \"France\", \"object\": \"Paris\"}}, {{\"subject\": \" \", \"object\": \"Lima\"}}]}}"),
+            "sample 2: empty subject",
+        ),
+        (format!("{head}{{\"subject\": \"France\", \"object\": \"\"}}]}}"), "sample 1: empty object"),
+        (
+            format!("{head}\n{{\"subject\": \"France\", \"object\": \"Paris\"}},\n{{\"subject\": \"Peru\"\n"),
+            "not an LRE relation file: EOF while parsing an object at line 4",
+        ),
+        (format!("{head}{{\"subject\": \"France\"}}]}}"), "not an LRE relation file: missing field `object`"),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let f = write(dir.path(), &format!("r{i}.json"), text);
+        assert_input_error(&kcirc(&["data", "convert", &f]), &format!("r{i}.json: {needle}"));
+    }
 }
 
 /// On the real model: a circuit found by exact ablation (hybrid: EAP-IG candidates, then ACDC), evaluated again
@@ -593,6 +634,14 @@ fn select_refuses_malformed_scores_and_other_models() {
     let o = tiny_discover(dir.path(), "x.json", &["--scores", dir.path().join("x.jsonl").to_str().unwrap()]);
     assert_input_error(&o, "acdc computes no edge scores");
     assert!(!dir.path().join("x.json").exists());
+    // Another relation's facts as the held-out set: select and curve would label them as the scored relation's.
+    let other = root().join("data/country_language.jsonl");
+    let o = tiny_select(&s, &out, &["--top-n", "3", "--triples", other.to_str().unwrap()]);
+    assert_input_error(&o, "relation `country_language`, but the scores are for relation `country_capital_city`");
+    assert!(!out.exists());
+    let (m, s, t) = (fixture("gpt2-tiny"), s.to_str().unwrap(), other.to_str().unwrap());
+    let o = kcirc(&["curve", "--model", m.to_str().unwrap(), "--scores", s, "--triples", t, "--sizes", "0.5"]);
+    assert_input_error(&o, "but the scores are for relation `country_capital_city`");
 }
 
 #[test]
@@ -1118,4 +1167,257 @@ fn edits_in_memory_equal_an_edited_model_folder() {
         .unwrap();
     let o = kcirc(&["discover", "--rerun", dir.path().join("in-memory.json").to_str().unwrap(), "--out", again.to_str().unwrap()]);
     assert_input_error(&o, "have changed");
+}
+
+/// Every output path is checked before the run: a missing folder, a folder where a file should go, or a file
+/// where the batch's folder should go fail at once with one line naming the path, and no other output of the
+/// run (DOT, SVG, scores) is left behind.
+#[test]
+fn bad_output_paths_fail_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name);
+    let (dot, svg, scores) = (at("c.dot"), at("c.svg"), at("c.scores.jsonl"));
+    let pictures =
+        ["--method", "eap", "--dot", dot.to_str().unwrap(), "--svg", svg.to_str().unwrap(), "--scores", scores.to_str().unwrap()];
+    assert_input_error(&tiny_discover(dir.path(), "missing/c.json", &pictures), "missing/c.json: cannot write there");
+    assert!(!dot.exists() && !svg.exists() && !scores.exists() && !at("missing").exists());
+    // The circuit file fine, a picture's folder missing: no circuit file either.
+    let o = tiny_discover(dir.path(), "c.json", &["--dot", at("missing/c.dot").to_str().unwrap()]);
+    assert_input_error(&o, "missing does not exist");
+    assert!(!at("c.json").exists());
+    std::fs::create_dir(at("folder")).unwrap();
+    assert_input_error(&tiny_discover(dir.path(), "folder", &[]), "is a folder");
+    let file = write(dir.path(), "file.txt", "not a folder\n");
+    assert_input_error(&tiny_discover(dir.path(), "file.txt/c.json", &[]), "file.txt is not a folder");
+    // A batch run's output folder that is a file.
+    let (model, relations) = (fixture("gpt2-tiny"), root().join("data"));
+    let o = kcirc(&["discover", "--model", model.to_str().unwrap(), "--relations", relations.to_str().unwrap(), "--out-dir", &file]);
+    assert_input_error(&o, "the output folder is a file");
+    // select and report: the same, and report's SVG is not written when its page cannot be.
+    let o = tiny_discover(dir.path(), "ok.json", &["--method", "eap", "--no-eval", "--scores", scores.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_input_error(&tiny_select(&scores, &at("missing/s.json"), &["--top-n", "3"]), "missing/s.json: cannot write there");
+    let (ok, page) = (at("ok.json"), at("missing/r.html"));
+    let (ok, svg_s, page) = (ok.to_str().unwrap(), svg.to_str().unwrap(), page.to_str().unwrap());
+    let o = kcirc(&["report", "--circuit", ok, "--svg", svg_s, "--out", page]);
+    assert_input_error(&o, "missing/r.html: cannot write there");
+    assert!(!svg.exists() && !at("missing").exists());
+}
+
+/// Bytes that are not UTF-8 are refused with the file and the line they are on, whatever the file: triples,
+/// edit requests, batch summaries.
+#[test]
+fn non_utf8_input_names_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = |name: &str, first: &str, second: &[u8]| -> String {
+        let p = dir.path().join(name);
+        std::fs::write(&p, [format!("{first}\n").as_bytes(), second, b"\n"].concat()).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let good = r#"{"subject":"France","relation":"capital","object":"Paris","template":"The capital of {} is"}"#;
+    let triples = bad("t.jsonl", good, b"{\"subject\":\"Per\xffu\",\"object\":\"Lima\",\"template\":\"The capital of {} is\"}");
+    let out = dir.path().join("o.json");
+    assert_input_error(
+        &tiny_eap(&["--triples", &triples, "--out", out.to_str().unwrap()]),
+        "t.jsonl: line 2: not UTF-8 text (byte 0xff at column 16)",
+    );
+    assert!(!out.exists());
+    let m = fixture("gpt2-tiny");
+    let m = m.to_str().unwrap();
+    let request = r#"{"subject":"France","template":"The capital of {} is","object":"Paris","new_object":"Rome"}"#;
+    let requests = bad("r.jsonl", request, b"\xfe");
+    assert_input_error(&kcirc(&["edit", "--model", m, "--requests", &requests]), "r.jsonl: line 2: not UTF-8 text");
+    let summary = bad("s.jsonl", "", b"{\"relation\":\"x\xff\"}");
+    let relations = root().join("data");
+    assert_input_error(&kcirc(&["merge", "--relations", relations.to_str().unwrap(), &summary]), "s.jsonl: line 2: not UTF-8 text");
+}
+
+/// A circuit file whose edge list does not hold together (an edge named for other ends than it lists, an edge
+/// twice, `n_edges` that does not count the edges) is refused with the file and the edge, by every reader: it
+/// used to be read as another circuit than it said (the name decided) and `diff` counted it as it was.
+#[test]
+fn inconsistent_circuit_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = tiny_discover(dir.path(), "c.json", &["--no-eval"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = read_json(&dir.path().join("c.json"));
+    let first = c["edges"][0].clone();
+    let name = first["name"].as_str().unwrap().to_string();
+    let variant = |file: &str, change: &dyn Fn(&mut serde_json::Value)| -> std::path::PathBuf {
+        let mut v = c.clone();
+        change(&mut v);
+        let p = dir.path().join(file);
+        std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+        p
+    };
+    let moved = variant("moved.json", &|v| v["edges"][0]["sender"] = "m1".into());
+    let twice = variant("twice.json", &|v| {
+        v["edges"].as_array_mut().unwrap().push(first.clone());
+        v["n_edges"] = v["edges"].as_array().unwrap().len().into();
+    });
+    let miscounted = variant("miscounted.json", &|v| v["n_edges"] = 1.into());
+    let n = c["edges"].as_array().unwrap().len();
+    for (p, needle) in [
+        (&moved, format!("moved.json: edge 1 `{name}` does not run from `m1`")),
+        (&twice, format!("twice.json: edge {} `{name}` is listed twice", n + 1)),
+        (&miscounted, format!("miscounted.json: n_edges is 1 but {n} edges are listed")),
+    ] {
+        assert_input_error(&tiny_eval(p, &["--random", "1"]), &needle);
+        let good = dir.path().join("c.json");
+        assert_input_error(&kcirc(&["diff", good.to_str().unwrap(), p.to_str().unwrap()]), &needle);
+    }
+}
+
+/// A prompt longer than the model's context is refused at once, naming the fact's file and line, for learned
+/// positions (GPT-2) and rotary ones (the context a config or GGUF file records: a rotary model used to run
+/// any length, minutes on the CPU for a prompt past SmolLM2's 8192 tokens).
+#[test]
+fn prompts_longer_than_the_context_are_refused_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = r#"{"subject":"France","relation":"capital","object":"Paris","template":"The capital of {} is"}"#;
+    let long =
+        format!(r#"{{"subject":"Peru","relation":"capital","object":"Lima","template":"{}The capital of {{}} is"}}"#, "very ".repeat(80));
+    let f = write(dir.path(), "long.jsonl", &format!("{good}\n{good}\n{long}\n"));
+    let out = dir.path().join("o.json");
+    let o = tiny_eap(&["--triples", &f, "--out", out.to_str().unwrap()]);
+    assert_input_error(&o, "long.jsonl: line 3 (Peru): prompt of 85 tokens exceeds the model's 64 positions");
+    assert!(!out.exists());
+    // Rotary: the Qwen2 fixture's max_position_embeddings (64), SmolLM2's GGUF context_length (8192).
+    let qwen = fixture("qwen2-tiny");
+    assert_input_error(
+        &kcirc(&["predict", "--model", qwen.to_str().unwrap(), "--prompt", &"Paris ".repeat(100)]),
+        "exceeds the model's 64 positions",
+    );
+    let smol = smollm2_path();
+    let o = kcirc(&["predict", "--model", smol.to_str().unwrap(), "--prompt", &"Paris ".repeat(8200)]);
+    assert_input_error(&o, "exceeds the model's 8192 positions");
+}
+
+/// `lens` and `heads` refuse `--k 0` (the known-fact filter then kept nothing and said "rank < 0") and a
+/// circuit of another model before filtering facts (it used to say the model knows none of them); `erase`
+/// refuses a --tolerance that is no drop of Hit@k and an --others folder without relation files.
+#[test]
+fn analysis_and_erase_flags_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = tiny_discover(dir.path(), "c.json", &["--no-eval"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let c = dir.path().join("c.json");
+    let (m, t) = (fixture("gpt2-tiny"), root().join("data/country_capital_city.jsonl"));
+    let (m, t, cs) = (m.to_str().unwrap(), t.to_str().unwrap(), c.to_str().unwrap());
+    let prompt = ["--prompt", "The capital of France is", "--subject", "France", "--object", "Paris"];
+    assert_input_error(&kcirc(&[&["lens", "--model", m, "--k", "0"][..], &prompt].concat()), "--k must be at least 1");
+    assert_input_error(&kcirc(&["heads", "--model", m, "--circuit", cs, "--triples", t, "--k", "0"]), "--k must be at least 1");
+    let mut other = read_json(&c);
+    other["model_shape"]["n_layers"] = 3.into();
+    let other_path = write(dir.path(), "other.json", &serde_json::to_string(&other).unwrap());
+    // The tiny model knows none of the capitals: the filter would have emptied the facts first.
+    assert_input_error(&kcirc(&["heads", "--model", m, "--circuit", &other_path, "--triples", t]), "circuit is for model");
+    assert_input_error(&kcirc(&["lens", "--model", m, "--circuit", &other_path, "--triples", t, "--known-only"]), "circuit is for model");
+    let erase = |extra: &[&str]| kcirc(&[&["erase", "--model", m, "--circuit", cs, "--triples", t][..], extra].concat());
+    let others = root().join("data/country_language.jsonl");
+    for bad in ["NaN", "-0.5", "2"] {
+        let flag = format!("--tolerance={bad}");
+        assert_input_error(&erase(&["--others", others.to_str().unwrap(), &flag]), "--tolerance must be in [0, 1]");
+    }
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert_input_error(&erase(&["--others", empty.to_str().unwrap()]), "no relation files (*.jsonl) in the folder");
+}
+
+/// A folder `rels` in `dir` holding the capitals and one more relation file `name` with `text`; its path and
+/// the other file's.
+fn capitals_and(dir: &Path, name: &str, text: &str) -> (std::path::PathBuf, String) {
+    let rels = dir.join("rels");
+    std::fs::create_dir(&rels).unwrap();
+    std::fs::copy(root().join("data/country_capital_city.jsonl"), rels.join("capitals.jsonl")).unwrap();
+    let other = write(&rels, name, text);
+    (rels, other)
+}
+
+/// `kcirc discover` on the tiny GPT-2 by EAP, two discovery facts, no filter and no held-out report.
+fn tiny_eap(extra: &[&str]) -> Output {
+    let model = fixture("gpt2-tiny");
+    let base = ["discover", "--model", model.to_str().unwrap(), "--no-filter", "--examples", "2", "--method", "eap", "--no-eval"];
+    kcirc(&[&base[..], extra].concat())
+}
+
+/// `merge --out-dir` says when the folder is missing or a file (it named a circuit file inside it), a scores
+/// header without discovery facts names the file and line, and a batch run names a failed relation's file once.
+#[test]
+fn merge_scores_and_batch_name_their_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let relations = root().join("data");
+    let merge = |out_dir: &str| kcirc(&["merge", "--relations", relations.to_str().unwrap(), "--out-dir", out_dir]);
+    assert_input_error(&merge(dir.path().join("none").to_str().unwrap()), "none: no such folder");
+    let file = write(dir.path(), "file.txt", "x\n");
+    assert_input_error(&merge(&file), "file.txt: not a folder");
+    // A scores header without discovery facts.
+    let s = dir.path().join("s.jsonl");
+    let o = tiny_discover(dir.path(), "a.json", &["--method", "eap", "--no-eval", "--scores", s.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&s).unwrap();
+    let (head, rest) = text.split_once('\n').unwrap();
+    let mut header: serde_json::Value = serde_json::from_str(head).unwrap();
+    header["examples"] = serde_json::json!([]);
+    let bare = write(dir.path(), "bare.jsonl", &format!("{header}\n{rest}"));
+    let out = dir.path().join("o.json");
+    assert_input_error(&tiny_select(Path::new(&bare), &out, &["--top-n", "3"]), "bare.jsonl: line 1: bad header: no discovery examples");
+    // A batch run: the failed relation's line names its file once, the good relation is written.
+    let (rels, bad) =
+        capitals_and(dir.path(), "bad.jsonl", "{\"subject\":\" \",\"relation\":\"bad\",\"object\":\"Paris\",\"template\":\"{} is\"}\n");
+    let out_dir = dir.path().join("out");
+    let o = tiny_eap(&["--relations", rels.to_str().unwrap(), "--out-dir", out_dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains(&format!("kcirc: error: {bad}: line 1: empty subject\n")), "{err}");
+    assert!(!err.contains(&format!("{bad}: {bad}")), "{err}");
+    assert!(out_dir.join("country_capital_city.json").is_file(), "the other relation is not lost");
+}
+
+/// A tokenizer whose ids run past the model's embedding rows (another model's tokenizer) is refused when the
+/// model loads: `lens` panicked on the out-of-range id and `predict` called it a bug in kcirc.
+#[test]
+fn a_tokenizer_of_another_model_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("gpt2-tiny"), dir.path());
+    let path = dir.path().join("tokenizer.json");
+    let mut tok = read_json(&path);
+    tok["model"]["vocab"]["ĠParis"] = 70000.into();
+    std::fs::write(&path, tok.to_string()).unwrap();
+    let m = dir.path().to_str().unwrap();
+    let needle = "token ids run to 70000, past the model's 50257 embedding rows";
+    assert_input_error(&kcirc(&["predict", "--model", m, "--prompt", "The capital of France is Paris"]), needle);
+    let o = kcirc(&["lens", "--model", m, "--prompt", "The capital of France is", "--subject", "France", "--object", "Paris"]);
+    assert_input_error(&o, needle);
+}
+
+/// Discovery facts whose mean-ablated prompts equal the prompts (every fact alike) leave the empty circuit
+/// losing nothing: no size reaches a faithfulness target. That is the input's doing, one line and exit 2; it
+/// was an internal error (exit 70) that also stopped a batch run, losing the other relations' lines.
+#[test]
+fn facts_that_leave_nothing_to_explain_are_bad_input_not_a_bug() {
+    let dir = tempfile::tempdir().unwrap();
+    let fact = r#"{"subject":"France","relation":"alike","object":"Paris","template":"The capital of {} is"}"#;
+    let (rels, alike) = capitals_and(dir.path(), "alike.jsonl", &format!("{fact}\n").repeat(6));
+    let run = tiny_eap;
+    let out = dir.path().join("o.json");
+    assert_input_error(
+        &run(&["--triples", &alike, "--out", out.to_str().unwrap()]),
+        "the empty circuit loses nothing on the discovery facts",
+    );
+    assert!(!out.exists());
+    let out_dir = dir.path().join("out");
+    let o = run(&["--relations", rels.to_str().unwrap(), "--out-dir", out_dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("alike.jsonl: the empty circuit loses nothing"), "{}", stderr(&o));
+    assert!(out_dir.join("country_capital_city.json").is_file(), "the other relation is not lost");
+    assert_eq!(stdout(&o).lines().count(), 2, "a summary line for each relation: {}", stdout(&o));
+}
+
+/// `data counterfactuals --count 0` is refused (it printed nothing and succeeded).
+#[test]
+fn counterfactuals_refuse_count_0() {
+    let (m, t) = (fixture("gpt2-tiny"), root().join("data/country_capital_city.jsonl"));
+    let o = kcirc(&["data", "counterfactuals", "--model", m.to_str().unwrap(), "--triples", t.to_str().unwrap(), "--count", "0"]);
+    assert_input_error(&o, "--count must be at least 1");
 }

@@ -71,6 +71,13 @@ impl<'a> Context<'a> {
         if filter.max_facts == 0 {
             return Err(Error::input("the number of facts to analyse must be at least 1"));
         }
+        if filter.k == 0 {
+            return Err(Error::input("--k must be at least 1 (a rank below 0 is no rank)"));
+        }
+        // A circuit of another model is refused before any fact is run (not after the known-fact filter).
+        if let Some(c) = circuit {
+            c.run.model_shape.check("circuit", &c.run.model, &model.cfg)?;
+        }
         let (mut facts, pool, label) = match facts {
             Facts::Prompt { prompt, subject, object } => {
                 let t = Triple { subject, relation: String::new(), object, template: String::new(), prompt: Some(prompt) };

@@ -352,6 +352,14 @@ pub fn choose_size_with(task: &Task, scores: &[f64], target: f64, exhaustive: us
     let g = &task.graph;
     let total = g.edges.len();
     let m_empty = task.score(&vec![true; total])?;
+    if m_empty.abs() <= 1e-12 {
+        // Faithfulness is then 0 at every size (see `faithfulness`): the input leaves nothing to explain.
+        return Err(crate::Error::input(format!(
+            "the empty circuit loses nothing on the discovery facts (metric {m_empty}), so no circuit size reaches a \
+             faithfulness target: ablated senders carry what they carry on these prompts (mean ablation over one \
+             prompt, or prompts all alike?); use more or other facts, another ablation, or --top-n"
+        )));
+    }
     let mut searched: Vec<(usize, f64)> = vec![];
     let mut measure = |ns: &[usize]| -> Result<Vec<f64>> {
         let circuits: Vec<Vec<bool>> = ns.iter().map(|&n| g.select(scores, Selection::TopN(n))).collect::<Result<_>>()?;

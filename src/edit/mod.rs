@@ -416,6 +416,9 @@ pub fn counterfactuals(
     count: usize,
     seed: u64,
 ) -> Result<Vec<Request>> {
+    if count == 0 {
+        return Err(Error::input("--count must be at least 1 (counterfactual requests to draw)"));
+    }
     let mut pools = vec![];
     for rel in relations {
         let ex = rel.examples(tok)?;

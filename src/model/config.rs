@@ -16,7 +16,9 @@ pub enum Positional {
     /// A learned position embedding added to the token embedding (GPT-2).
     Learned { max_positions: usize },
     /// Rotary embeddings on queries and keys, half-split (`rotate_half`) convention (Llama, Hugging Face layout).
-    Rotary { theta: f64 },
+    /// `max_positions`: the context the model was trained for (`max_position_embeddings`, GGUF
+    /// `context_length`), when the checkpoint says; longer prompts are refused as for learned positions.
+    Rotary { theta: f64, max_positions: Option<usize> },
 }
 
 /// The MLP's shape.
@@ -49,6 +51,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// The longest prompt the model takes, in tokens, when its checkpoint says.
+    pub fn max_positions(&self) -> Option<usize> {
+        match self.positional {
+            Positional::Learned { max_positions } => Some(max_positions),
+            Positional::Rotary { max_positions, .. } => max_positions,
+        }
+    }
+
     /// Query heads that share one key/value head.
     pub fn group_size(&self) -> usize {
         self.n_heads / self.n_kv_heads
@@ -57,8 +67,15 @@ impl Config {
     /// Checks the invariants the engine relies on.
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(crate::Error::config(m));
-        if self.n_layers == 0 || self.d_model == 0 || self.n_heads == 0 || self.n_kv_heads == 0 {
-            return bad(format!("zero-sized dimension in {self:?}"));
+        let sizes = [
+            ("layers", self.n_layers),
+            ("d_model", self.d_model),
+            ("query heads", self.n_heads),
+            ("key/value heads", self.n_kv_heads),
+            ("context positions", self.max_positions().unwrap_or(1)),
+        ];
+        if let Some((name, _)) = sizes.iter().find(|(_, n)| *n == 0) {
+            return bad(format!("{name}: 0"));
         }
         if self.n_heads % self.n_kv_heads != 0 {
             return bad(format!("{} query heads are not a multiple of {} key/value heads", self.n_heads, self.n_kv_heads));

@@ -95,7 +95,7 @@ impl Model {
         }
         let b = prompts.len();
         let t = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
-        if let Positional::Learned { max_positions } = self.cfg.positional {
+        if let Some(max_positions) = self.cfg.max_positions() {
             if t > max_positions {
                 return Err(crate::Error::input(format!("prompt of {t} tokens exceeds the model's {max_positions} positions")));
             }
@@ -120,7 +120,7 @@ impl Model {
         }
         let dev = &self.device;
         let rotary = match self.cfg.positional {
-            Positional::Rotary { theta } => Some(rotary_tables(&positions, b, t, self.cfg.d_head, theta, dev)?),
+            Positional::Rotary { theta, .. } => Some(rotary_tables(&positions, b, t, self.cfg.d_head, theta, dev)?),
             Positional::Learned { .. } => None,
         };
         Ok(Batch {

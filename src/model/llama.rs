@@ -40,7 +40,7 @@ pub fn config(json: &Value) -> Result<Config> {
         vocab_size: need("vocab_size")?,
         norm: NormKind::RmsNorm,
         norm_eps: json.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6),
-        positional: Positional::Rotary { theta },
+        positional: Positional::Rotary { theta, max_positions: get("max_position_embeddings") },
         mlp: MlpKind::SwiGlu,
     };
     cfg.validate()?;
@@ -78,7 +78,10 @@ pub fn gguf_config(g: &Gguf) -> Result<Config> {
         vocab_size,
         norm: NormKind::RmsNorm,
         norm_eps: g.meta_f64(&k("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
-        positional: Positional::Rotary { theta: g.meta_f64(&k("rope.freq_base")).unwrap_or(10000.0) },
+        positional: Positional::Rotary {
+            theta: g.meta_f64(&k("rope.freq_base")).unwrap_or(10000.0),
+            max_positions: if g.has_meta(&k("context_length")) { Some(g.meta_usize(&k("context_length"))?) } else { None },
+        },
         mlp: MlpKind::SwiGlu,
     };
     cfg.validate()?;
@@ -283,7 +286,7 @@ pub(crate) fn hf_tensors(w: &Weights, cfg: &Config, layout: BiasLayout) -> Resul
 /// The rotary base of a config (10000 for one without rotary, which no Llama-layout model is).
 pub(crate) fn rope_theta(cfg: &Config) -> f64 {
     match cfg.positional {
-        Positional::Rotary { theta } => theta,
+        Positional::Rotary { theta, .. } => theta,
         Positional::Learned { .. } => 10000.0,
     }
 }
@@ -308,7 +311,7 @@ pub fn export(w: &Weights, cfg: &Config, bos: Option<u32>) -> Result<(Vec<(Strin
         "rms_norm_eps": cfg.norm_eps,
         "rope_theta": theta,
         "vocab_size": cfg.vocab_size,
-        "max_position_embeddings": 8192,
+        "max_position_embeddings": cfg.max_positions().unwrap_or(8192),
         "attention_bias": biased,
         "tie_word_embeddings": false,
         "bos_token_id": bos,

@@ -125,6 +125,15 @@ pub fn load(name: &str, device: &Device) -> Result<(Model, Tokenizer)> {
             (cfg, w, gguf_tokenizer(&g)?)
         }
     };
+    // A tokenizer of another model could give ids past the embedding's rows: refused here, not at a lookup.
+    if let Some(max) = tokenizer.max_id().filter(|&m| m as usize >= cfg.vocab_size) {
+        return Err(Error::Tokenizer(format!(
+            "token ids run to {max}, past the model's {} embedding rows: the tokenizer is not this model's",
+            cfg.vocab_size
+        )));
+    }
+    let mut tokenizer = tokenizer;
+    tokenizer.max_tokens = cfg.max_positions();
     let model = Model { name: name.to_string(), cfg, weights, device: device.clone(), edits: None };
     Ok((model, tokenizer))
 }

@@ -52,7 +52,7 @@ pub fn export(w: &Weights, cfg: &Config, bos: Option<u32>) -> Result<(Vec<(Strin
         "rms_norm_eps": cfg.norm_eps,
         "rope_theta": llama::rope_theta(cfg),
         "vocab_size": cfg.vocab_size,
-        "max_position_embeddings": 32768,
+        "max_position_embeddings": cfg.max_positions().unwrap_or(32768),
         "use_sliding_window": false,
         "tie_word_embeddings": !untied,
         "bos_token_id": bos,

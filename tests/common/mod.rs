@@ -78,7 +78,7 @@ pub fn tiny_llama(seed: u64) -> Model {
         vocab_size: 97,
         norm: NormKind::RmsNorm,
         norm_eps: 1e-5,
-        positional: Positional::Rotary { theta: 10000.0 },
+        positional: Positional::Rotary { theta: 10000.0, max_positions: None },
         mlp: MlpKind::SwiGlu,
     };
     let dev = Device::Cpu;
