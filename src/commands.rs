@@ -1109,6 +1109,10 @@ pub fn eval(cli: &Cli, a: &EvalArgs) -> Result<()> {
     if (a.min_hit10.is_some() || a.max_random_hit10.is_some()) && a.k != 10 {
         bail!("--min-hit10 and --max-random-hit10 need --k 10");
     }
+    if a.max_random_hit10.is_some() && a.random == 0 {
+        // Without random circuits the gate would compare nothing and pass.
+        bail!("--max-random-hit10 needs random circuits: --random must be at least 1");
+    }
     one_stdin(&[("--circuit", Some(&a.circuit)), ("--triples", Some(&a.triples)), ("--baseline", a.baseline.as_deref())])?;
     let circuit = read_circuit(&a.circuit)?;
     let relation = read_relation(&a.triples)?;

@@ -184,6 +184,21 @@ fn baseline_and_gates_pass_and_fail_naming_every_failed_gate() {
     std::fs::write(&p, "{\"x\": 1}").unwrap();
     refused(&eval(&["--baseline", p.to_str().unwrap()]), "neither an eval report nor a circuit file");
     refused(&eval(&["--max-drop", "0.1"]), "--baseline");
+    // A random-circuit gate with no random circuits would pass on nothing.
+    let o = kcirc(&[
+        "eval",
+        "--model",
+        &model,
+        "--circuit",
+        file.to_str().unwrap(),
+        "--triples",
+        &triples,
+        "--random",
+        "0",
+        "--max-random-hit10",
+        "0.5",
+    ]);
+    refused(&o, "--random must be at least 1");
 }
 
 #[test]
