@@ -57,8 +57,10 @@ impl From<&Config> for ModelShape {
     }
 }
 
-/// One kept edge.
+/// One kept edge. Unknown fields are refused (as the schema says): a mistyped `effect` would otherwise read as
+/// an edge never tested.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EdgeRecord {
     pub name: String,
     pub sender: String,

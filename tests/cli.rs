@@ -1233,8 +1233,9 @@ fn non_utf8_input_names_its_line() {
 }
 
 /// A circuit file whose edge list does not hold together (an edge named for other ends than it lists, an edge
-/// twice, `n_edges` that does not count the edges) is refused with the file and the edge, by every reader: it
-/// used to be read as another circuit than it said (the name decided) and `diff` counted it as it was.
+/// twice, `n_edges` that does not count the edges, an edge field kcirc does not write) is refused with the file
+/// (and the edge), by every reader: it used to be read as another circuit than it said (the name decided, a
+/// mistyped `effect` read as never tested) and `diff` counted it as it was.
 #[test]
 fn inconsistent_circuit_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -1256,9 +1257,15 @@ fn inconsistent_circuit_files_are_refused() {
         v["n_edges"] = v["edges"].as_array().unwrap().len().into();
     });
     let miscounted = variant("miscounted.json", &|v| v["n_edges"] = 1.into());
+    let mistyped = variant("mistyped.json", &|v| {
+        let effect = v["edges"][0]["effect"].take();
+        v["edges"][0].as_object_mut().unwrap().remove("effect");
+        v["edges"][0]["efect"] = effect;
+    });
     let n = c["edges"].as_array().unwrap().len();
     for (p, needle) in [
         (&moved, format!("moved.json: edge 1 `{name}` does not run from `m1`")),
+        (&mistyped, "mistyped.json: not a circuit file: unknown field `efect`".to_string()),
         (&twice, format!("twice.json: edge {} `{name}` is listed twice", n + 1)),
         (&miscounted, format!("miscounted.json: n_edges is 1 but {n} edges are listed")),
     ] {
