@@ -396,6 +396,11 @@ pub fn read_text(path: &Path) -> Result<String> {
     String::from_utf8(bytes).map_err(|e| Error::bug(e.to_string()))
 }
 
+/// The folder a file `path` goes in (`.` for a bare file name).
+fn folder_of(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
 /// Fails, naming `path`, unless a file can be written there: its folder exists and `path` is not a folder.
 /// Commands check every output path before any work: a mistyped `--out` then fails at once, not after the run,
 /// and never after another of the run's outputs was written.
@@ -403,7 +408,7 @@ pub fn check_writable(path: &Path) -> Result<()> {
     if path.is_dir() {
         return Err(Error::input(format!("{}: is a folder; give a file name to write", path.display())));
     }
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = folder_of(path);
     if !dir.is_dir() {
         let what = if dir.exists() { "is not a folder" } else { "does not exist" };
         return Err(Error::input(format!("{}: cannot write there: {} {what}", path.display(), dir.display())));
@@ -414,7 +419,7 @@ pub fn check_writable(path: &Path) -> Result<()> {
 /// Writes `text` to `path` atomically: a temporary file beside it, renamed into place, so a failed run
 /// leaves no partial output (and, when the write or the rename fails, no temporary file either).
 pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = folder_of(path);
     let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("out"), std::process::id()));
     // Errors name `path`, the file the user asked for, not the temporary name.
     let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(path, e))?;

@@ -74,10 +74,15 @@ impl<'a> Context<'a> {
         if filter.k == 0 {
             return Err(Error::input("--k must be at least 1 (a rank below 0 is no rank)"));
         }
-        // A circuit of another model is refused before any fact is run (not after the known-fact filter).
-        if let Some(c) = circuit {
-            c.run.model_shape.check("circuit", &c.run.model, &model.cfg)?;
-        }
+        // The circuit is read against the model (its shape, then every edge) before any fact is run: a circuit
+        // of another model is refused as such, not after the known-fact filter.
+        let kept = circuit
+            .map(|c| -> Result<(Graph, Vec<bool>)> {
+                let graph = Graph::new(&model.cfg);
+                let removed = c.removed(&graph, &model.cfg)?;
+                Ok((graph, removed))
+            })
+            .transpose()?;
         let (mut facts, pool, label) = match facts {
             Facts::Prompt { prompt, subject, object } => {
                 let t = Triple { subject, relation: String::new(), object, template: String::new(), prompt: Some(prompt) };
@@ -109,8 +114,8 @@ impl<'a> Context<'a> {
             }
             facts = crate::data::in_context(facts, &from, filter.demonstrations, filter.seed, tok)?;
         }
-        let circuit = match circuit {
-            Some(file) => Some(CircuitView::new(model, tok, file, &mut facts, &pool)?),
+        let circuit = match circuit.zip(kept) {
+            Some((file, (graph, removed))) => Some(CircuitView::new(model, tok, file, graph, removed, &mut facts, &pool)?),
             None => None,
         };
         Ok(Context { model, tok, facts, circuit })
@@ -127,12 +132,19 @@ pub struct CircuitView {
 }
 
 impl CircuitView {
-    /// The circuit of `file` on `facts` (which must be facts of the circuit's model): mean ablation takes the
-    /// means of the circuit's own reference prompts (`RunInfo::mean_prompts`); resample ablation pairs every fact with a partner from
-    /// `pool` (same template and token length), and `facts` keeps only those that have one.
-    pub fn new(model: &Model, tok: &Tokenizer, file: &CircuitFile, facts: &mut Vec<Example>, pool: &[Example]) -> Result<CircuitView> {
-        let graph = Graph::new(&model.cfg);
-        let removed = file.removed(&graph, &model.cfg)?;
+    /// The circuit of `file` on `facts` (which must be facts of the circuit's model), its edges already read
+    /// on the model's `graph` as `removed` ([`CircuitFile::removed`]): mean ablation takes the means of the
+    /// circuit's own reference prompts (`RunInfo::mean_prompts`); resample ablation pairs every fact with a
+    /// partner from `pool` (same template and token length), and `facts` keeps only those that have one.
+    pub fn new(
+        model: &Model,
+        tok: &Tokenizer,
+        file: &CircuitFile,
+        graph: Graph,
+        removed: Vec<bool>,
+        facts: &mut Vec<Example>,
+        pool: &[Example],
+    ) -> Result<CircuitView> {
         let values = match file.run.ablation {
             Ablation::Zero => AblationSource::Zero,
             Ablation::Mean => AblationSource::mean_of_prompts(model, &file.run.mean_prompts(tok)?)?,
